@@ -1,0 +1,131 @@
+//! One error type for the HTTP API, mapped to status codes and the
+//! `{"error":{"code","message"}}` body in one place.
+//!
+//! The same `code` strings travel in stream `error` events, so SSE, WebSocket and JSON clients
+//! branch on one vocabulary.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid X-API-Key header is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Bad input: `code` says which rule was broken.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{message}")]
+    TooManyStreams { code: &'static str, message: String },
+    #[error("the service is shutting down")]
+    Unavailable,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: &'a ErrorBody,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::TooManyStreams { code, .. } => code,
+            ApiError::Unavailable => "unavailable",
+            ApiError::Database(_) | ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The body a client sees. Internal errors stay opaque: their detail goes to the log only.
+    pub fn body(&self) -> ErrorBody {
+        let message = match self {
+            ApiError::Database(_) | ApiError::Internal(_) => {
+                "an internal error occurred; it has been logged".to_owned()
+            }
+            other => other.to_string(),
+        };
+        ErrorBody {
+            code: self.code().to_owned(),
+            message,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status_code().is_server_error() {
+            log::error!("{self}");
+        }
+        let body = self.body();
+        let mut res = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::TooManyStreams { .. }) {
+            res.insert_header(("Retry-After", "1"));
+        }
+        res.json(ErrorEnvelope { error: &body })
+    }
+}
+
+impl From<actix_web::error::JsonPayloadError> for ApiError {
+    fn from(e: actix_web::error::JsonPayloadError) -> Self {
+        use actix_web::error::JsonPayloadError as J;
+        match e {
+            J::OverflowKnownLength { .. } | J::Overflow { .. } => {
+                ApiError::PayloadTooLarge("the JSON body is too large".to_owned())
+            }
+            J::ContentType => {
+                ApiError::UnsupportedMediaType("expected Content-Type: application/json".to_owned())
+            }
+            J::Deserialize(err) if err.is_data() => {
+                ApiError::bad_request("invalid_request", format!("invalid request body: {err}"))
+            }
+            other => ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON: {other}"),
+            ),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The one ChatHub actor: admission against per-user and global limits, the registry of
+//! sessions, and the counters behind the admin view.
+//!
+//! It runs on an arbiter of its own, so no worker's load delays an admission, and it only
+//! ever handles a few messages per answer.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix::{Actor, Addr, Arbiter, Context, Handler, MessageResult};
+use serde::Serialize;
+
+use super::lease::Lease;
+use super::messages::{Admit, AdmitError, Connect, Disconnect, GetStats, Release};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub per_user: usize,
+    pub global: usize,
+}
+
+struct ActiveStream {
+    user: String,
+    tenant: String,
+}
+
+struct SessionInfo {
+    kind: &'static str,
+    tenant: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HubStats {
+    pub connections: usize,
+    pub ws_connections: usize,
+    pub sse_connections: usize,
+    pub active_streams: usize,
+    pub streams_by_user: BTreeMap<String, usize>,
+    pub streams_by_tenant: BTreeMap<String, usize>,
+    pub connections_by_tenant: BTreeMap<String, usize>,
+    pub admitted_total: u64,
+    pub refused_total: u64,
+    pub released_total: u64,
+}
+
+pub struct ChatHub {
+    limits: Limits,
+    sessions: HashMap<u64, SessionInfo>,
+    streams: HashMap<u64, ActiveStream>,
+    per_user: HashMap<String, usize>,
+    next_lease: u64,
+    admitted_total: u64,
+    refused_total: u64,
+    released_total: u64,
+}
+
+impl ChatHub {
+    pub fn new(limits: Limits) -> Self {
+        ChatHub {
+            limits,
+            sessions: HashMap::new(),
+            streams: HashMap::new(),
+            per_user: HashMap::new(),
+            next_lease: 1,
+            admitted_total: 0,
+            refused_total: 0,
+            released_total: 0,
+        }
+    }
+
+    /// Starts the hub on a thread of its own.
+    pub fn spawn(limits: Limits) -> Addr<ChatHub> {
+        let arbiter = Arbiter::new();
+        ChatHub::start_in_arbiter(&arbiter.handle(), move |_| ChatHub::new(limits))
+    }
+}
+
+impl Actor for ChatHub {
+    type Context = Context<Self>;
+}
+
+impl Handler<Admit> for ChatHub {
+    type Result = Result<Lease, AdmitError>;
+
+    fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
+        if self.streams.len() >= self.limits.global {
+            self.refused_total += 1;
+            return Err(AdmitError::Global {
+                limit: self.limits.global,
+            });
+        }
+        let count = self.per_user.entry(msg.user.clone()).or_insert(0);
+        if *count >= self.limits.per_user {
+            self.refused_total += 1;
+            return Err(AdmitError::PerUser {
+                limit: self.limits.per_user,
+            });
+        }
+        *count += 1;
+        let id = self.next_lease;
+        self.next_lease += 1;
+        self.admitted_total += 1;
+        self.streams.insert(
+            id,
+            ActiveStream {
+                user: msg.user,
+                tenant: msg.tenant,
+            },
+        );
+        Ok(Lease {
+            id,
+            hub: actix::AsyncContext::address(ctx),
+        })
+    }
+}
+
+impl Handler<Release> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, _: &mut Context<Self>) {
+        // A lease is released once by construction; a missing id is ignored all the same.
+        let Some(stream) = self.streams.remove(&msg.lease_id) else {
+            return;
+        };
+        self.released_total += 1;
+        if let Some(count) = self.per_user.get_mut(&stream.user) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_user.remove(&stream.user);
+            }
+        }
+    }
+}
+
+impl Handler<Connect> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
+        let info = SessionInfo {
+            kind: msg.kind,
+            tenant: msg.tenant,
+        };
+        self.sessions.insert(msg.session_id, info);
+    }
+}
+
+impl Handler<Disconnect> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
+        self.sessions.remove(&msg.session_id);
+    }
+}
+
+impl Handler<GetStats> for ChatHub {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let mut stats = HubStats {
+            connections: self.sessions.len(),
+            ws_connections: self.sessions.values().filter(|s| s.kind == "ws").count(),
+            sse_connections: self.sessions.values().filter(|s| s.kind == "sse").count(),
+            active_streams: self.streams.len(),
+            admitted_total: self.admitted_total,
+            refused_total: self.refused_total,
+            released_total: self.released_total,
+            ..HubStats::default()
+        };
+        for s in self.sessions.values() {
+            *stats
+                .connections_by_tenant
+                .entry(s.tenant.clone())
+                .or_default() += 1;
+        }
+        for s in self.streams.values() {
+            *stats.streams_by_user.entry(s.user.clone()).or_default() += 1;
+            *stats.streams_by_tenant.entry(s.tenant.clone()).or_default() += 1;
+        }
+        MessageResult(stats)
+    }
+}

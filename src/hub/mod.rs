@@ -1,0 +1,40 @@
+//! The ChatHub actor and the per-connection session actors.
+//!
+//! The hub decides (admission, registry, stats) and never touches a token; sessions own
+//! their sockets and turn answer events into frames of their protocol.
+
+mod chat_hub;
+mod lease;
+pub mod messages;
+mod sse_session;
+mod ws_session;
+
+pub use chat_hub::{ChatHub, HubStats, Limits};
+pub use lease::Lease;
+pub use sse_session::SseSession;
+pub use ws_session::{WsSession, WsSettings};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Sessions name themselves, so registering needs no round trip to the hub.
+pub fn next_session_id() -> u64 {
+    NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+use actix::Addr;
+
+use crate::error::ApiError;
+use crate::store::KeyOwner;
+
+/// Asks the hub for a stream slot on behalf of a key's owner.
+pub async fn admit(hub: &Addr<ChatHub>, owner: &KeyOwner) -> Result<Lease, ApiError> {
+    hub.send(messages::Admit {
+        user: owner.key_id.clone(),
+        tenant: owner.tenant_id.clone(),
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable)?
+    .map_err(ApiError::from)
+}

@@ -1,0 +1,91 @@
+//! One actor per Server-Sent Events response: it owns the sending end of the response
+//! body, forwards one answer's events as SSE frames, pings while idle, and stops the answer
+//! the moment the client goes away (the body's receiver is dropped).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use actix::{fut::wrap_future, Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context};
+use bytes::Bytes;
+use futures_util::{stream, Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use super::chat_hub::ChatHub;
+use super::messages::{Connect, Disconnect};
+use crate::answer::AnswerStream;
+use crate::protocol::sse;
+
+/// Frames buffered for the response body; beyond this the answer waits for the client.
+const BODY_BUFFER: usize = 16;
+
+pub struct SseSession {
+    id: u64,
+    tenant: String,
+    hub: Addr<ChatHub>,
+    tx: mpsc::Sender<Bytes>,
+    answer: Option<AnswerStream>,
+    heartbeat: Duration,
+}
+
+impl SseSession {
+    /// Starts the session and returns the response body it feeds.
+    pub fn start(
+        answer: AnswerStream,
+        tenant: String,
+        hub: Addr<ChatHub>,
+        heartbeat: Duration,
+    ) -> impl Stream<Item = Result<Bytes, Infallible>> {
+        let (tx, rx) = mpsc::channel(BODY_BUFFER);
+        SseSession {
+            id: super::next_session_id(),
+            tenant,
+            hub,
+            tx,
+            answer: Some(answer),
+            heartbeat,
+        }
+        .start();
+        stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|frame| (Ok(frame), rx))
+        })
+    }
+}
+
+async fn forward(mut answer: AnswerStream, tx: mpsc::Sender<Bytes>) {
+    while let Some(ev) = answer.next().await {
+        if tx.send(sse::encode(&ev)).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Actor for SseSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.hub.do_send(Connect {
+            session_id: self.id,
+            kind: "sse",
+            tenant: self.tenant.clone(),
+        });
+        if let Some(answer) = self.answer.take() {
+            let forwarding = wrap_future(forward(answer, self.tx.clone()));
+            ctx.spawn(forwarding.map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
+        }
+        // The body's receiver is dropped when the client disconnects; noticing that at once
+        // (rather than at the next write) is what stops a silent upstream within 100 ms.
+        let tx = self.tx.clone();
+        let gone = wrap_future(async move { tx.closed().await });
+        ctx.spawn(gone.map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
+        ctx.run_interval(self.heartbeat, |act, _| {
+            // A full buffer means frames are flowing; no ping needed then.
+            let _ = act.tx.try_send(Bytes::from_static(sse::PING));
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.hub.do_send(Disconnect {
+            session_id: self.id,
+        });
+    }
+}

@@ -1,0 +1,24 @@
+//! ragstream: a real-time RAG chat hub.
+//!
+//! # Layout
+//! - [`config`]: settings from the environment, validated once.
+//! - [`startup`]: builds the App and returns a running server (main and tests both use it).
+//! - [`hub`]: the ChatHub actor (admission, registry, stats) and the session actors.
+//! - [`answer`]: the one answer pipeline every transport shares.
+//! - [`providers`]: LLM providers behind one trait; the offline extractive answerer.
+//! - [`rag`]: chunking, full-text query building, prompts.
+//! - [`protocol`]: pure wire codecs (SSE, plain WebSocket).
+//! - [`store`]: sqlx persistence.
+//! - [`routes`]: thin HTTP handlers; [`auth`]: who is asking; [`error`]: one error type.
+
+pub mod answer;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod protocol;
+pub mod providers;
+pub mod rag;
+pub mod routes;
+pub mod startup;
+pub mod store;

@@ -1,0 +1,276 @@
+//! The plain WebSocket protocol: JSON text frames, several answers per socket told apart
+//! by `id`.
+//!
+//! Client: `{"message":"Hello","topK":5,"id":"c1"}`, `{"type":"cancel","id":"c1"}`,
+//! `{"type":"ping"}`. Server: `{"sources":[…],"id":"c1"}`, `{"token":"Hi","id":"c1"}` …
+//! `{"done":true,"id":"c1","metadata":{…}}` or `{"error":{…},"id":"c1"}`, and `{"type":"pong"}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::answer::{DoneMetadata, Source, StreamEvent};
+use crate::error::ErrorBody;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    Ask {
+        id: Option<String>,
+        message: String,
+        top_k: Option<i64>,
+    },
+    Cancel {
+        id: String,
+    },
+    Ping,
+}
+
+/// A frame that could not be understood; `id` is echoed when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub id: Option<String>,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct RawFrame {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    message: Option<Value>,
+    #[serde(rename = "topK")]
+    top_k: Option<Value>,
+    id: Option<Value>,
+}
+
+fn read_id(id: Option<Value>) -> Result<Option<String>, DecodeError> {
+    match id {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(DecodeError {
+            id: None,
+            code: "invalid_id",
+            message: "id must be a non-empty string of at most 128 bytes, or a number".into(),
+        }),
+    }
+}
+
+pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
+    let raw: RawFrame = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => {
+            serde_json::from_value(Value::Object(map)).map_err(|e| DecodeError {
+                id: None,
+                code: "invalid_frame",
+                message: format!("the frame could not be read: {e}"),
+            })?
+        }
+        Ok(_) => {
+            return Err(DecodeError {
+                id: None,
+                code: "invalid_frame",
+                message: "a frame must be a JSON object".into(),
+            })
+        }
+        Err(e) => {
+            return Err(DecodeError {
+                id: None,
+                code: "invalid_json",
+                message: format!("the frame is not valid JSON: {e}"),
+            })
+        }
+    };
+    let id = read_id(raw.id)?;
+    let fail = |code, message: &str| DecodeError {
+        id: id.clone(),
+        code,
+        message: message.to_owned(),
+    };
+    let kind = match &raw.kind {
+        None | Some(Value::Null) => "ask",
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(fail("invalid_frame", "type must be a string")),
+    };
+    match kind {
+        "ask" | "message" => {
+            let message = match raw.message {
+                Some(Value::String(s)) => s,
+                Some(_) => return Err(fail("invalid_frame", "message must be a string")),
+                None => {
+                    return Err(fail(
+                        "invalid_frame",
+                        "a question frame needs a \"message\" string",
+                    ))
+                }
+            };
+            let top_k = match raw.top_k {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => match n.as_i64() {
+                    Some(k) => Some(k),
+                    None => return Err(fail("invalid_top_k", "topK must be a whole number")),
+                },
+                Some(_) => return Err(fail("invalid_top_k", "topK must be a whole number")),
+            };
+            Ok(ClientFrame::Ask { id, message, top_k })
+        }
+        "cancel" => match id {
+            Some(id) => Ok(ClientFrame::Cancel { id }),
+            None => Err(fail(
+                "invalid_frame",
+                "a cancel frame needs the \"id\" to cancel",
+            )),
+        },
+        "ping" => Ok(ClientFrame::Ping),
+        other => Err(DecodeError {
+            id: id.clone(),
+            code: "unknown_type",
+            message: format!("unknown frame type `{other}`; known: ask, cancel, ping"),
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct Out<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sources: Option<&'a [Source]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    done: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a ErrorBody>,
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a DoneMetadata>,
+}
+
+const EMPTY: Out<'static> = Out {
+    sources: None,
+    token: None,
+    done: None,
+    error: None,
+    id: None,
+    metadata: None,
+};
+
+fn to_text(out: &Out<'_>) -> String {
+    serde_json::to_string(out).unwrap_or_else(|_| {
+        r#"{"error":{"code":"internal","message":"a frame could not be encoded"},"id":null}"#
+            .to_owned()
+    })
+}
+
+pub fn encode_event(id: &str, event: &StreamEvent) -> String {
+    let id = Some(id);
+    match event {
+        StreamEvent::Sources(sources) => to_text(&Out {
+            sources: Some(sources),
+            id,
+            ..EMPTY
+        }),
+        StreamEvent::Token(token) => to_text(&Out {
+            token: Some(token),
+            id,
+            ..EMPTY
+        }),
+        StreamEvent::Done(metadata) => to_text(&Out {
+            done: Some(true),
+            id,
+            metadata: Some(metadata),
+            ..EMPTY
+        }),
+        StreamEvent::Error(error) => encode_error(id, error),
+    }
+}
+
+pub fn encode_error(id: Option<&str>, error: &ErrorBody) -> String {
+    to_text(&Out {
+        error: Some(error),
+        id,
+        ..EMPTY
+    })
+}
+
+pub const PONG: &str = r#"{"type":"pong"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_question_frame_decodes_with_its_id_and_top_k() {
+        assert_eq!(
+            decode(r#"{"message":"Hello","topK":5,"id":"c1"}"#),
+            Ok(ClientFrame::Ask {
+                id: Some("c1".into()),
+                message: "Hello".into(),
+                top_k: Some(5)
+            })
+        );
+    }
+
+    #[test]
+    fn the_seeds_bare_message_frame_is_a_question_without_id() {
+        assert_eq!(
+            decode(r#"{"message":"Hello"}"#),
+            Ok(ClientFrame::Ask {
+                id: None,
+                message: "Hello".into(),
+                top_k: None
+            })
+        );
+    }
+
+    #[test]
+    fn numeric_ids_are_accepted_as_text() {
+        let frame = decode(r#"{"message":"x","id":7}"#).unwrap();
+        assert!(matches!(frame, ClientFrame::Ask { id: Some(ref i), .. } if i == "7"));
+    }
+
+    #[test]
+    fn cancel_and_ping_decode() {
+        assert_eq!(
+            decode(r#"{"type":"cancel","id":"c1"}"#),
+            Ok(ClientFrame::Cancel { id: "c1".into() })
+        );
+        assert_eq!(decode(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping));
+    }
+
+    #[test]
+    fn bad_frames_get_codes_and_keep_their_id() {
+        assert_eq!(decode("not json").unwrap_err().code, "invalid_json");
+        assert_eq!(decode("[1,2]").unwrap_err().code, "invalid_frame");
+        let e = decode(r#"{"type":"dance","id":"c9"}"#).unwrap_err();
+        assert_eq!((e.code, e.id.as_deref()), ("unknown_type", Some("c9")));
+        let e = decode(r#"{"message":"x","topK":"five","id":"c2"}"#).unwrap_err();
+        assert_eq!((e.code, e.id.as_deref()), ("invalid_top_k", Some("c2")));
+        assert_eq!(decode(r#"{"id":"c3"}"#).unwrap_err().code, "invalid_frame");
+        assert_eq!(
+            decode(r#"{"type":"cancel"}"#).unwrap_err().code,
+            "invalid_frame"
+        );
+        assert_eq!(
+            decode(r#"{"message":"x","id":{}}"#).unwrap_err().code,
+            "invalid_id"
+        );
+    }
+
+    #[test]
+    fn events_encode_to_the_pinned_shapes() {
+        assert_eq!(
+            encode_event("c1", &StreamEvent::Token("Hi".into())),
+            r#"{"token":"Hi","id":"c1"}"#
+        );
+        let err = ErrorBody {
+            code: "too_many_streams".into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            encode_event("c1", &StreamEvent::Error(err.clone())),
+            r#"{"error":{"code":"too_many_streams","message":"m"},"id":"c1"}"#
+        );
+        assert_eq!(
+            encode_error(None, &err),
+            r#"{"error":{"code":"too_many_streams","message":"m"},"id":null}"#
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! Server-Sent Events frames, in the seed's shape:
+//! `data: {"token":"Hello","done":false}` … `data: {"token":"","done":true,"metadata":{…}}`.
+//!
+//! Every frame carries `id:` (the event's sequence number, the future resume cursor).
+//! Sources go out as a named `sources` event, which `EventSource.onmessage` handlers written
+//! for the seed ignore and `curl -N` shows. JSON is compact, so `data:` is always one line.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::answer::{AnswerEvent, DoneMetadata, Source, StreamEvent};
+use crate::error::ErrorBody;
+
+/// A comment line: keeps proxies and idle timers from closing a quiet stream.
+pub const PING: &[u8] = b": ping\n\n";
+
+#[derive(Serialize)]
+struct TokenFrame<'a> {
+    token: &'a str,
+    done: bool,
+}
+
+#[derive(Serialize)]
+struct DoneFrame<'a> {
+    token: &'a str,
+    done: bool,
+    metadata: &'a DoneMetadata,
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    done: bool,
+    error: &'a ErrorBody,
+}
+
+#[derive(Serialize)]
+struct SourcesFrame<'a> {
+    sources: &'a [Source],
+}
+
+pub fn encode(ev: &AnswerEvent) -> Bytes {
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(b"id: ");
+    buf.extend_from_slice(ev.seq.to_string().as_bytes());
+    buf.push(b'\n');
+    // Serialising these borrowed structs cannot fail: no maps with non-string keys, no
+    // custom serialisers that error.
+    let json = match &ev.event {
+        StreamEvent::Sources(sources) => {
+            buf.extend_from_slice(b"event: sources\n");
+            serde_json::to_vec(&SourcesFrame { sources })
+        }
+        StreamEvent::Token(token) => serde_json::to_vec(&TokenFrame { token, done: false }),
+        StreamEvent::Done(metadata) => serde_json::to_vec(&DoneFrame {
+            token: "",
+            done: true,
+            metadata,
+        }),
+        StreamEvent::Error(error) => serde_json::to_vec(&ErrorFrame { done: true, error }),
+    };
+    buf.extend_from_slice(b"data: ");
+    match json {
+        Ok(json) => buf.extend_from_slice(&json),
+        Err(_) => buf.extend_from_slice(br#"{"done":true,"error":{"code":"internal","message":"an event could not be encoded"}}"#),
+    }
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn ev(seq: u64, event: StreamEvent) -> String {
+        String::from_utf8(encode(&AnswerEvent { seq, event }).to_vec()).expect("utf-8")
+    }
+
+    #[test]
+    fn a_token_frame_has_an_id_and_the_seeds_shape() {
+        assert_eq!(
+            ev(2, StreamEvent::Token("Hello".into())),
+            "id: 2\ndata: {\"token\":\"Hello\",\"done\":false}\n\n"
+        );
+    }
+
+    #[test]
+    fn newlines_in_a_token_stay_inside_one_data_line() {
+        let frame = ev(3, StreamEvent::Token("a\nb\r\n".into()));
+        assert_eq!(
+            frame,
+            "id: 3\ndata: {\"token\":\"a\\nb\\r\\n\",\"done\":false}\n\n"
+        );
+        assert_eq!(frame.matches('\n').count(), 3);
+    }
+
+    #[test]
+    fn the_done_frame_carries_metadata() {
+        let meta = DoneMetadata {
+            answer_id: "a1".into(),
+            provider: "offline".into(),
+            model: "m".into(),
+            ttft_ms: Some(4),
+            elapsed_ms: 9,
+            tokens: 2,
+            finish_reason: "stop".into(),
+            sources: Arc::from(Vec::new()),
+        };
+        let frame = ev(5, StreamEvent::Done(Box::new(meta)));
+        assert!(frame.starts_with("id: 5\ndata: {\"token\":\"\",\"done\":true,\"metadata\":{"));
+        assert!(frame.contains("\"provider\":\"offline\""));
+        assert!(frame.contains("\"ttft_ms\":4"));
+        assert!(frame.ends_with("}}\n\n"));
+    }
+
+    #[test]
+    fn an_error_frame_is_done_with_an_error_object() {
+        let frame = ev(
+            1,
+            StreamEvent::Error(ErrorBody {
+                code: "upstream_timeout".into(),
+                message: "slow".into(),
+            }),
+        );
+        assert_eq!(
+            frame,
+            "id: 1\ndata: {\"done\":true,\"error\":{\"code\":\"upstream_timeout\",\"message\":\"slow\"}}\n\n"
+        );
+    }
+
+    #[test]
+    fn sources_are_a_named_event() {
+        let frame = ev(1, StreamEvent::Sources(Arc::from(Vec::new())));
+        assert_eq!(frame, "id: 1\nevent: sources\ndata: {\"sources\":[]}\n\n");
+    }
+}

@@ -1,0 +1,6 @@
+//! Retrieval-augmented generation pieces that need no I/O: chunking documents, turning a
+//! question into a safe full-text query, and rendering the prompt an LLM sees.
+
+pub mod chunking;
+pub mod fts_query;
+pub mod prompt;

@@ -1,0 +1,75 @@
+//! The prompt an LLM provider sees: instructions, numbered passages, the question.
+
+use crate::providers::Prompt;
+
+pub const SYSTEM_PROMPT: &str = "You are a helpful assistant that answers questions from the \
+provided documents only. Cite the passages you use as [1], [2], ... If the passages do not \
+contain the answer, say so plainly.";
+
+/// The user message: numbered passages with their titles, then the question. Passage
+/// numbers match the `sources` list sent to clients, so citations line up.
+pub fn render_user_message(prompt: &Prompt) -> String {
+    let mut out = String::with_capacity(
+        prompt.question.len()
+            + prompt
+                .passages
+                .iter()
+                .map(|p| p.text.len() + 64)
+                .sum::<usize>(),
+    );
+    if prompt.passages.is_empty() {
+        out.push_str("No passages were found for this question.\n\n");
+    } else {
+        out.push_str("Passages:\n\n");
+        for (i, p) in prompt.passages.iter().enumerate() {
+            out.push_str(&format!("[{}] {}\n{}\n\n", i + 1, p.title, p.text.trim()));
+        }
+    }
+    out.push_str("Question: ");
+    out.push_str(prompt.question.trim());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Passage;
+
+    fn passage(title: &str, text: &str) -> Passage {
+        Passage {
+            document_id: "d".into(),
+            title: title.into(),
+            chunk_id: 1,
+            text: text.into(),
+            score: 1.0,
+        }
+    }
+
+    #[test]
+    fn passages_are_numbered_in_rank_order_before_the_question() {
+        let prompt = Prompt {
+            question: "When was it built?".into(),
+            passages: vec![
+                passage("Tower", "Built in 1889."),
+                passage("Bridge", "Opened 1937."),
+            ]
+            .into(),
+            terms: vec![],
+        };
+        let text = render_user_message(&prompt);
+        let first = text.find("[1] Tower").expect("first passage");
+        let second = text.find("[2] Bridge").expect("second passage");
+        let question = text.find("Question: When was it built?").expect("question");
+        assert!(first < second && second < question);
+    }
+
+    #[test]
+    fn no_passages_is_said_plainly() {
+        let prompt = Prompt {
+            question: "Anything?".into(),
+            passages: Vec::new().into(),
+            terms: vec![],
+        };
+        assert!(render_user_message(&prompt).starts_with("No passages were found"));
+    }
+}

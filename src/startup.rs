@@ -1,0 +1,106 @@
+//! Builds the application: store (migrated), providers, the ChatHub, the HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+
+use crate::answer::Pipeline;
+use crate::config::{ProviderKind, Settings};
+use crate::hub::{ChatHub, Limits};
+use crate::providers::offline::OfflineProvider;
+use crate::providers::Provider;
+use crate::routes;
+use crate::store::Store;
+
+/// Shared by every handler (one instance for all workers).
+pub struct AppState {
+    pub store: Store,
+    pub pipeline: Pipeline,
+    pub hub: Addr<ChatHub>,
+    pub settings: Settings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the database could not be opened or migrated: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the address could not be bound: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    generated_admin_key: Option<String>,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Opens and migrates the store (failing now, not at the first request), makes sure the
+    /// bootstrap admin key exists, starts the hub and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+        let store = Store::connect(&settings.database_url).await?;
+        let tenant = store.ensure_default_tenant().await?;
+        let generated_admin_key = store
+            .bootstrap_admin(&tenant, settings.admin_key.as_deref())
+            .await?;
+
+        let provider: Arc<dyn Provider> = match settings.provider {
+            ProviderKind::Offline => Arc::new(OfflineProvider::new(settings.offline_pace)),
+        };
+        let pipeline = Pipeline::new(store.clone(), provider);
+        let hub = ChatHub::spawn(Limits {
+            per_user: settings.max_streams_per_user,
+            global: settings.max_streams_global,
+        });
+
+        let listener = TcpListener::bind(settings.addr)?;
+        let port = listener.local_addr()?.port();
+        let workers = settings.workers;
+        let state = web::Data::new(AppState {
+            store,
+            pipeline,
+            hub,
+            settings,
+        });
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(actix_web::middleware::Logger::new(r#"%a "%r" %s %b %Dms"#))
+                .configure(routes::configure)
+        })
+        // A stream may legitimately stay open for minutes; shutdown should not wait for it.
+        .shutdown_timeout(5);
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        let server = server.listen(listener)?.run();
+        Ok(Application {
+            port,
+            server,
+            generated_admin_key,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The admin key made at first start, if this start made one. Shown once, never logged.
+    pub fn generated_admin_key(&self) -> Option<&str> {
+        self.generated_admin_key.as_deref()
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
