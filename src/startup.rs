@@ -74,7 +74,11 @@ impl Application {
                 .configure(routes::configure)
         })
         // A stream may legitimately stay open for minutes; shutdown should not wait for it.
-        .shutdown_timeout(5);
+        .shutdown_timeout(5)
+        // A client's EOF ends its connection at once. With half-closed connections allowed,
+        // actix keeps a streaming response alive until its next write fails, so a client that
+        // leaves during a long wait for the first token would keep the upstream running.
+        .h1_allow_half_closed(false);
         if workers > 0 {
             server = server.workers(workers);
         }

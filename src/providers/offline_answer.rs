@@ -17,6 +17,15 @@ const MIN_PREFIX_CHARS: usize = 4;
 /// without punctuation (tables, logs) would otherwise quote a whole passage.
 const MAX_SENTENCE_CHARS: usize = 400;
 
+/// Sentences with fewer words are mostly headings ("The Eiffel Tower",
+/// "Construction"); they are quoted only when nothing longer matches.
+const MIN_ANSWER_WORDS: usize = 4;
+
+/// Sentences scoring below this share of the best score are not quoted, so
+/// a sentence that only shares the document's subject with the question does
+/// not sit next to the real answer.
+const MIN_RELATIVE_SCORE: f64 = 0.35;
+
 /// One retrieved passage, as ranked by the search (best first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PassageRef<'a> {
@@ -25,17 +34,25 @@ pub struct PassageRef<'a> {
     pub text: &'a str,
 }
 
-/// Builds an answer from the sentences of `passages` that mention the most
+/// Builds an answer from the sentences of `passages` that best match
 /// `question_terms`, each followed by its passage's citation, e.g.
 /// `SQLite stores the index [2].`
 ///
-/// A sentence scores one point per distinct question term it contains
-/// (case-insensitive, with prefix matching for words of at least four
-/// chars, so "documents" matches "document"). Among equal scores, earlier
-/// passages and then earlier sentences win. Up to `max_sentences` distinct
-/// sentences are kept (a value of 0 is treated as 1) and emitted in passage
-/// order, then sentence order, separated by single spaces. Returns
-/// [`NOTHING_FOUND`] when no sentence scores.
+/// A term matches a sentence case-insensitively, with prefix matching for
+/// words of at least four chars (so "documents" matches "document").
+/// Candidates are the sentences of at least four words that match some term;
+/// shorter sentences (headings such as "Construction") are used only when no
+/// longer sentence matches. Each term is weighted by its rarity among the
+/// candidates, `ln(1 + S / (1 + df))` with `S` candidates of which `df`
+/// match the term, and a sentence scores the sum of the weights of the
+/// distinct terms it matches, so a term found everywhere (the subject of the
+/// whole document) counts little next to a distinctive one.
+///
+/// Sentences scoring below 35% of the best are dropped. Among equal scores,
+/// earlier passages and then earlier sentences win. Up to `max_sentences`
+/// distinct sentences are kept (a value of 0 is treated as 1) and emitted in
+/// passage order, then sentence order, separated by single spaces. Returns
+/// [`NOTHING_FOUND`] when no sentence matches.
 pub fn compose_answer(
     question_terms: &[String],
     passages: &[PassageRef<'_>],
@@ -46,26 +63,57 @@ pub fn compose_answer(
         return NOTHING_FOUND.to_owned();
     }
 
-    let mut candidates = Vec::new();
+    let mut matching = Vec::new();
     for (rank, passage) in passages.iter().enumerate() {
         for (position, sentence) in sentences(passage.text).into_iter().enumerate() {
-            let score = score_sentence(sentence, &terms);
-            if score > 0 {
-                candidates.push(Candidate {
+            let words = words(sentence);
+            let matched: Vec<usize> = terms
+                .iter()
+                .enumerate()
+                .filter(|(_, term)| words.iter().any(|word| term_matches(term, word)))
+                .map(|(index, _)| index)
+                .collect();
+            if !matched.is_empty() {
+                matching.push(Match {
                     rank,
                     position,
-                    score,
                     number: passage.number,
                     text: sentence,
+                    word_count: words.len(),
+                    matched,
                 });
             }
         }
     }
+    if matching
+        .iter()
+        .any(|found| found.word_count >= MIN_ANSWER_WORDS)
+    {
+        matching.retain(|found| found.word_count >= MIN_ANSWER_WORDS);
+    }
+
+    let weights = term_weights(terms.len(), &matching);
+    let mut candidates: Vec<Candidate<'_>> = matching
+        .into_iter()
+        .map(|found| Candidate {
+            rank: found.rank,
+            position: found.position,
+            score: found.matched.iter().map(|&term| weights[term]).sum(),
+            number: found.number,
+            text: found.text,
+        })
+        .collect();
+    let best = candidates
+        .iter()
+        .map(|candidate| candidate.score)
+        .fold(0.0, f64::max);
+    candidates.retain(|candidate| candidate.score >= MIN_RELATIVE_SCORE * best);
     // Ordering by rank after score is the "earlier passage" bonus: it breaks
-    // ties but never outweighs an extra matched term.
+    // ties but never outweighs a better score. Equal term sets sum their
+    // weights in the same order, so their scores are exactly equal.
     candidates.sort_by(|a, b| {
         b.score
-            .cmp(&a.score)
+            .total_cmp(&a.score)
             .then(a.rank.cmp(&b.rank))
             .then(a.position.cmp(&b.position))
     });
@@ -125,12 +173,40 @@ pub fn split_tokens(answer: &str) -> Vec<&str> {
     tokens
 }
 
+/// A sentence that matches at least one question term.
+struct Match<'a> {
+    rank: usize,
+    position: usize,
+    number: usize,
+    text: &'a str,
+    word_count: usize,
+    /// Indices into the normalised terms, each at most once.
+    matched: Vec<usize>,
+}
+
 struct Candidate<'a> {
     rank: usize,
     position: usize,
-    score: usize,
+    score: f64,
     number: usize,
     text: &'a str,
+}
+
+/// IDF-like weight of each term over the candidate sentences:
+/// `ln(1 + S / (1 + df))`. Always positive for a term that some candidate
+/// matches.
+fn term_weights(term_count: usize, candidates: &[Match<'_>]) -> Vec<f64> {
+    let mut document_frequency = vec![0_usize; term_count];
+    for candidate in candidates {
+        for &term in &candidate.matched {
+            document_frequency[term] += 1;
+        }
+    }
+    let sentence_count = candidates.len() as f64;
+    document_frequency
+        .into_iter()
+        .map(|df| (1.0 + sentence_count / (1.0 + df as f64)).ln())
+        .collect()
 }
 
 fn normalise_terms(question_terms: &[String]) -> Vec<String> {
@@ -224,16 +300,14 @@ fn strip_one_marker(line: &str) -> &str {
     }
 }
 
-fn score_sentence(sentence: &str, terms: &[String]) -> usize {
-    let words: Vec<String> = sentence
+/// Lowercased runs of alphanumerics: the words that terms are matched
+/// against and that count towards a sentence's length.
+fn words(sentence: &str) -> Vec<String> {
+    sentence
         .split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
         .map(str::to_lowercase)
-        .collect();
-    terms
-        .iter()
-        .filter(|term| words.iter().any(|word| term_matches(term, word)))
-        .count()
+        .collect()
 }
 
 fn term_matches(term: &str, word: &str) -> bool {
@@ -344,13 +418,13 @@ mod tests {
     #[test]
     fn output_follows_passage_order_not_score_order() {
         let passages = [
-            passage(1, "Rust is fast."),
+            passage(1, "Rust code is built with Cargo."),
             passage(2, "Rust and Cargo and crates work together."),
         ];
         let answer = compose_answer(&terms(&["rust", "cargo", "crates"]), &passages, 2);
         assert_eq!(
             answer,
-            "Rust is fast [1]. Rust and Cargo and crates work together [2]."
+            "Rust code is built with Cargo [1]. Rust and Cargo and crates work together [2]."
         );
     }
 
@@ -358,16 +432,17 @@ mod tests {
     fn max_sentences_keeps_the_best_scoring_ones() {
         let passages = [passage(
             1,
-            "Alpha only. Alpha and beta. Alpha, beta and gamma. Gamma only.",
+            "Only gamma is named here. Both alpha and beta appear here. \
+             Alpha, beta and gamma all appear. Only alpha is named here.",
         )];
         let question = terms(&["alpha", "beta", "gamma"]);
         assert_eq!(
             compose_answer(&question, &passages, 1),
-            "Alpha, beta and gamma [1]."
+            "Alpha, beta and gamma all appear [1]."
         );
         assert_eq!(
             compose_answer(&question, &passages, 2),
-            "Alpha and beta [1]. Alpha, beta and gamma [1]."
+            "Both alpha and beta appear here [1]. Alpha, beta and gamma all appear [1]."
         );
         assert_eq!(
             compose_answer(&question, &passages, 0),
@@ -379,7 +454,7 @@ mod tests {
     fn ties_prefer_earlier_passages_then_earlier_sentences() {
         let passages = [
             passage(1, "Late mention of index. Early mention of index."),
-            passage(2, "Another index sentence."),
+            passage(2, "Another sentence about the index."),
         ];
         let answer = compose_answer(&terms(&["index"]), &passages, 1);
         assert_eq!(answer, "Late mention of index [1].");
@@ -394,10 +469,13 @@ mod tests {
     fn duplicate_sentences_are_removed_and_do_not_use_up_slots() {
         let passages = [
             passage(1, "SQLite holds the chunks."),
-            passage(2, "sqlite  holds the chunks! Chunks are small."),
+            passage(2, "sqlite  holds the chunks! Chunks are small and fast."),
         ];
         let answer = compose_answer(&terms(&["sqlite", "chunks"]), &passages, 2);
-        assert_eq!(answer, "SQLite holds the chunks [1]. Chunks are small [2].");
+        assert_eq!(
+            answer,
+            "SQLite holds the chunks [1]. Chunks are small and fast [2]."
+        );
     }
 
     #[test]
@@ -434,7 +512,7 @@ mod tests {
     fn terms_match_by_prefix_only_when_long_enough() {
         let passages = [passage(
             1,
-            "The documents are indexed. It is in here. Indexing is fast.",
+            "The documents are indexed. It is in here. Indexing is very fast.",
         )];
         let answer = compose_answer(&terms(&["document", "in"]), &passages, 5);
         assert_eq!(answer, "The documents are indexed [1]. It is in here [1].");
@@ -494,6 +572,121 @@ mod tests {
         let passages = [passage(1, "Grüße aus 日本語。 Grüße again! 🎉🎉")];
         let answer = compose_answer(&terms(&["grüße"]), &passages, 5);
         assert_eq!(answer, "Grüße aus 日本語。 Grüße again [1]!");
+    }
+
+    const EIFFEL: [&str; 3] = [
+        "The Eiffel Tower\nThe Eiffel Tower is a wrought-iron lattice tower on the Champ de \
+         Mars in Paris, France. It is named after the engineer Gustave Eiffel, whose company \
+         designed and built the tower.",
+        "Construction\nConstruction of the tower began in January 1887 and was finished in \
+         March 1889. It was built as the centrepiece of the 1889 World's Fair, held to \
+         celebrate the centennial of the French Revolution.",
+        "Height\nThe tower is 330 metres tall, about the same height as an 81-storey building.",
+    ];
+
+    fn eiffel_answer(question: &str) -> String {
+        let passages: Vec<PassageRef<'_>> = EIFFEL
+            .iter()
+            .enumerate()
+            .map(|(index, text)| passage(index + 1, text))
+            .collect();
+        let question_terms = crate::rag::fts_query::query_terms(question);
+        compose_answer(&question_terms, &passages, 4)
+    }
+
+    #[test]
+    fn the_distinctive_term_decides_over_the_document_subject() {
+        assert_eq!(
+            crate::rag::fts_query::query_terms("When was the Eiffel Tower built?"),
+            terms(&["eiffel", "tower", "built"])
+        );
+        let answer = eiffel_answer("When was the Eiffel Tower built?");
+        assert!(
+            answer.contains("built as the centrepiece") || answer.contains("began in January 1887"),
+            "{answer}"
+        );
+        assert!(!answer.starts_with("The Eiffel Tower [1]"), "{answer}");
+        assert!(!answer.contains(" The Eiffel Tower [1]"), "{answer}");
+        assert!(!answer.contains("330 metres"), "{answer}");
+        assert!(!answer.contains("Height"), "{answer}");
+        assert_eq!(
+            answer,
+            "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, \
+             France [1]. It is named after the engineer Gustave Eiffel, whose company designed \
+             and built the tower [1]. It was built as the centrepiece of the 1889 World's Fair, \
+             held to celebrate the centennial of the French Revolution [2]."
+        );
+    }
+
+    #[test]
+    fn a_rare_term_outweighs_the_common_subject() {
+        let answer = eiffel_answer("How tall is the tower?");
+        assert!(
+            answer.starts_with(
+                "The tower is 330 metres tall, about the same height as an 81-storey building [3]."
+            ),
+            "{answer}"
+        );
+        assert_eq!(
+            answer,
+            "The tower is 330 metres tall, about the same height as an 81-storey building [3]."
+        );
+    }
+
+    #[test]
+    fn headings_are_not_quoted_when_longer_sentences_match() {
+        let passages = [passage(
+            1,
+            "# Streaming\nStreaming sends one token at a time.",
+        )];
+        let answer = compose_answer(&terms(&["streaming"]), &passages, 5);
+        assert_eq!(answer, "Streaming sends one token at a time [1].");
+    }
+
+    #[test]
+    fn short_lines_are_quoted_when_nothing_longer_matches() {
+        let passages = [
+            passage(1, "## Ports\n- HTTP on 8080\n- WebSocket on 8081"),
+            passage(2, "This longer sentence mentions nothing relevant at all."),
+        ];
+        let answer = compose_answer(&terms(&["websocket", "8081"]), &passages, 5);
+        assert_eq!(answer, "WebSocket on 8081 [1].");
+    }
+
+    #[test]
+    fn weak_matches_below_the_relative_threshold_are_dropped() {
+        // "config" is in all five sentences, "reload" only in one: the other
+        // sentences score ln(1 + 5/6) against that plus ln(1 + 5/2), 33%.
+        let passages = [
+            passage(
+                1,
+                "The config file is read at startup. A config change triggers a reload here. \
+                 Every config key has a default.",
+            ),
+            passage(
+                2,
+                "The config path can be overridden. Unknown config keys are errors.",
+            ),
+        ];
+        let answer = compose_answer(&terms(&["config", "reload"]), &passages, 5);
+        assert_eq!(answer, "A config change triggers a reload here [1].");
+    }
+
+    #[test]
+    fn equally_weak_matches_are_all_kept_up_to_the_limit() {
+        let passages = [passage(
+            1,
+            "The config file is read at startup. Every config key has a default.",
+        )];
+        let answer = compose_answer(&terms(&["config"]), &passages, 5);
+        assert_eq!(
+            answer,
+            "The config file is read at startup [1]. Every config key has a default [1]."
+        );
+        assert_eq!(
+            compose_answer(&terms(&["config"]), &passages, 1),
+            "The config file is read at startup [1]."
+        );
     }
 
     #[test]

@@ -1,0 +1,117 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{spawn_app_with, Options, SseReader, TOWER};
+
+fn slow(per_user: usize, global: usize) -> Options {
+    Options {
+        pace: Duration::from_millis(2000),
+        per_user,
+        global,
+        ..Options::default()
+    }
+}
+
+#[actix_web::test]
+async fn over_the_per_user_limit_sse_and_json_get_429_and_websocket_an_error_frame() {
+    let app = spawn_app_with(slow(2, 100)).await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let a = app.open_sse(&app.admin_key, "tower").await;
+    let b = app.open_sse(&app.admin_key, "tower").await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert_eq!(app.stats().await.active_streams, 2);
+
+    let mut third = app.open_sse(&app.admin_key, "tower").await;
+    assert_eq!(third.status().as_u16(), 429);
+    assert_eq!(third.headers().get("retry-after").unwrap(), "1");
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_streams");
+    assert!(body["error"]["message"].as_str().unwrap().contains('2'));
+
+    let (status, body) = app
+        .post_json("/api/v1/ask", &app.admin_key, json!({"question": "tower"}))
+        .await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "too_many_streams");
+
+    let mut ws = app.open_ws(&app.admin_key).await;
+    ws.send_json(json!({"message": "tower", "id": "w1"})).await;
+    let frame = ws.next_json().await;
+    assert_eq!(frame["id"], "w1");
+    assert_eq!(frame["error"]["code"], "too_many_streams");
+
+    // Another user is not affected by this user's limit.
+    let (tenant, _) = app.new_tenant("other").await;
+    let other = app.new_key(&tenant, "second").await;
+    let res = app.open_sse(&other, "tower").await;
+    assert_eq!(res.status().as_u16(), 200);
+    drop(res);
+
+    // Freeing one slot lets the same socket ask again: it stayed open.
+    drop(a);
+    app.wait_for_active_streams(1, Duration::from_secs(2)).await;
+    ws.send_json(json!({"message": "tower", "id": "w2"})).await;
+    let frame = ws.next_json().await;
+    assert_eq!(frame["id"], "w2");
+    assert!(frame["sources"].is_array(), "{frame}");
+    drop(b);
+}
+
+#[actix_web::test]
+async fn over_the_global_limit_any_user_gets_429_server_busy() {
+    let app = spawn_app_with(slow(5, 1)).await;
+    let (tenant, key) = app.new_tenant("t2").await;
+    let _ = tenant;
+    let first = app.open_sse(&app.admin_key, "anything").await;
+    assert_eq!(first.status().as_u16(), 200);
+    let mut second = app.open_sse(&key, "anything").await;
+    assert_eq!(second.status().as_u16(), 429);
+    let body: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "server_busy");
+    assert_eq!(app.stats().await.refused_total, 1);
+}
+
+#[actix_web::test]
+async fn an_sse_client_that_disconnects_stops_its_answer_and_frees_its_slot() {
+    let app = spawn_app_with(slow(5, 100)).await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let res = app.open_sse(&app.admin_key, "How tall is the tower?").await;
+    let mut reader = SseReader::new(res);
+    // Sources, then the first token; the next one is 2 s away.
+    let sources = reader.next().await.unwrap();
+    assert_eq!(sources.event.as_deref(), Some("sources"));
+    let token = reader.next().await.unwrap();
+    assert_eq!(token.json()["done"], false);
+    assert_eq!(app.stats().await.active_streams, 1);
+    assert_eq!(app.stats().await.sse_connections, 1);
+
+    drop(reader);
+    // The bound is 100 ms; the assertion allows for a loaded CI machine while still
+    // failing if the answer ran on (it would hold the slot for many seconds).
+    let freed = app
+        .wait_for_active_streams(0, Duration::from_millis(1000))
+        .await;
+    eprintln!("disconnect freed the slot in {freed:?}");
+    let stats = app.stats().await;
+    assert_eq!(stats.released_total, 1);
+    assert_eq!(stats.sse_connections, 0);
+}
+
+#[actix_web::test]
+async fn every_finished_answer_releases_its_slot() {
+    let app = spawn_app_with(Options::default()).await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    for _ in 0..12 {
+        let (status, _) = app
+            .post_json("/api/v1/ask", &app.admin_key, json!({"question": "tower"}))
+            .await;
+        assert_eq!(status, 200);
+        let res = app.open_sse(&app.admin_key, "tower").await;
+        SseReader::new(res).collect().await;
+    }
+    app.wait_for_active_streams(0, Duration::from_secs(2)).await;
+    let stats = app.stats().await;
+    assert_eq!(stats.admitted_total, 24);
+    assert_eq!(stats.released_total, 24);
+}

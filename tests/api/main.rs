@@ -1,0 +1,10 @@
+//! Integration tests: one binary (faster to link), one module per feature.
+
+mod ask;
+mod auth;
+mod bad_input;
+mod documents;
+mod health;
+mod helpers;
+mod limits;
+mod ws;
