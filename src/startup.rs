@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::dev::Server;
+use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpServer};
 
 use crate::answer::Pipeline;
+use crate::auth::tickets::{TicketStore, TICKET_TTL};
 use crate::config::{ProviderKind, Settings};
 use crate::hub::{ChatHub, Limits};
 use crate::providers::offline::OfflineProvider;
@@ -21,6 +23,10 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub hub: Addr<ChatHub>,
     pub settings: Settings,
+    /// Single-use stream tickets for browsers (`?ticket=`).
+    pub tickets: TicketStore,
+    /// SignalR connection tokens handed out by negotiate, redeemed by `?id=`.
+    pub connection_tokens: TicketStore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +71,18 @@ impl Application {
             pipeline,
             hub,
             settings,
+            tickets: TicketStore::new("rst_", TICKET_TTL),
+            connection_tokens: TicketStore::new("rsc_", TICKET_TTL),
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
-                .wrap(actix_web::middleware::Logger::new(r#"%a "%r" %s %b %Dms"#))
+                // The path only (%U): query strings may carry tickets or SignalR access tokens.
+                .wrap(
+                    Logger::new(r#"%a "%{METHOD}xi %U" %s %b %Dms"#)
+                        .custom_request_replace("METHOD", |req| req.method().to_string()),
+                )
                 .configure(routes::configure)
         })
         // A stream may legitimately stay open for minutes; shutdown should not wait for it.

@@ -5,12 +5,16 @@
 //! ever handles a few messages per answer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
-use actix::{Actor, Addr, Arbiter, Context, Handler, MessageResult};
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient};
 use serde::Serialize;
 
 use super::lease::Lease;
-use super::messages::{Admit, AdmitError, Connect, Disconnect, GetStats, Release};
+use super::messages::{
+    Admit, AdmitError, Connect, ConnectionInfo, Disconnect, EndConnection, GetStats, Identify,
+    ListConnections, Release, Terminate,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -21,11 +25,16 @@ pub struct Limits {
 struct ActiveStream {
     user: String,
     tenant: String,
+    session_id: Option<u64>,
 }
 
 struct SessionInfo {
     kind: &'static str,
+    protocol: Option<&'static str>,
+    user: String,
     tenant: String,
+    since: Instant,
+    terminate: Recipient<Terminate>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -105,11 +114,12 @@ impl Handler<Admit> for ChatHub {
             ActiveStream {
                 user: msg.user,
                 tenant: msg.tenant,
+                session_id: msg.session_id,
             },
         );
         Ok(Lease {
             id,
-            hub: actix::AsyncContext::address(ctx),
+            hub: ctx.address(),
         })
     }
 }
@@ -138,9 +148,23 @@ impl Handler<Connect> for ChatHub {
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
         let info = SessionInfo {
             kind: msg.kind,
+            protocol: None,
+            user: msg.user,
             tenant: msg.tenant,
+            since: Instant::now(),
+            terminate: msg.terminate,
         };
         self.sessions.insert(msg.session_id, info);
+    }
+}
+
+impl Handler<Identify> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Identify, _: &mut Context<Self>) {
+        if let Some(session) = self.sessions.get_mut(&msg.session_id) {
+            session.protocol = Some(msg.protocol);
+        }
     }
 }
 
@@ -177,5 +201,49 @@ impl Handler<GetStats> for ChatHub {
             *stats.streams_by_tenant.entry(s.tenant.clone()).or_default() += 1;
         }
         MessageResult(stats)
+    }
+}
+
+impl Handler<ListConnections> for ChatHub {
+    type Result = MessageResult<ListConnections>;
+
+    fn handle(&mut self, _: ListConnections, _: &mut Context<Self>) -> Self::Result {
+        let mut per_session: HashMap<u64, usize> = HashMap::new();
+        for s in self.streams.values() {
+            if let Some(id) = s.session_id {
+                *per_session.entry(id).or_default() += 1;
+            }
+        }
+        let mut list: Vec<ConnectionInfo> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| ConnectionInfo {
+                id: *id,
+                kind: s.kind,
+                protocol: s.protocol,
+                user: s.user.clone(),
+                tenant: s.tenant.clone(),
+                active_streams: per_session.get(id).copied().unwrap_or(0),
+                connected_ms: s.since.elapsed().as_millis() as u64,
+            })
+            .collect();
+        list.sort_by_key(|c| c.id);
+        MessageResult(list)
+    }
+}
+
+impl Handler<EndConnection> for ChatHub {
+    type Result = bool;
+
+    fn handle(&mut self, msg: EndConnection, _: &mut Context<Self>) -> bool {
+        match self.sessions.get(&msg.session_id) {
+            Some(session) => {
+                session.terminate.do_send(Terminate {
+                    reason: "closed by an administrator",
+                });
+                true
+            }
+            None => false,
+        }
     }
 }

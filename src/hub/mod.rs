@@ -29,10 +29,15 @@ use crate::error::ApiError;
 use crate::store::KeyOwner;
 
 /// Asks the hub for a stream slot on behalf of a key's owner.
-pub async fn admit(hub: &Addr<ChatHub>, owner: &KeyOwner) -> Result<Lease, ApiError> {
+pub async fn admit(
+    hub: &Addr<ChatHub>,
+    owner: &KeyOwner,
+    session_id: Option<u64>,
+) -> Result<Lease, ApiError> {
     hub.send(messages::Admit {
         user: owner.key_id.clone(),
         tenant: owner.tenant_id.clone(),
+        session_id,
     })
     .await
     .map_err(|_| ApiError::Unavailable)?

@@ -5,22 +5,25 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use actix::{fut::wrap_future, Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context};
+use actix::{
+    fut::wrap_future, Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
+};
 use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::chat_hub::ChatHub;
-use super::messages::{Connect, Disconnect};
+use super::messages::{Connect, Disconnect, Terminate};
 use crate::answer::AnswerStream;
 use crate::protocol::sse;
+use crate::store::KeyOwner;
 
 /// Frames buffered for the response body; beyond this the answer waits for the client.
 const BODY_BUFFER: usize = 16;
 
 pub struct SseSession {
     id: u64,
-    tenant: String,
+    owner: KeyOwner,
     hub: Addr<ChatHub>,
     tx: mpsc::Sender<Bytes>,
     answer: Option<AnswerStream>,
@@ -28,17 +31,19 @@ pub struct SseSession {
 }
 
 impl SseSession {
-    /// Starts the session and returns the response body it feeds.
+    /// Starts the session and returns the response body it feeds. `id` is the one the
+    /// answer was admitted under.
     pub fn start(
+        id: u64,
         answer: AnswerStream,
-        tenant: String,
+        owner: KeyOwner,
         hub: Addr<ChatHub>,
         heartbeat: Duration,
     ) -> impl Stream<Item = Result<Bytes, Infallible>> {
         let (tx, rx) = mpsc::channel(BODY_BUFFER);
         SseSession {
-            id: super::next_session_id(),
-            tenant,
+            id,
+            owner,
             hub,
             tx,
             answer: Some(answer),
@@ -66,7 +71,9 @@ impl Actor for SseSession {
         self.hub.do_send(Connect {
             session_id: self.id,
             kind: "sse",
-            tenant: self.tenant.clone(),
+            user: self.owner.key_id.clone(),
+            tenant: self.owner.tenant_id.clone(),
+            terminate: ctx.address().recipient(),
         });
         if let Some(answer) = self.answer.take() {
             let forwarding = wrap_future(forward(answer, self.tx.clone()));
@@ -87,5 +94,15 @@ impl Actor for SseSession {
         self.hub.do_send(Disconnect {
             session_id: self.id,
         });
+    }
+}
+
+impl Handler<Terminate> for SseSession {
+    type Result = ();
+
+    /// Ending the body is all SSE can say; the client sees the stream close.
+    fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
+        log::info!("sse session {} ended: {}", self.id, msg.reason);
+        ctx.stop();
     }
 }

@@ -2,4 +2,5 @@
 //! bytes of one protocol, and (where clients talk back) frames into typed requests.
 
 pub mod plain_ws;
+pub mod signalr;
 pub mod sse;

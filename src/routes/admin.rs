@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::hub::messages::GetStats;
+use crate::hub::messages::{EndConnection, GetStats, ListConnections};
 use crate::startup::AppState;
 
 const MAX_NAME_CHARS: usize = 200;
@@ -25,7 +25,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(list_keys)),
             )
             .route("/keys/{id}", web::delete().to(revoke_key))
-            .route("/stats", web::get().to(stats)),
+            .route("/stats", web::get().to(stats))
+            .route("/connections", web::get().to(list_connections))
+            .route("/connections/{id}", web::delete().to(end_connection)),
     );
 }
 
@@ -125,4 +127,33 @@ async fn stats(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, Api
         .await
         .map_err(|_| ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(stats))
+}
+
+async fn list_connections(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+    let connections = state
+        .hub
+        .send(ListConnections)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({ "connections": connections })))
+}
+
+/// Ends a connection and its answers; SignalR clients are told they may reconnect.
+async fn end_connection(
+    state: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let existed = state
+        .hub
+        .send(EndConnection {
+            session_id: id.into_inner(),
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    if existed {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound("connection"))
+    }
 }

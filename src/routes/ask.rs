@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::answer::{validate_question, validate_top_k, AnswerRequest, StreamEvent};
-use crate::auth::Principal;
+use crate::auth::{Principal, StreamPrincipal};
 use crate::error::ApiError;
 use crate::hub::{self, SseSession};
 use crate::startup::AppState;
@@ -53,7 +53,7 @@ async fn ask(
     body: web::Json<AskParams>,
 ) -> Result<HttpResponse, ApiError> {
     let request = to_request(&state, &owner, body.into_inner())?;
-    let lease = hub::admit(&state.hub, &owner).await?;
+    let lease = hub::admit(&state.hub, &owner, None).await?;
     // If the client leaves, actix drops this future, and with it the answer.
     let mut answer = state.pipeline.start(request, lease);
     let mut text = String::new();
@@ -86,7 +86,7 @@ async fn ask(
 
 async fn ask_stream_get(
     state: web::Data<AppState>,
-    Principal(owner): Principal,
+    StreamPrincipal(owner): StreamPrincipal,
     query: web::Query<AskParams>,
 ) -> Result<HttpResponse, ApiError> {
     stream(state, owner, query.into_inner()).await
@@ -94,7 +94,7 @@ async fn ask_stream_get(
 
 async fn ask_stream_post(
     state: web::Data<AppState>,
-    Principal(owner): Principal,
+    StreamPrincipal(owner): StreamPrincipal,
     body: web::Json<AskParams>,
 ) -> Result<HttpResponse, ApiError> {
     stream(state, owner, body.into_inner()).await
@@ -106,11 +106,13 @@ async fn stream(
     params: AskParams,
 ) -> Result<HttpResponse, ApiError> {
     let request = to_request(&state, &owner, params)?;
-    let lease = hub::admit(&state.hub, &owner).await?;
+    let session_id = hub::next_session_id();
+    let lease = hub::admit(&state.hub, &owner, Some(session_id)).await?;
     let answer = state.pipeline.start(request, lease);
     let body = SseSession::start(
+        session_id,
         answer,
-        owner.tenant_id,
+        owner,
         state.hub.clone(),
         state.settings.heartbeat_interval,
     );

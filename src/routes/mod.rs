@@ -6,6 +6,7 @@ mod ask;
 mod body;
 mod documents;
 mod health;
+mod tickets;
 mod ws;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(ask::configure)
             .configure(documents::configure)
             .configure(ws::configure)
+            .configure(tickets::configure)
             .configure(admin::configure),
     )
     .default_service(web::to(|| async {

@@ -1,27 +1,44 @@
-//! `/api/v1/chat/ws`: authenticates (a failure stays a plain HTTP error), then upgrades and
-//! hands the socket to a [`WsSession`] actor.
+//! `/api/v1/chat/ws` and its SignalR negotiate endpoint. Authentication failures stay plain
+//! HTTP errors; the upgrade comes last and hands the socket to a [`WsSession`] actor.
+
+use std::collections::HashMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::auth::{resolve_stream, StreamPrincipal};
 use crate::error::ApiError;
 use crate::hub::{WsSession, WsSettings};
 use crate::startup::AppState;
 
-/// The codec's hard cap. Frames between the protocol's 64 KiB limit and this get an error
-/// frame and the socket stays open; beyond it the socket is closed with 1009.
+/// The codec's hard cap. Frames between the protocols' 64 KiB limit and this get an
+/// error and the socket stays open; beyond it the socket is closed with 1009.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/ws", web::get().to(chat_ws));
+    cfg.route("/chat/ws", web::get().to(chat_ws))
+        .route("/chat/ws/negotiate", web::post().to(negotiate));
 }
 
 async fn chat_ws(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-    Principal(owner): Principal,
 ) -> Result<HttpResponse, ApiError> {
+    let query =
+        web::Query::<HashMap<String, String>>::from_query(req.query_string()).map_err(|e| {
+            ApiError::bad_request("invalid_query", format!("invalid query string: {e}"))
+        })?;
+    // After negotiate, the SignalR client connects with `?id=<connection token>`, which
+    // stands for the credentials it negotiated with. An unknown id is a 404, as in ASP.NET.
+    let owner = match query.get("id") {
+        Some(id) => state
+            .connection_tokens
+            .redeem(id)
+            .ok_or(ApiError::NotFound("connection"))?,
+        None => resolve_stream(req.clone()).await?,
+    };
     let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
         ApiError::bad_request(
             "websocket_required",
@@ -46,4 +63,37 @@ async fn chat_ws(
         settings,
     );
     Ok(response)
+}
+
+/// SignalR negotiate (versions 0 and 1): WebSockets with text frames is the one transport.
+async fn negotiate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    StreamPrincipal(owner): StreamPrincipal,
+) -> HttpResponse {
+    let version = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| {
+            q.get("negotiateVersion")
+                .and_then(|v| v.parse::<i64>().ok())
+        })
+        .unwrap_or(0);
+    let token = state.connection_tokens.issue(owner);
+    let transports = json!([{"transport": "WebSockets", "transferFormats": ["Text"]}]);
+    let body = if version >= 1 {
+        json!({
+            "connectionId": Uuid::new_v4().simple().to_string(),
+            "connectionToken": token,
+            "negotiateVersion": 1,
+            "availableTransports": transports,
+        })
+    } else {
+        // Version 0 has no separate token: the client connects with `?id=<connectionId>`.
+        json!({
+            "connectionId": token,
+            "negotiateVersion": 0,
+            "availableTransports": transports,
+        })
+    };
+    HttpResponse::Ok().json(body)
 }

@@ -7,4 +7,6 @@ mod documents;
 mod health;
 mod helpers;
 mod limits;
+mod signalr;
+mod tickets;
 mod ws;
