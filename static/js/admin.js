@@ -1,0 +1,756 @@
+// The admin page: a live view of the hub (admin SSE feed, polling as a fallback), running
+// answers and connections that can be ended, documents (drag and drop upload), tenants and
+// API keys.
+
+import { api, auth, ApiError, streamTicket } from './api.js';
+import { streamEvents } from './sse.js';
+import { Backoff } from './transports.js';
+import { signIn } from './signin.js';
+import { el, $, clear, formatMs, formatNumber, formatDate, confirmButton, toast } from './ui.js';
+
+const page = {
+  status: $('#status'),
+  statusText: $('#status .status-text'),
+  retryNow: $('#status .retry-now'),
+  signout: $('#signout'),
+  forbidden: $('#forbidden'),
+  switchKey: $('#switch-key'),
+  panels: ['#live', '#streams-panel', '#load-panel', '#connections-panel', '#documents-panel', '#tenants-panel', '#keys-panel'].map((s) => $(s)),
+  cards: $('#cards'),
+  updated: $('#live-updated'),
+  streams: $('#streams tbody'),
+  connections: $('#connections tbody'),
+  byTenant: $('#by-tenant'),
+  byUser: $('#by-user'),
+  dropzone: $('#dropzone'),
+  fileInput: $('#file-input'),
+  uploads: $('#uploads'),
+  documents: $('#documents tbody'),
+  tenants: $('#tenants tbody'),
+  tenantForm: $('#tenant-form'),
+  tenantName: $('#tenant-name'),
+  keysTenant: $('#keys-tenant'),
+  keys: $('#keys tbody'),
+  keyForm: $('#key-form'),
+  keyName: $('#key-name'),
+  keyAdmin: $('#key-admin'),
+  secret: $('#new-secret'),
+  secretName: $('#new-secret-name'),
+  secretValue: $('#new-secret-value'),
+  copySecret: $('#copy-secret'),
+  hideSecret: $('#hide-secret'),
+};
+
+const names = { tenants: new Map(), keys: new Map() };
+let feed = null;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function showError(e) {
+  if (e instanceof ApiError && e.code === 'unauthorized') {
+    keyRejected(e);
+    return;
+  }
+  toast(e instanceof ApiError ? e.friendly : String(e), 'error', 6000);
+}
+
+function tenantName(id) {
+  return names.tenants.get(id) || (id ? `${String(id).slice(0, 8)}…` : '–');
+}
+
+function userName(id) {
+  const key = names.keys.get(id);
+  return key ? key.name : (id ? `${String(id).slice(0, 8)}…` : '–');
+}
+
+/** Keyed table rows: rows are updated in place, so focus and pending clicks survive updates. */
+function syncRows(tbody, items, { key, create, update, empty, columns }) {
+  const existing = new Map([...tbody.querySelectorAll('tr[data-key]')].map((tr) => [tr.dataset.key, tr]));
+  const placeholder = tbody.querySelector('tr.empty');
+  if (!items.length) {
+    existing.forEach((tr) => tr.remove());
+    if (!placeholder) tbody.append(el('tr.empty', {}, el('td', { colspan: columns }, empty)));
+    else placeholder.firstChild.textContent = empty;
+    return;
+  }
+  if (placeholder) placeholder.remove();
+  let previous = null;
+  for (const item of items) {
+    const k = String(key(item));
+    let tr = existing.get(k);
+    if (tr) {
+      existing.delete(k);
+    } else {
+      tr = create(item);
+      tr.dataset.key = k;
+    }
+    update(tr, item);
+    const want = previous ? previous.nextSibling : tbody.firstChild;
+    if (want !== tr) tbody.insertBefore(tr, want);
+    previous = tr;
+  }
+  existing.forEach((tr) => tr.remove());
+}
+
+function setCell(tr, index, value) {
+  const td = tr.children[index];
+  const text = String(value);
+  if (td.textContent !== text) td.textContent = text;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status pill (the live feed)
+
+const STATUS_TEXT = {
+  idle: 'Not signed in',
+  connecting: 'Connecting…',
+  connected: 'Live',
+  polling: 'Live (polling)',
+  reconnecting: 'Reconnecting…',
+  offline: 'Offline',
+  forbidden: 'Not an admin key',
+};
+
+let statusTicker = null;
+function showStatus(status, retryAt = 0, attempt = 0) {
+  page.status.dataset.status = status === 'polling' ? 'connected' : status;
+  page.status.dataset.feed = status;
+  clearInterval(statusTicker);
+  const paint = () => {
+    let text = STATUS_TEXT[status] || status;
+    const left = retryAt - Date.now();
+    if (status === 'reconnecting' && left > 0) text = `Reconnecting in ${Math.ceil(left / 1000)} s (attempt ${attempt})`;
+    page.statusText.textContent = text;
+  };
+  paint();
+  if (status === 'reconnecting') statusTicker = setInterval(paint, 500);
+  page.retryNow.hidden = status !== 'reconnecting';
+}
+
+page.retryNow.addEventListener('click', () => feed && feed.retryNow());
+
+// ---------------------------------------------------------------------------------------------
+// Live feed: `GET /api/v1/admin/events` (SSE, one `stats` event a second); when the hub has no
+// such endpoint (404), poll `/admin/stats` and `/admin/connections` instead.
+
+const WATCHDOG_MS = 8000;
+const POLL_MS = 2000;
+
+class LiveFeed {
+  constructor(onData) {
+    this.onData = onData;
+    this.backoff = new Backoff({ base: 500, cap: 10000 });
+    this.controller = null;
+    this.timer = null;
+    this.stopped = false;
+    this.mode = 'sse';
+    this.wake = null;
+    this.onOnline = () => this.retryNow();
+    this.onOffline = () => {
+      if (this.controller) this.controller.abort();
+      showStatus('offline');
+    };
+    window.addEventListener('online', this.onOnline);
+    window.addEventListener('offline', this.onOffline);
+  }
+
+  start() {
+    showStatus('connecting');
+    this.loop();
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.controller) this.controller.abort();
+    clearTimeout(this.timer);
+    window.removeEventListener('online', this.onOnline);
+    window.removeEventListener('offline', this.onOffline);
+  }
+
+  retryNow() {
+    if (this.wake) this.wake();
+  }
+
+  sleep(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  async loop() {
+    while (!this.stopped) {
+      if (!navigator.onLine) {
+        showStatus('offline');
+        await this.sleep(2000);
+        continue;
+      }
+      try {
+        if (this.mode === 'sse') await this.streamOnce();
+        else await this.pollOnce();
+      } catch (e) {
+        if (this.stopped) return;
+        if (e instanceof ApiError && e.status === 404 && this.mode === 'sse') {
+          this.mode = 'poll';
+          continue;
+        }
+        if (e instanceof ApiError && (e.code === 'unauthorized' || e.status === 403)) {
+          this.stop();
+          if (e.status === 403) showForbidden();
+          else keyRejected(e);
+          return;
+        }
+        const delay = this.backoff.next();
+        showStatus('reconnecting', Date.now() + delay, this.backoff.attempt);
+        await this.sleep(delay);
+        continue;
+      }
+      if (this.mode === 'poll') await this.sleep(POLL_MS);
+    }
+  }
+
+  /** One admin event stream until it ends; throws why it ended when it broke. */
+  async streamOnce() {
+    const controller = new AbortController();
+    this.controller = controller;
+    let watchdog = null;
+    const kick = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => controller.abort(), WATCHDOG_MS);
+    };
+    try {
+      const ticket = await streamTicket(controller.signal);
+      await streamEvents(`/api/v1/admin/events?ticket=${encodeURIComponent(ticket)}`, {
+        signal: controller.signal,
+        onOpen: () => {
+          kick();
+          this.backoff.reset();
+          showStatus('connected');
+        },
+        onComment: kick,
+        onEvent: ({ event, data }) => {
+          kick();
+          if (event !== 'stats' && event !== 'message') return;
+          try {
+            this.onData(JSON.parse(data));
+          } catch (err) {
+            console.warn('ragstream admin: bad stats event', err);
+          }
+        },
+      });
+      throw new ApiError({ network: true, code: 'network', message: 'the admin feed ended' });
+    } catch (e) {
+      if (e && e.name === 'AbortError') {
+        throw new ApiError({ network: true, code: 'network', message: 'the admin feed went silent' });
+      }
+      throw e;
+    } finally {
+      clearTimeout(watchdog);
+      this.controller = null;
+    }
+  }
+
+  async pollOnce() {
+    const [stats, connections] = await Promise.all([
+      api('/api/v1/admin/stats'),
+      api('/api/v1/admin/connections').catch(() => ({ connections: null })),
+    ]);
+    this.backoff.reset();
+    showStatus('polling');
+    this.onData({ stats, connections: connections && connections.connections, streams: null, metrics: null });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering the live view
+
+const history = [];
+const HISTORY_POINTS = 60;
+
+const SVG = 'http://www.w3.org/2000/svg';
+function sparkline(values) {
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('class', 'spark');
+  svg.setAttribute('viewBox', '0 0 100 28');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.setAttribute('aria-hidden', 'true');
+  if (values.length < 2) return svg;
+  const max = Math.max(1, ...values);
+  const step = 100 / (HISTORY_POINTS - 1);
+  const offset = (HISTORY_POINTS - values.length) * step;
+  const points = values.map((v, i) => [offset + i * step, 26 - (v / max) * 24]);
+  const line = points.map(([x, y], i) => `${i ? 'L' : 'M'}${x.toFixed(2)},${y.toFixed(2)}`).join(' ');
+  const area = document.createElementNS(SVG, 'path');
+  area.setAttribute('class', 'area');
+  area.setAttribute('d', `${line} L${points.at(-1)[0].toFixed(2)},28 L${points[0][0].toFixed(2)},28 Z`);
+  const path = document.createElementNS(SVG, 'path');
+  path.setAttribute('class', 'line');
+  path.setAttribute('d', line);
+  svg.append(area, path);
+  return svg;
+}
+
+function card(id, label, value, sub, extra) {
+  let node = page.cards.querySelector(`[data-card="${id}"]`);
+  if (!node) {
+    node = el('div.card', { dataset: { card: id } }, el('div.label', {}, label), el('div.value'), el('div.sub'));
+    page.cards.append(node);
+  }
+  node.querySelector('.value').textContent = value;
+  node.querySelector('.sub').textContent = sub || '';
+  const old = node.querySelector('svg');
+  if (old) old.remove();
+  if (extra) node.append(extra);
+}
+
+function bars(list, entries, nameOf) {
+  clear(list);
+  const sorted = Object.entries(entries || {}).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  if (!sorted.length) {
+    list.append(el('li.muted', {}, 'none'));
+    return;
+  }
+  const max = Math.max(...sorted.map(([, n]) => n));
+  for (const [id, n] of sorted.slice(0, 12)) {
+    const fill = el('span');
+    fill.style.width = `${Math.max(4, (n / max) * 100)}%`;
+    list.append(el('li', {}, el('span.name', { title: id }, nameOf(id)), el('span.bar', {}, fill), el('span.count', {}, String(n))));
+  }
+}
+
+function sum(obj) {
+  return Object.values(obj || {}).reduce((a, b) => a + (Number(b) || 0), 0);
+}
+
+function renderLive(data) {
+  const stats = data.stats || {};
+  const metrics = data.metrics || null;
+  history.push(Number(stats.activeStreams) || 0);
+  if (history.length > HISTORY_POINTS) history.shift();
+  page.updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+
+  card('connections', 'Connections', formatNumber(stats.connections),
+    `${formatNumber(stats.wsConnections)} WebSocket · ${formatNumber(stats.sseConnections)} SSE`);
+  card('streams', 'Answers streaming', formatNumber(stats.activeStreams), 'last minute', sparkline(history));
+  card('admitted', 'Admitted', formatNumber(stats.admittedTotal),
+    `${formatNumber(stats.refusedTotal)} refused (429) · ${formatNumber(stats.releasedTotal)} released`);
+  if (metrics) {
+    card('answers', 'Answers', formatNumber(metrics.answersTotal), `${formatNumber(metrics.cancelledTotal)} cancelled`);
+    card('ttft', 'Time to first token', metrics.ttftMsP50 == null ? '–' : formatMs(metrics.ttftMsP50),
+      metrics.ttftMsP95 == null ? 'p50 · no answers yet' : `p50 · p95 ${formatMs(metrics.ttftMsP95)}`);
+    card('rate', 'Token rate', metrics.tokensPerSecond == null ? '–' : `${formatNumber(metrics.tokensPerSecond, 1)}`, 'tokens per second');
+    const errors = Object.entries(metrics.errorsByCode || {}).sort((a, b) => b[1] - a[1]);
+    card('errors', 'Errors', formatNumber(sum(metrics.errorsByCode)),
+      errors.length ? errors.slice(0, 3).map(([code, n]) => `${code} ${n}`).join(' · ') : 'none');
+  }
+
+  bars(page.byTenant, stats.streamsByTenant, tenantName);
+  bars(page.byUser, stats.streamsByUser, userName);
+
+  if (Array.isArray(data.streams)) {
+    syncRows(page.streams, data.streams, {
+      key: (s) => s.id,
+      columns: 6,
+      empty: 'No answer is streaming.',
+      create: (s) => {
+        const end = el('button.danger.small', { type: 'button', text: 'End', 'aria-label': `End stream ${s.id}` });
+        end.addEventListener('click', () => endStream(s.id, end));
+        return el('tr', {}, el('td.mono'), el('td'), el('td'), el('td'), el('td.num'), el('td.actions', {}, end));
+      },
+      update: (tr, s) => {
+        setCell(tr, 0, s.id);
+        setCell(tr, 1, userName(s.user));
+        setCell(tr, 2, tenantName(s.tenant));
+        setCell(tr, 3, s.transport || '–');
+        setCell(tr, 4, formatMs(s.ageMs));
+      },
+    });
+  } else {
+    syncRows(page.streams, [], { columns: 6, empty: 'This hub does not list running answers (no admin events endpoint).' });
+  }
+
+  if (Array.isArray(data.connections)) {
+    syncRows(page.connections, data.connections, {
+      key: (c) => c.id,
+      columns: 7,
+      empty: 'No WebSocket or SSE client is connected.',
+      create: (c) => {
+        const close = el('button.ghost.small', { type: 'button', text: 'Close', 'aria-label': `Close connection ${c.id}` });
+        close.addEventListener('click', () => endConnection(c.id, close));
+        return el('tr', {}, el('td.mono'), el('td'), el('td'), el('td'), el('td.num'), el('td.num'), el('td.actions', {}, close));
+      },
+      update: (tr, c) => {
+        setCell(tr, 0, c.id);
+        setCell(tr, 1, c.protocol ? `${c.kind} · ${c.protocol}` : c.kind);
+        setCell(tr, 2, userName(c.user));
+        setCell(tr, 3, tenantName(c.tenant));
+        setCell(tr, 4, formatNumber(c.activeStreams));
+        setCell(tr, 5, formatMs(c.connectedMs));
+      },
+    });
+  }
+}
+
+async function endStream(id, button) {
+  button.disabled = true;
+  try {
+    await api(`/api/v1/admin/streams/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    toast(`Answer ${id} ended.`, 'ok');
+    button.closest('tr')?.remove();
+  } catch (e) {
+    button.disabled = false;
+    if (e instanceof ApiError && e.status === 404) toast(`Answer ${id} had already ended.`);
+    else showError(e);
+  }
+}
+
+async function endConnection(id, button) {
+  button.disabled = true;
+  try {
+    await api(`/api/v1/admin/connections/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    toast(`Connection ${id} closed.`, 'ok');
+    button.closest('tr')?.remove();
+  } catch (e) {
+    button.disabled = false;
+    if (e instanceof ApiError && e.status === 404) toast(`Connection ${id} had already gone.`);
+    else showError(e);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+
+const ACCEPTED = /\.(md|markdown|txt)$/i;
+
+async function loadDocuments() {
+  const body = await api('/api/v1/documents');
+  const docs = (body && body.documents) || [];
+  syncRows(page.documents, docs, {
+    key: (d) => d.id,
+    columns: 5,
+    empty: 'No documents yet: drop .md or .txt files above.',
+    create: (d) => el('tr', {}, el('td'), el('td.num'), el('td.num'), el('td'),
+      el('td.actions', {}, confirmButton('Delete', 'Really delete?', () => deleteDocument(d)))),
+    update: (tr, d) => {
+      setCell(tr, 0, d.title || 'Untitled');
+      setCell(tr, 1, formatNumber(d.chars));
+      setCell(tr, 2, formatNumber(d.chunkCount));
+      setCell(tr, 3, formatDate(d.createdAt));
+    },
+  });
+}
+
+async function deleteDocument(doc) {
+  try {
+    await api(`/api/v1/documents/${encodeURIComponent(doc.id)}`, { method: 'DELETE' });
+    toast(`Deleted “${doc.title}”.`, 'ok');
+  } catch (e) {
+    showError(e);
+  }
+  await loadDocuments().catch(showError);
+}
+
+async function uploadFiles(fileList) {
+  const files = [...fileList];
+  if (!files.length) return;
+  const accepted = files.filter((f) => ACCEPTED.test(f.name));
+  for (const f of files.filter((x) => !ACCEPTED.test(x.name))) {
+    page.uploads.prepend(el('li', { dataset: { state: 'error' } }, `${f.name}: only .md and .txt files can be uploaded.`));
+  }
+  if (!accepted.length) return;
+  const label = accepted.length === 1 ? `“${accepted[0].name}”` : `${accepted.length} files`;
+  const item = el('li', { dataset: { state: 'uploading' } }, `Uploading ${label}…`);
+  page.uploads.prepend(item);
+  const form = new FormData();
+  for (const f of accepted) form.append('files', f, f.name);
+  try {
+    const body = await api('/api/v1/documents', { method: 'POST', body: form });
+    const docs = Array.isArray(body && body.documents) ? body.documents : [body];
+    item.dataset.state = 'done';
+    item.textContent = `Added ${docs.map((d) => `“${d.title}” (${formatNumber(d.chunkCount)} chunk${d.chunkCount === 1 ? '' : 's'})`).join(', ')}.`;
+  } catch (e) {
+    item.dataset.state = 'error';
+    item.textContent = `${label} could not be uploaded: ${e instanceof ApiError ? e.friendly : String(e)}`;
+    if (e instanceof ApiError && e.code === 'unauthorized') keyRejected(e);
+  }
+  while (page.uploads.children.length > 6) page.uploads.lastElementChild.remove();
+  await loadDocuments().catch(showError);
+}
+
+function setUpDropzone() {
+  const zone = page.dropzone;
+  let depth = 0;
+  const hasFiles = (ev) => ev.dataTransfer && [...ev.dataTransfer.types].includes('Files');
+  zone.addEventListener('dragenter', (ev) => {
+    if (!hasFiles(ev)) return;
+    ev.preventDefault();
+    depth += 1;
+    zone.classList.add('over');
+  });
+  zone.addEventListener('dragover', (ev) => {
+    if (!hasFiles(ev)) return;
+    ev.preventDefault();
+    ev.dataTransfer.dropEffect = 'copy';
+  });
+  zone.addEventListener('dragleave', () => {
+    depth = Math.max(0, depth - 1);
+    if (!depth) zone.classList.remove('over');
+  });
+  zone.addEventListener('drop', (ev) => {
+    ev.preventDefault();
+    depth = 0;
+    zone.classList.remove('over');
+    if (ev.dataTransfer && ev.dataTransfer.files.length) uploadFiles(ev.dataTransfer.files);
+  });
+  // A file dropped beside the zone must not navigate away from the page.
+  window.addEventListener('dragover', (ev) => ev.preventDefault());
+  window.addEventListener('drop', (ev) => ev.preventDefault());
+  zone.addEventListener('click', () => page.fileInput.click());
+  zone.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' || ev.key === ' ') {
+      ev.preventDefault();
+      page.fileInput.click();
+    }
+  });
+  page.fileInput.addEventListener('change', () => {
+    uploadFiles(page.fileInput.files);
+    page.fileInput.value = '';
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenants and keys
+
+async function loadTenants() {
+  const body = await api('/api/v1/admin/tenants');
+  const tenants = (body && body.tenants) || [];
+  names.tenants = new Map(tenants.map((t) => [t.id, t.name]));
+  syncRows(page.tenants, tenants, {
+    key: (t) => t.id,
+    columns: 4,
+    empty: 'No tenants.',
+    create: (t) => el('tr', {}, el('td'), el('td.mono'), el('td'),
+      el('td.actions', {}, el('button.ghost.small', { type: 'button', text: 'Keys', onclick: () => selectTenant(t.id, true) }))),
+    update: (tr, t) => {
+      setCell(tr, 0, t.name);
+      setCell(tr, 1, t.id);
+      setCell(tr, 2, formatDate(t.createdAt));
+      tr.classList.toggle('selected', t.id === page.keysTenant.value);
+    },
+  });
+  const selected = page.keysTenant.value;
+  clear(page.keysTenant);
+  for (const t of tenants) page.keysTenant.append(el('option', { value: t.id }, t.name));
+  if (selected && names.tenants.has(selected)) page.keysTenant.value = selected;
+  return tenants;
+}
+
+function selectTenant(id, focus = false) {
+  page.keysTenant.value = id;
+  for (const tr of page.tenants.querySelectorAll('tr[data-key]')) tr.classList.toggle('selected', tr.dataset.key === id);
+  loadKeys().catch(showError);
+  if (focus) page.keyName.focus();
+}
+
+async function loadAllKeys() {
+  const body = await api('/api/v1/admin/keys');
+  names.keys = new Map(((body && body.keys) || []).map((k) => [k.id, k]));
+}
+
+async function loadKeys() {
+  const tenantId = page.keysTenant.value;
+  if (!tenantId) return;
+  const body = await api(`/api/v1/admin/keys?tenantId=${encodeURIComponent(tenantId)}`);
+  const keys = (body && body.keys) || [];
+  for (const k of keys) names.keys.set(k.id, k);
+  syncRows(page.keys, keys, {
+    key: (k) => `${k.id}:${k.revokedAt ? 'r' : 'a'}`,
+    columns: 4,
+    empty: 'No keys for this tenant yet.',
+    create: (k) => el('tr', {}, el('td'), el('td'), el('td'),
+      el('td.actions', {}, k.revokedAt
+        ? el('span.badge.revoked', { title: formatDate(k.revokedAt) }, 'revoked')
+        : confirmButton('Revoke', 'Really revoke?', () => revokeKey(k)))),
+    update: (tr, k) => {
+      setCell(tr, 0, k.name);
+      const rights = tr.children[1];
+      if (!rights.firstChild) rights.append(el(`span.badge${k.isAdmin ? '.admin' : ''}`, {}, k.isAdmin ? 'admin' : 'user'));
+      setCell(tr, 2, formatDate(k.createdAt));
+    },
+  });
+}
+
+async function revokeKey(k) {
+  try {
+    await api(`/api/v1/admin/keys/${encodeURIComponent(k.id)}`, { method: 'DELETE' });
+    toast(`Key “${k.name}” revoked.`, 'ok');
+  } catch (e) {
+    showError(e);
+  }
+  await loadKeys().catch(showError);
+}
+
+page.tenantForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const name = page.tenantName.value.trim();
+  if (!name) return;
+  try {
+    const tenant = await api('/api/v1/admin/tenants', { method: 'POST', body: { name } });
+    page.tenantName.value = '';
+    toast(`Tenant “${tenant.name}” added.`, 'ok');
+    await loadTenants();
+    selectTenant(tenant.id, true);
+  } catch (e) {
+    showError(e);
+  }
+});
+
+page.keysTenant.addEventListener('change', () => selectTenant(page.keysTenant.value));
+
+page.keyForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const name = page.keyName.value.trim();
+  const tenantId = page.keysTenant.value;
+  if (!name || !tenantId) return;
+  try {
+    const created = await api('/api/v1/admin/keys', { method: 'POST', body: { tenantId, name, admin: page.keyAdmin.checked } });
+    page.keyName.value = '';
+    page.keyAdmin.checked = false;
+    page.secretName.textContent = `${created.name} (${tenantName(created.tenantId)})`;
+    page.secretValue.value = created.key;
+    page.secret.hidden = false;
+    page.secretValue.focus();
+    page.secretValue.select();
+    await loadKeys();
+  } catch (e) {
+    showError(e);
+  }
+});
+
+page.copySecret.addEventListener('click', async () => {
+  try {
+    await navigator.clipboard.writeText(page.secretValue.value);
+    page.copySecret.textContent = 'Copied';
+  } catch {
+    page.secretValue.select();
+    page.copySecret.textContent = 'Press Ctrl+C';
+  }
+  setTimeout(() => { page.copySecret.textContent = 'Copy'; }, 2000);
+});
+
+page.hideSecret.addEventListener('click', () => {
+  page.secretValue.value = '';
+  page.secret.hidden = true;
+  page.keyName.focus();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in and start
+
+function showPanels(on) {
+  page.panels.forEach((p) => { p.hidden = !on; });
+}
+
+function showForbidden() {
+  if (feed) feed.stop();
+  feed = null;
+  showPanels(false);
+  page.forbidden.hidden = false;
+  page.signout.hidden = false;
+  showStatus('forbidden');
+  page.status.dataset.status = 'offline';
+  page.switchKey.focus();
+}
+
+/** Checks the key: resolves to 'admin' or 'forbidden'; rejects for 401 and network errors. */
+async function checkKey(key) {
+  try {
+    await api('/api/v1/admin/stats', { key });
+    return 'admin';
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 403) return 'forbidden';
+    throw e;
+  }
+}
+
+async function start(role) {
+  page.signout.hidden = false;
+  if (role === 'forbidden') {
+    showForbidden();
+    return;
+  }
+  page.forbidden.hidden = true;
+  showPanels(true);
+  await Promise.all([
+    loadTenants().then(() => {
+      if (!page.keysTenant.value && page.keysTenant.options.length) page.keysTenant.selectedIndex = 0;
+      return loadKeys();
+    }),
+    loadAllKeys(),
+    loadDocuments(),
+  ]).catch(showError);
+  feed = new LiveFeed(renderLive);
+  feed.start();
+}
+
+async function requireSignIn(message = '') {
+  if (feed) feed.stop();
+  feed = null;
+  showPanels(false);
+  page.forbidden.hidden = true;
+  page.signout.hidden = true;
+  showStatus('idle');
+  const role = await signIn({
+    title: 'ragstream admin',
+    lead: 'Sign in with an admin API key.',
+    message,
+    validate: checkKey,
+  });
+  start(role);
+}
+
+let rejecting = false;
+function keyRejected(error) {
+  if (rejecting) return;
+  rejecting = true;
+  auth.clear();
+  requireSignIn(error.friendly).finally(() => {
+    rejecting = false;
+  });
+}
+
+page.signout.addEventListener('click', () => {
+  auth.clear();
+  requireSignIn();
+});
+page.switchKey.addEventListener('click', () => {
+  auth.clear();
+  requireSignIn();
+});
+
+async function boot() {
+  setUpDropzone();
+  const key = auth.key;
+  if (!key) {
+    requireSignIn();
+    return;
+  }
+  try {
+    start(await checkKey(key));
+  } catch (e) {
+    if (e instanceof ApiError && e.code === 'unauthorized') {
+      auth.clear();
+      requireSignIn(e.friendly);
+    } else {
+      // The hub is unreachable right now: show the page and let the feed reconnect.
+      start('admin');
+    }
+  }
+}
+
+boot();

@@ -1,0 +1,150 @@
+// Talking to the hub's REST API: the API key (kept in sessionStorage only), JSON requests
+// with `X-API-Key`, single-use stream tickets, and readable error messages.
+
+const KEY_SLOT = 'ragstream.apiKey';
+
+export const auth = {
+  get key() {
+    try {
+      return sessionStorage.getItem(KEY_SLOT) || '';
+    } catch {
+      return '';
+    }
+  },
+  set(key) {
+    sessionStorage.setItem(KEY_SLOT, key);
+  },
+  clear() {
+    sessionStorage.removeItem(KEY_SLOT);
+  },
+};
+
+/** An error the hub (or the network) gave back, with what a person should read. */
+export class ApiError extends Error {
+  constructor({ status = 0, code = 'error', message = '', retryAfter = null, network = false }) {
+    super(message || code);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+    /** True when the hub could not be reached at all (it is down, or we are offline). */
+    this.network = network;
+  }
+
+  get friendly() {
+    return friendlyMessage(this);
+  }
+}
+
+/** Turns a hub error code (HTTP status or stream error) into a sentence for people. */
+export function friendlyMessage({ status = 0, code = '', message = '', retryAfter = null, network = false }) {
+  const wait = retryAfter ? ` Try again in ${retryAfter} s.` : '';
+  if (network) return 'The hub cannot be reached. It may be restarting, or you are offline.';
+  switch (code) {
+    case 'unauthorized':
+      return 'Your API key was not accepted (401). It may be mistyped or revoked: sign in again.';
+    case 'forbidden':
+      return `Not allowed (403): ${message || 'this key may not do that.'}`;
+    case 'too_many_streams':
+      return `Too many answers at once (429): you already have the most answers streaming that your key allows. Wait for one to finish, or stop it.${wait}`;
+    case 'server_busy':
+      return `The hub is busy (429): it is at its limit of concurrent answers.${wait || ' Try again shortly.'}`;
+    case 'ended_by_admin':
+      return 'An administrator ended this answer.';
+    case 'cancelled':
+      return 'Stopped.';
+    case 'question_too_long':
+    case 'invalid_question':
+    case 'empty_question':
+      return message || 'That question cannot be asked.';
+    case 'internal':
+      return `The hub failed while answering (${status || 'internal error'}). ${message}`.trim();
+    default:
+      break;
+  }
+  if (status === 401) return friendlyMessage({ code: 'unauthorized' });
+  if (status === 403) return friendlyMessage({ code: 'forbidden', message });
+  if (status === 429) return friendlyMessage({ code: 'server_busy', retryAfter });
+  if (/upstream|provider|model|timeout|rate_limited|overloaded/.test(code) || status === 502 || status === 503 || status === 504) {
+    return `The language model failed to answer${code ? ` (${code})` : ''}: ${message || 'the upstream provider returned an error'}. Try again.`;
+  }
+  if (status >= 500) return `The hub had a problem (${status}): ${message || code}`;
+  if (status >= 400) return `${message || code} (${status})`;
+  return message || code || 'Something went wrong.';
+}
+
+/** Reads a hub error body (`{"error":{"code","message"}}`) from a failed response. */
+export async function errorFrom(response) {
+  let code = `http_${response.status}`;
+  let message = response.statusText || '';
+  try {
+    const body = await response.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch {
+    // Not JSON: keep the status.
+  }
+  if (response.status === 401) code = 'unauthorized';
+  const retry = Number.parseInt(response.headers.get('Retry-After') || '', 10);
+  return new ApiError({
+    status: response.status,
+    code,
+    message,
+    retryAfter: Number.isFinite(retry) ? retry : null,
+  });
+}
+
+/**
+ * A JSON request with the API key. Resolves to the parsed body (or null for 204);
+ * rejects with an ApiError.
+ */
+export async function api(path, { method = 'GET', body, key = auth.key, signal, headers = {} } = {}) {
+  const init = { method, headers: { ...headers }, signal, cache: 'no-store' };
+  if (key) init.headers['X-API-Key'] = key;
+  if (body instanceof FormData) {
+    init.body = body;
+  } else if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    if (e && e.name === 'AbortError') throw e;
+    throw new ApiError({ network: true, code: 'network', message: String(e && e.message) });
+  }
+  if (!response.ok) throw await errorFrom(response);
+  if (response.status === 204) return null;
+  const type = response.headers.get('Content-Type') || '';
+  return type.includes('json') ? response.json() : response.text();
+}
+
+/** A single-use ticket for one EventSource/WebSocket/streaming-fetch connection attempt. */
+export async function streamTicket(signal) {
+  const body = await api('/api/v1/stream-tickets', { method: 'POST', signal });
+  return body.ticket;
+}
+
+/** Whether the hub answers at all (no key needed). */
+export async function hubIsUp(timeoutMs = 4000) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    const response = await fetch('/healthz', { cache: 'no-store', signal: controller.signal });
+    return response.ok;
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Absolute WebSocket URL for a path on this origin. */
+export function wsUrl(path) {
+  const url = new URL(path, location.href);
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.toString();
+}
