@@ -297,6 +297,46 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
     }
   });
 
+  it("a stream ticket works as access_token: in the hub URL, and minted per connect by accessTokenFactory (survives a reconnect)", async () => {
+    const mint = async () => {
+      const res = await api(hub, "POST", "/api/v1/stream-tickets");
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      assert.equal(typeof res.body.ticket, "string");
+      return res.body.ticket;
+    };
+    const expected = await answer(QUESTIONS.eiffel, 2);
+
+    // A ticket in the URL, the browser way: negotiate spends it, ?id= stands for it after.
+    const ticket = await mint();
+    const c1 = await start(build(`${hub.hubUrl}?access_token=${ticket}`, {}));
+    const seen1 = collect(c1);
+    await invoke(c1, 10000, "SendMessage", QUESTIONS.eiffel, 2);
+    assert.equal(seen1.tokens.join(""), expected.answer);
+    // Single use: the same ticket cannot start a second connection.
+    const again = build(`${hub.hubUrl}?access_token=${ticket}`, {});
+    await assert.rejects(withTimeout(again.start(), 5000, "start() with a spent ticket"));
+
+    // A fresh ticket per connect: automatic reconnect works with tickets too.
+    let minted = 0;
+    const c2 = build(hub.hubUrl, { accessTokenFactory: () => (minted++, mint()) }, { reconnect: true });
+    const events = [];
+    c2.onreconnected((id) => events.push(["reconnected", id]));
+    c2.onclose((e) => events.push(["close", e?.message]));
+    const before = await connectionIds(hub);
+    await start(c2);
+    const mine = await waitFor(
+      async () => (await newConnections(hub, before)).find((x) => x.protocol === "signalr"),
+      { timeout: 3000, label: "the ticket connection in admin/connections" },
+    );
+    await dropConnection(hub, mine.id);
+    await waitFor(() => events.length > 0, { timeout: 10000, label: `reconnect with a new ticket; ${c2.logger.tail()}` });
+    assert.equal(events[0][0], "reconnected", JSON.stringify(events));
+    assert.ok(minted >= 2, `a new ticket for the reconnect (minted ${minted})`);
+    const seen2 = collect(c2);
+    await invoke(c2, 10000, "SendMessage", QUESTIONS.eiffel, 2);
+    assert.equal(seen2.tokens.join(""), expected.answer);
+  });
+
   it("fails cleanly with a bad key: start() rejects (401) quickly, no hang", async () => {
     const variants = [
       ["negotiate + accessTokenFactory", hub.hubUrl, { accessTokenFactory: () => BAD_KEY }],
@@ -392,6 +432,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
       ["SendMessage", QUESTIONS.eiffel, 0],
       ["SendMessage", QUESTIONS.eiffel, "five"],
       ["SendMessage"],
+      ["SendMessage", "x".repeat(4001), 3],
       ["NoSuchMethod", 1, 2],
     ];
     for (const args of bad) {
@@ -819,6 +860,30 @@ describe("SignalR: cancellation and per-user limits (pace 200 ms, 2 streams per 
     assert.equal(again.error, null);
     assert.ok((await answer(QUESTIONS.bridge, 3)).answer.startsWith(again.items[0]));
     again.subscription.dispose();
+  });
+
+  it("a connection that goes away mid-answer frees its stream (client stop() and admin drop)", async () => {
+    for (const how of ["stop", "drop"]) {
+      const before = await connectionIds(hub);
+      const c = await start(build(hub.hubUrl, keyFactory));
+      const seen = collect(c);
+      const pending = c.invoke("SendMessage", QUESTIONS.bridge, 3);
+      pending.catch(() => {});
+      await waitFor(() => seen.tokens.length >= 2, { timeout: 5000, label: `${how}: two tokens` });
+      await waitForStats(hub, (st) => st.activeStreams === 1, { timeout: 1000, label: `${how}: one active stream` });
+      if (how === "stop") {
+        await withTimeout(c.stop(), 5000, "stop()");
+      } else {
+        const mine = (await newConnections(hub, before)).find((x) => x.protocol === "signalr");
+        assert.ok(mine, "our connection is listed");
+        await dropConnection(hub, mine.id);
+      }
+      await assert.rejects(withTimeout(pending, 3000, `${how}: the pending invoke settles`));
+      await waitForStats(hub, (st) => st.activeStreams === 0, {
+        timeout: 1000,
+        label: `${how}: activeStreams 0 within a second`,
+      });
+    }
   });
 
   it("raw: CancelInvocation ends the stream with a Completion and no more items", async () => {
