@@ -11,6 +11,115 @@ use std::time::Duration;
 pub enum ProviderKind {
     /// The built-in extractive answerer: no network, no key.
     Offline,
+    /// OpenAI chat completions, or any server speaking that shape (Ollama, vLLM, llama.cpp).
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 3] = [
+        ProviderKind::Offline,
+        ProviderKind::OpenAi,
+        ProviderKind::Anthropic,
+    ];
+
+    /// The name used in settings, requests and answer metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Offline => "offline",
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ProviderKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// A credential. Its `Debug` never shows the value, so settings can be logged whole.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenAiSettings {
+    pub api_key: Secret,
+    /// Up to and including `/v1`; `/chat/completions` is appended.
+    pub base_url: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AnthropicSettings {
+    pub api_key: Secret,
+    /// Without `/v1`; `/v1/messages` is appended.
+    pub base_url: String,
+    pub model: String,
+    /// Anthropic requires an output bound on every request.
+    pub max_tokens: u32,
+}
+
+/// How the hub talks to LLM upstreams: timeouts, retries, stream limits.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// TCP connect (and TLS handshake) to the upstream.
+    pub connect_timeout: Duration,
+    /// From sending a request to its first text token, per attempt.
+    pub first_token_timeout: Duration,
+    /// Longest silence (no bytes at all) once text has started.
+    pub idle_timeout: Duration,
+    /// Retries after the first attempt, before any token; 0 disables them.
+    pub max_retries: u32,
+    /// First backoff delay; doubles each retry, with jitter.
+    pub retry_base: Duration,
+    /// Cap on one backoff delay.
+    pub retry_max: Duration,
+    /// A `Retry-After` longer than this is not waited for: the error goes to the client
+    /// (or the next provider) at once.
+    pub retry_after_max: Duration,
+    /// Longest upstream SSE line or event; a longer one fails the answer instead of growing
+    /// memory.
+    pub max_event_bytes: usize,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            connect_timeout: Duration::from_secs(5),
+            first_token_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
+            max_retries: 2,
+            retry_base: Duration::from_millis(500),
+            retry_max: Duration::from_secs(8),
+            retry_after_max: Duration::from_secs(60),
+            max_event_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// A model clients may ask for by name: `provider:model`, or `provider:*` for any model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedModel {
+    pub provider: ProviderKind,
+    /// `None` allows any model of that provider.
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -19,7 +128,14 @@ pub struct Settings {
     pub database_url: String,
     /// Bootstrap admin key for the `default` tenant; generated and printed once when unset.
     pub admin_key: Option<String>,
-    pub provider: ProviderKind,
+    /// Providers in failover order; the first answers unless it fails before its first
+    /// token. Never empty.
+    pub providers: Vec<ProviderKind>,
+    pub openai: Option<OpenAiSettings>,
+    pub anthropic: Option<AnthropicSettings>,
+    pub upstream: UpstreamSettings,
+    /// Models a request may choose besides each provider's configured one.
+    pub allowed_models: Vec<AllowedModel>,
     /// Delay between the offline provider's tokens.
     pub offline_pace: Duration,
     pub max_streams_per_user: usize,
@@ -47,7 +163,11 @@ impl Default for Settings {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: "sqlite://data/ragstream.db".to_owned(),
             admin_key: None,
-            provider: ProviderKind::Offline,
+            providers: vec![ProviderKind::Offline],
+            openai: None,
+            anthropic: None,
+            upstream: UpstreamSettings::default(),
+            allowed_models: Vec::new(),
             offline_pace: Duration::from_millis(25),
             max_streams_per_user: 5,
             max_streams_global: 1000,
@@ -99,16 +219,56 @@ impl Settings {
             }
             s.admin_key = Some(v);
         }
-        if let Some(v) = var("RAGSTREAM_PROVIDER") {
-            s.provider = match v.trim() {
-                "offline" => ProviderKind::Offline,
-                other => {
-                    return Err(ConfigError {
-                        var: "RAGSTREAM_PROVIDER",
-                        message: format!("unknown provider `{other}`; known: offline"),
-                    })
-                }
-            };
+        s.providers = read_providers(&var)?;
+        if s.providers.contains(&ProviderKind::OpenAi) {
+            s.openai = Some(OpenAiSettings {
+                api_key: required_secret(&var, "OPENAI_API_KEY", "openai")?,
+                base_url: base_url(&var, "OPENAI_BASE_URL", "https://api.openai.com/v1")?,
+                model: var("OPENAI_MODEL").map_or_else(|| "gpt-4o-mini".to_owned(), trimmed),
+            });
+        }
+        if s.providers.contains(&ProviderKind::Anthropic) {
+            s.anthropic = Some(AnthropicSettings {
+                api_key: required_secret(&var, "ANTHROPIC_API_KEY", "anthropic")?,
+                base_url: base_url(&var, "ANTHROPIC_BASE_URL", "https://api.anthropic.com")?,
+                model: var("ANTHROPIC_MODEL")
+                    .map_or_else(|| "claude-3-5-haiku-latest".to_owned(), trimmed),
+                max_tokens: number(&var, "ANTHROPIC_MAX_TOKENS", 1, 1_000_000)?.unwrap_or(1024)
+                    as u32,
+            });
+        }
+        if let Some(v) = var("RAGSTREAM_ALLOWED_MODELS") {
+            s.allowed_models = read_allowed_models(&v, &s.providers)?;
+        }
+        let up = &mut s.upstream;
+        if let Some(ms) = number(&var, "RAGSTREAM_UPSTREAM_CONNECT_TIMEOUT_MS", 1, 600_000)? {
+            up.connect_timeout = Duration::from_millis(ms as u64);
+        }
+        if let Some(ms) = number(
+            &var,
+            "RAGSTREAM_UPSTREAM_FIRST_TOKEN_TIMEOUT_MS",
+            1,
+            3_600_000,
+        )? {
+            up.first_token_timeout = Duration::from_millis(ms as u64);
+        }
+        if let Some(ms) = number(&var, "RAGSTREAM_UPSTREAM_IDLE_TIMEOUT_MS", 1, 3_600_000)? {
+            up.idle_timeout = Duration::from_millis(ms as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_UPSTREAM_MAX_RETRIES", 0, 10)? {
+            up.max_retries = n as u32;
+        }
+        if let Some(ms) = number(&var, "RAGSTREAM_UPSTREAM_RETRY_BASE_MS", 1, 60_000)? {
+            up.retry_base = Duration::from_millis(ms as u64);
+        }
+        if let Some(ms) = number(&var, "RAGSTREAM_UPSTREAM_RETRY_MAX_MS", 1, 600_000)? {
+            up.retry_max = Duration::from_millis(ms as u64);
+        }
+        if let Some(ms) = number(&var, "RAGSTREAM_UPSTREAM_RETRY_AFTER_MAX_MS", 0, 3_600_000)? {
+            up.retry_after_max = Duration::from_millis(ms as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_UPSTREAM_MAX_EVENT_BYTES", 1024, 64 << 20)? {
+            up.max_event_bytes = n;
         }
         if let Some(ms) = number(&var, "RAGSTREAM_OFFLINE_PACE_MS", 0, 60_000)? {
             s.offline_pace = Duration::from_millis(ms as u64);
@@ -142,6 +302,135 @@ impl Settings {
         }
         Ok(s)
     }
+}
+
+fn trimmed(v: String) -> String {
+    v.trim().to_owned()
+}
+
+fn list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',').map(str::trim).filter(|p| !p.is_empty())
+}
+
+fn known_providers() -> String {
+    ProviderKind::ALL.map(ProviderKind::name).join(", ")
+}
+
+/// `RAGSTREAM_PROVIDERS` (a failover chain) wins over `RAGSTREAM_PROVIDER` (one provider).
+fn read_providers(
+    var: &impl Fn(&'static str) -> Option<String>,
+) -> Result<Vec<ProviderKind>, ConfigError> {
+    let (name, raw) = match (var("RAGSTREAM_PROVIDERS"), var("RAGSTREAM_PROVIDER")) {
+        (Some(chain), _) => ("RAGSTREAM_PROVIDERS", chain),
+        (None, Some(one)) => ("RAGSTREAM_PROVIDER", one),
+        (None, None) => return Ok(vec![ProviderKind::Offline]),
+    };
+    let mut kinds = Vec::new();
+    for part in list(&raw) {
+        let kind = ProviderKind::parse(part).ok_or_else(|| ConfigError {
+            var: name,
+            message: format!("unknown provider `{part}`; known: {}", known_providers()),
+        })?;
+        if kinds.contains(&kind) {
+            return Err(ConfigError {
+                var: name,
+                message: format!("`{part}` is listed twice"),
+            });
+        }
+        kinds.push(kind);
+    }
+    if kinds.is_empty() {
+        return Err(ConfigError {
+            var: name,
+            message: format!("name at least one provider; known: {}", known_providers()),
+        });
+    }
+    if name == "RAGSTREAM_PROVIDER" && kinds.len() > 1 {
+        return Err(ConfigError {
+            var: name,
+            message: "names one provider; list several in RAGSTREAM_PROVIDERS".to_owned(),
+        });
+    }
+    Ok(kinds)
+}
+
+fn required_secret(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    provider: &str,
+) -> Result<Secret, ConfigError> {
+    // The value itself never goes into a message.
+    var(name)
+        .map(|v| Secret::new(v.trim()))
+        .ok_or_else(|| ConfigError {
+            var: name,
+            message: format!("is required when the {provider} provider is used"),
+        })
+}
+
+fn base_url(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let Some(raw) = var(name) else {
+        return Ok(default.to_owned());
+    };
+    let url = raw.trim().trim_end_matches('/');
+    let valid = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.parse::<actix_web::http::Uri>().is_ok()
+        && !url.contains(['?', '#']);
+    if !valid {
+        return Err(ConfigError {
+            var: name,
+            message: format!("`{url}` is not an http:// or https:// URL without query"),
+        });
+    }
+    Ok(url.to_owned())
+}
+
+fn read_allowed_models(
+    raw: &str,
+    providers: &[ProviderKind],
+) -> Result<Vec<AllowedModel>, ConfigError> {
+    const VAR: &str = "RAGSTREAM_ALLOWED_MODELS";
+    let mut allowed = Vec::new();
+    for entry in list(raw) {
+        let Some((provider, model)) = entry.split_once(':') else {
+            return Err(ConfigError {
+                var: VAR,
+                message: format!("`{entry}` is not provider:model (or provider:*)"),
+            });
+        };
+        let provider = match ProviderKind::parse(provider.trim()) {
+            Some(kind) if providers.contains(&kind) => kind,
+            _ => {
+                return Err(ConfigError {
+                    var: VAR,
+                    message: format!(
+                        "`{entry}` names a provider that is not configured; configured: {}",
+                        providers
+                            .iter()
+                            .map(|k| k.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })
+            }
+        };
+        let model = model.trim();
+        if model.is_empty() {
+            return Err(ConfigError {
+                var: VAR,
+                message: format!("`{entry}` has no model name"),
+            });
+        }
+        allowed.push(AllowedModel {
+            provider,
+            model: (model != "*").then(|| model.to_owned()),
+        });
+    }
+    Ok(allowed)
 }
 
 fn number(
@@ -181,7 +470,119 @@ mod tests {
         assert_eq!(s.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.database_url, "sqlite://data/ragstream.db");
         assert_eq!(s.max_streams_per_user, 5);
-        assert_eq!(s.provider, ProviderKind::Offline);
+        assert_eq!(s.providers, vec![ProviderKind::Offline]);
+        assert!(s.openai.is_none() && s.anthropic.is_none());
+    }
+
+    #[test]
+    fn openai_without_its_key_names_the_missing_variable() {
+        let err = from(&[("RAGSTREAM_PROVIDER", "openai")]).unwrap_err();
+        assert_eq!(err.var, "OPENAI_API_KEY");
+        let err = from(&[
+            ("RAGSTREAM_PROVIDERS", "openai, anthropic"),
+            ("OPENAI_API_KEY", "k"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "ANTHROPIC_API_KEY");
+    }
+
+    #[test]
+    fn provider_settings_have_defaults_and_trailing_slashes_are_dropped() {
+        let s = from(&[
+            ("RAGSTREAM_PROVIDERS", "anthropic,openai"),
+            ("OPENAI_API_KEY", "sk-test"),
+            ("OPENAI_BASE_URL", "http://localhost:11434/v1/"),
+            ("OPENAI_MODEL", "llama3.2"),
+            ("ANTHROPIC_API_KEY", "ak-test"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.providers,
+            vec![ProviderKind::Anthropic, ProviderKind::OpenAi]
+        );
+        let openai = s.openai.unwrap();
+        assert_eq!(openai.base_url, "http://localhost:11434/v1");
+        assert_eq!(openai.model, "llama3.2");
+        let anthropic = s.anthropic.unwrap();
+        assert_eq!(anthropic.base_url, "https://api.anthropic.com");
+        assert_eq!(anthropic.max_tokens, 1024);
+    }
+
+    #[test]
+    fn keys_never_show_in_debug_output_or_errors() {
+        let s = from(&[
+            ("RAGSTREAM_PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "sk-secret-1"),
+        ])
+        .unwrap();
+        assert!(!format!("{s:?}").contains("sk-secret-1"));
+        let err = from(&[
+            ("RAGSTREAM_PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "sk-secret-1"),
+            ("OPENAI_BASE_URL", "ftp://x"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "OPENAI_BASE_URL");
+        assert!(!err.to_string().contains("sk-secret-1"));
+    }
+
+    #[test]
+    fn a_provider_chain_refuses_duplicates_and_a_single_provider_refuses_lists() {
+        assert_eq!(
+            from(&[("RAGSTREAM_PROVIDERS", "offline,offline")])
+                .unwrap_err()
+                .var,
+            "RAGSTREAM_PROVIDERS"
+        );
+        assert_eq!(
+            from(&[("RAGSTREAM_PROVIDER", "offline,openai")])
+                .unwrap_err()
+                .var,
+            "RAGSTREAM_PROVIDER"
+        );
+    }
+
+    #[test]
+    fn allowed_models_name_configured_providers() {
+        let s = from(&[
+            ("RAGSTREAM_PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "k"),
+            ("RAGSTREAM_ALLOWED_MODELS", "openai:gpt-4o, openai:*"),
+        ])
+        .unwrap();
+        assert_eq!(s.allowed_models.len(), 2);
+        assert_eq!(s.allowed_models[0].model.as_deref(), Some("gpt-4o"));
+        assert_eq!(s.allowed_models[1].model, None);
+        for bad in ["anthropic:claude", "gpt-4o", "openai:"] {
+            let err = from(&[
+                ("RAGSTREAM_PROVIDER", "openai"),
+                ("OPENAI_API_KEY", "k"),
+                ("RAGSTREAM_ALLOWED_MODELS", bad),
+            ])
+            .unwrap_err();
+            assert_eq!(err.var, "RAGSTREAM_ALLOWED_MODELS", "{bad}");
+        }
+    }
+
+    #[test]
+    fn upstream_timeouts_and_retries_are_read_in_milliseconds() {
+        let s = from(&[
+            ("RAGSTREAM_UPSTREAM_CONNECT_TIMEOUT_MS", "250"),
+            ("RAGSTREAM_UPSTREAM_FIRST_TOKEN_TIMEOUT_MS", "1000"),
+            ("RAGSTREAM_UPSTREAM_IDLE_TIMEOUT_MS", "500"),
+            ("RAGSTREAM_UPSTREAM_MAX_RETRIES", "0"),
+        ])
+        .unwrap();
+        assert_eq!(s.upstream.connect_timeout, Duration::from_millis(250));
+        assert_eq!(s.upstream.first_token_timeout, Duration::from_secs(1));
+        assert_eq!(s.upstream.idle_timeout, Duration::from_millis(500));
+        assert_eq!(s.upstream.max_retries, 0);
+        assert_eq!(
+            from(&[("RAGSTREAM_UPSTREAM_MAX_RETRIES", "99")])
+                .unwrap_err()
+                .var,
+            "RAGSTREAM_UPSTREAM_MAX_RETRIES"
+        );
     }
 
     #[test]
@@ -197,6 +598,18 @@ mod tests {
     fn a_bad_address_names_its_variable() {
         let err = from(&[("RAGSTREAM_ADDR", "localhost")]).unwrap_err();
         assert_eq!(err.var, "RAGSTREAM_ADDR");
+    }
+
+    #[test]
+    fn every_value_in_env_example_is_accepted() {
+        let pairs: Vec<(&str, &str)> = include_str!("../.env.example")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .collect();
+        assert!(pairs.len() > 10);
+        let s = from(&pairs).expect(".env.example is valid");
+        assert_eq!(s.upstream.max_event_bytes, 256 * 1024);
     }
 
     #[test]

@@ -10,10 +10,9 @@ use actix_web::{web, App, HttpServer};
 
 use crate::answer::Pipeline;
 use crate::auth::tickets::{TicketStore, TICKET_TTL};
-use crate::config::{ProviderKind, Settings};
+use crate::config::{ConfigError, Settings};
 use crate::hub::{ChatHub, Limits};
-use crate::providers::offline::OfflineProvider;
-use crate::providers::Provider;
+use crate::providers::Providers;
 use crate::routes;
 use crate::store::Store;
 
@@ -31,6 +30,8 @@ pub struct AppState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("bad setting {0}")]
+    Config(#[from] ConfigError),
     #[error("the database could not be opened or migrated: {0}")]
     Database(#[from] sqlx::Error),
     #[error("the address could not be bound: {0}")]
@@ -46,7 +47,8 @@ pub struct Application {
 
 impl Application {
     /// Opens and migrates the store (failing now, not at the first request), makes sure the
-    /// bootstrap admin key exists, starts the hub and binds the listener.
+    /// bootstrap admin key exists, builds the providers, starts the hub and binds the
+    /// listener.
     pub async fn build(settings: Settings) -> Result<Application, StartError> {
         let store = Store::connect(&settings.database_url).await?;
         let tenant = store.ensure_default_tenant().await?;
@@ -54,10 +56,12 @@ impl Application {
             .bootstrap_admin(&tenant, settings.admin_key.as_deref())
             .await?;
 
-        let provider: Arc<dyn Provider> = match settings.provider {
-            ProviderKind::Offline => Arc::new(OfflineProvider::new(settings.offline_pace)),
-        };
-        let pipeline = Pipeline::new(store.clone(), provider);
+        let providers = Arc::new(Providers::from_settings(&settings)?);
+        log::info!(
+            "providers: {} (failover in this order)",
+            providers.names().join(", ")
+        );
+        let pipeline = Pipeline::new(store.clone(), providers);
         let hub = ChatHub::spawn(Limits {
             per_user: settings.max_streams_per_user,
             global: settings.max_streams_global,

@@ -7,7 +7,10 @@
 
 mod request;
 
-pub use request::{validate_question, validate_top_k, AnswerRequest, DEFAULT_TOP_K, MAX_TOP_K};
+pub use request::{
+    validate_choice, validate_question, validate_top_k, AnswerRequest, ProviderChoice,
+    DEFAULT_TOP_K, MAX_TOP_K,
+};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use uuid::Uuid;
 
 use crate::error::ErrorBody;
 use crate::hub::Lease;
-use crate::providers::{Delta, Prompt, Provider};
+use crate::providers::{Delta, Prompt, Providers};
 use crate::rag::fts_query;
 use crate::store::{Passage, Store};
 
@@ -41,6 +44,8 @@ pub struct Source {
     pub text: String,
 }
 
+/// What an answer produced. Sent with `done`; also with an `error` from the provider,
+/// then with `finish_reason: "error"` and what had streamed until the failure.
 #[derive(Debug, Clone, Serialize)]
 pub struct DoneMetadata {
     pub answer_id: String,
@@ -49,6 +54,8 @@ pub struct DoneMetadata {
     /// Milliseconds from admission to the first token; absent when no token came.
     pub ttft_ms: Option<u64>,
     pub elapsed_ms: u64,
+    /// Output tokens: the upstream's own count when it reported usage, else the number
+    /// of text deltas streamed.
     pub tokens: u64,
     pub finish_reason: String,
     pub sources: Arc<[Source]>,
@@ -74,25 +81,44 @@ impl StreamEvent {
 pub struct AnswerEvent {
     pub seq: u64,
     pub event: StreamEvent,
+    /// On an `Error` from the provider: what the answer had produced until then. Kept
+    /// beside the event, not inside `StreamEvent::Error`, so that variant's shape (which
+    /// every codec matches on) stays as it was.
+    pub partial: Option<Box<DoneMetadata>>,
 }
 
 /// What every answer needs; cheap to clone into each task.
 #[derive(Clone)]
 pub struct Pipeline {
     store: Store,
-    provider: Arc<dyn Provider>,
+    providers: Arc<Providers>,
 }
 
 impl Pipeline {
-    pub fn new(store: Store, provider: Arc<dyn Provider>) -> Self {
-        Pipeline { store, provider }
+    pub fn new(store: Store, providers: Arc<Providers>) -> Self {
+        Pipeline { store, providers }
+    }
+
+    /// The configured providers, for checking a request's choice with [`validate_choice`].
+    pub fn providers(&self) -> &Providers {
+        &self.providers
+    }
+
+    /// Spawns the answer with the default provider; see [`Pipeline::start_with`].
+    pub fn start(&self, request: AnswerRequest, lease: Lease) -> AnswerStream {
+        self.start_with(request, ProviderChoice::default(), lease)
     }
 
     /// Spawns the answer on the current worker thread. The lease travels with the task, so
     /// the slot is released however the task ends: done, error, abort or panic.
-    pub fn start(&self, request: AnswerRequest, lease: Lease) -> AnswerStream {
+    pub fn start_with(
+        &self,
+        request: AnswerRequest,
+        choice: ProviderChoice,
+        lease: Lease,
+    ) -> AnswerStream {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        let task = actix_web::rt::spawn(run(self.clone(), request, lease, tx));
+        let task = actix_web::rt::spawn(run(self.clone(), request, choice, lease, tx));
         AnswerStream {
             rx,
             task,
@@ -134,6 +160,7 @@ impl Stream for AnswerStream {
                         code: "internal".to_owned(),
                         message: "the answer stopped unexpectedly".to_owned(),
                     }),
+                    partial: None,
                 }))
             }
             Poll::Pending => Poll::Pending,
@@ -156,11 +183,16 @@ struct Emitter {
 impl Emitter {
     /// False when the client is gone and the answer should stop.
     async fn emit(&mut self, event: StreamEvent) -> bool {
+        self.emit_with(event, None).await
+    }
+
+    async fn emit_with(&mut self, event: StreamEvent, partial: Option<Box<DoneMetadata>>) -> bool {
         self.seq += 1;
         self.tx
             .send(AnswerEvent {
                 seq: self.seq,
                 event,
+                partial,
             })
             .await
             .is_ok()
@@ -190,7 +222,13 @@ fn to_sources(passages: &[Passage]) -> Arc<[Source]> {
         .collect()
 }
 
-async fn run(p: Pipeline, req: AnswerRequest, lease: Lease, tx: mpsc::Sender<AnswerEvent>) {
+async fn run(
+    p: Pipeline,
+    req: AnswerRequest,
+    choice: ProviderChoice,
+    lease: Lease,
+    tx: mpsc::Sender<AnswerEvent>,
+) {
     // Held until this function returns or the task is aborted.
     let _lease = lease;
     let started = Instant::now();
@@ -213,43 +251,68 @@ async fn run(p: Pipeline, req: AnswerRequest, lease: Lease, tx: mpsc::Sender<Ans
         return;
     }
 
+    let provider = match choice.provider.and_then(|k| p.providers.member(k)) {
+        Some(member) => member.provider.clone(),
+        None => p.providers.default_provider().clone(),
+    };
     let prompt = Prompt {
         terms: fts_query::query_terms(&req.question),
         question: req.question,
         passages: passages.into(),
+        model: choice.model,
     };
-    let mut deltas = p.provider.stream(prompt);
-    let mut ttft_ms = None;
-    let mut tokens = 0u64;
+    let mut meta = DoneMetadata {
+        answer_id: Uuid::new_v4().to_string(),
+        provider: provider.name().to_owned(),
+        model: prompt
+            .model
+            .clone()
+            .unwrap_or_else(|| provider.model().to_owned()),
+        ttft_ms: None,
+        elapsed_ms: 0,
+        tokens: 0,
+        finish_reason: String::new(),
+        sources,
+    };
+    // Dropping this stream (when the task is aborted) drops the upstream response.
+    let mut deltas = provider.stream(prompt);
+    let mut counted = 0u64;
     let mut usage = None;
     let mut finish_reason = None;
     while let Some(delta) = deltas.next().await {
         match delta {
             Ok(Delta::Text(text)) if text.is_empty() => {}
             Ok(Delta::Text(text)) => {
-                ttft_ms.get_or_insert_with(|| started.elapsed().as_millis() as u64);
-                tokens += 1;
+                meta.ttft_ms
+                    .get_or_insert_with(|| started.elapsed().as_millis() as u64);
+                counted += 1;
                 if !out.emit(StreamEvent::Token(text)).await {
                     return;
                 }
             }
+            Ok(Delta::Start { provider, model }) => {
+                meta.provider = provider.to_owned();
+                meta.model = model;
+            }
             Ok(Delta::Usage { output_tokens }) => usage = Some(output_tokens),
             Ok(Delta::Finish(reason)) => finish_reason = Some(reason),
             Err(e) => {
-                out.fail(e.code(), e.to_string()).await;
+                log::warn!("answer {} failed: {e}", meta.answer_id);
+                meta.elapsed_ms = started.elapsed().as_millis() as u64;
+                meta.tokens = usage.unwrap_or(counted);
+                meta.finish_reason = "error".to_owned();
+                let body = ErrorBody {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                };
+                out.emit_with(StreamEvent::Error(body), Some(Box::new(meta)))
+                    .await;
                 return;
             }
         }
     }
-    let done = DoneMetadata {
-        answer_id: Uuid::new_v4().to_string(),
-        provider: p.provider.name().to_owned(),
-        model: p.provider.model().to_owned(),
-        ttft_ms,
-        elapsed_ms: started.elapsed().as_millis() as u64,
-        tokens: usage.unwrap_or(tokens),
-        finish_reason: finish_reason.unwrap_or_else(|| "stop".to_owned()),
-        sources,
-    };
-    out.emit(StreamEvent::Done(Box::new(done))).await;
+    meta.elapsed_ms = started.elapsed().as_millis() as u64;
+    meta.tokens = usage.unwrap_or(counted);
+    meta.finish_reason = finish_reason.unwrap_or_else(|| "stop".to_owned());
+    out.emit(StreamEvent::Done(Box::new(meta))).await;
 }

@@ -31,6 +31,9 @@ struct DoneFrame<'a> {
 struct ErrorFrame<'a> {
     done: bool,
     error: &'a ErrorBody,
+    /// What the answer produced before it failed, when the provider failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a DoneMetadata>,
 }
 
 #[derive(Serialize)]
@@ -56,7 +59,11 @@ pub fn encode(ev: &AnswerEvent) -> Bytes {
             done: true,
             metadata,
         }),
-        StreamEvent::Error(error) => serde_json::to_vec(&ErrorFrame { done: true, error }),
+        StreamEvent::Error(error) => serde_json::to_vec(&ErrorFrame {
+            done: true,
+            error,
+            metadata: ev.partial.as_deref(),
+        }),
     };
     buf.extend_from_slice(b"data: ");
     match json {
@@ -73,7 +80,15 @@ mod tests {
     use std::sync::Arc;
 
     fn ev(seq: u64, event: StreamEvent) -> String {
-        String::from_utf8(encode(&AnswerEvent { seq, event }).to_vec()).expect("utf-8")
+        String::from_utf8(
+            encode(&AnswerEvent {
+                seq,
+                event,
+                partial: None,
+            })
+            .to_vec(),
+        )
+        .expect("utf-8")
     }
 
     #[test]
@@ -126,6 +141,34 @@ mod tests {
             frame,
             "id: 1\ndata: {\"done\":true,\"error\":{\"code\":\"upstream_timeout\",\"message\":\"slow\"}}\n\n"
         );
+    }
+
+    #[test]
+    fn a_provider_error_keeps_what_was_produced_in_its_metadata() {
+        let meta = DoneMetadata {
+            answer_id: "a1".into(),
+            provider: "openai".into(),
+            model: "m".into(),
+            ttft_ms: Some(4),
+            elapsed_ms: 9,
+            tokens: 3,
+            finish_reason: "error".into(),
+            sources: Arc::from(Vec::new()),
+        };
+        let frame = encode(&AnswerEvent {
+            seq: 6,
+            event: StreamEvent::Error(ErrorBody {
+                code: "upstream_overloaded".into(),
+                message: "m".into(),
+            }),
+            partial: Some(Box::new(meta)),
+        });
+        let frame = String::from_utf8(frame.to_vec()).unwrap();
+        assert!(frame.starts_with(
+            "id: 6\ndata: {\"done\":true,\"error\":{\"code\":\"upstream_overloaded\",\"message\":\"m\"},\"metadata\":{"
+        ));
+        assert!(frame.contains("\"tokens\":3"));
+        assert!(frame.contains("\"finish_reason\":\"error\""));
     }
 
     #[test]

@@ -11,6 +11,8 @@ use futures_util::stream::{self, StreamExt};
 use super::offline_answer::{compose_answer, split_tokens, PassageRef};
 use super::{Delta, DeltaStream, Prompt, Provider};
 
+const MODEL: &str = "extractive-v1";
+
 /// How many sentences an answer quotes at most.
 const MAX_SENTENCES: usize = 4;
 
@@ -38,12 +40,12 @@ fn token_ranges(answer: &str) -> Vec<(usize, usize)> {
 }
 
 impl Provider for OfflineProvider {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "offline"
     }
 
     fn model(&self) -> &str {
-        "extractive-v1"
+        MODEL
     }
 
     fn stream(&self, prompt: Prompt) -> DeltaStream {
@@ -77,6 +79,10 @@ impl Provider for OfflineProvider {
             }),
             Ok(Delta::Finish("stop".to_owned())),
         ]);
-        tokens.chain(tail).boxed_local()
+        let start = stream::iter([Ok(Delta::Start {
+            provider: "offline",
+            model: MODEL.to_owned(),
+        })]);
+        start.chain(tokens).chain(tail).boxed_local()
     }
 }

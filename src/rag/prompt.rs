@@ -55,6 +55,7 @@ mod tests {
             ]
             .into(),
             terms: vec![],
+            model: None,
         };
         let text = render_user_message(&prompt);
         let first = text.find("[1] Tower").expect("first passage");
@@ -69,6 +70,7 @@ mod tests {
             question: "Anything?".into(),
             passages: Vec::new().into(),
             terms: vec![],
+            model: None,
         };
         assert!(render_user_message(&prompt).starts_with("No passages were found"));
     }

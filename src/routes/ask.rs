@@ -8,7 +8,9 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::answer::{validate_question, validate_top_k, AnswerRequest, StreamEvent};
+use crate::answer::{
+    validate_choice, validate_question, validate_top_k, AnswerRequest, ProviderChoice, StreamEvent,
+};
 use crate::auth::{Principal, StreamPrincipal};
 use crate::error::ApiError;
 use crate::hub::{self, SseSession};
@@ -29,22 +31,32 @@ struct AskParams {
     question: Option<String>,
     #[serde(rename = "topK", alias = "top_k")]
     top_k: Option<i64>,
+    /// Optional: one configured provider answers alone (no failover).
+    provider: Option<String>,
+    /// Optional: a model from the allow-list.
+    model: Option<String>,
 }
 
 fn to_request(
     state: &AppState,
     owner: &KeyOwner,
     params: AskParams,
-) -> Result<AnswerRequest, ApiError> {
+) -> Result<(AnswerRequest, ProviderChoice), ApiError> {
     let question = validate_question(
         params.question.as_deref().unwrap_or(""),
         state.settings.max_question_chars,
     )?;
-    Ok(AnswerRequest {
+    let choice = validate_choice(
+        params.provider.as_deref(),
+        params.model.as_deref(),
+        state.pipeline.providers(),
+    )?;
+    let request = AnswerRequest {
         tenant_id: owner.tenant_id.clone(),
         question,
         top_k: validate_top_k(params.top_k)?,
-    })
+    };
+    Ok((request, choice))
 }
 
 async fn ask(
@@ -55,7 +67,7 @@ async fn ask(
     let request = to_request(&state, &owner, body.into_inner())?;
     let lease = hub::admit(&state.hub, &owner, None).await?;
     // If the client leaves, actix drops this future, and with it the answer.
-    let mut answer = state.pipeline.start(request, lease);
+    let mut answer = state.pipeline.start_with(request.0, request.1, lease);
     let mut text = String::new();
     let mut sources = None;
     while let Some(ev) = answer.next().await {
@@ -70,12 +82,22 @@ async fn ask(
                 })));
             }
             StreamEvent::Error(error) => {
-                let status = if error.code == "internal" || error.code == "retrieval_failed" {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::BAD_GATEWAY
+                let status = match error.code.as_str() {
+                    "internal" | "retrieval_failed" => StatusCode::INTERNAL_SERVER_ERROR,
+                    "upstream_timeout" => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
                 };
-                return Ok(HttpResponse::build(status).json(json!({ "error": error })));
+                // A provider failure keeps the partial answer, as the streams do.
+                let body = match ev.partial {
+                    Some(metadata) => json!({
+                        "error": error,
+                        "answer": text,
+                        "sources": sources,
+                        "metadata": metadata,
+                    }),
+                    None => json!({ "error": error }),
+                };
+                return Ok(HttpResponse::build(status).json(body));
             }
         }
     }
@@ -108,7 +130,7 @@ async fn stream(
     let request = to_request(&state, &owner, params)?;
     let session_id = hub::next_session_id();
     let lease = hub::admit(&state.hub, &owner, Some(session_id)).await?;
-    let answer = state.pipeline.start(request, lease);
+    let answer = state.pipeline.start_with(request.0, request.1, lease);
     let body = SseSession::start(
         session_id,
         answer,

@@ -1,0 +1,396 @@
+//! OpenAI chat completions, streamed; also Ollama, vLLM, llama.cpp's server and other
+//! servers that speak the same shape under their own base URL.
+//!
+//! `POST {base}/chat/completions` with `stream: true` and `stream_options.include_usage`;
+//! each SSE `data:` is a chunk whose `choices[0].delta.content` is text, the last choice
+//! carries `finish_reason`, an extra chunk with `choices: []` carries `usage`, and
+//! `data: [DONE]` ends the stream. Errors inside a 200 stream come as `{"error":{…}}`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::http::{self, Endpoint, EventParser};
+use super::json::{self, Str};
+use super::retry;
+use super::upstream_sse::SseEvent;
+use super::{Delta, DeltaStream, Prompt, Provider, ProviderError};
+use crate::config::{OpenAiSettings, UpstreamSettings};
+use crate::rag::prompt::{render_user_message, SYSTEM_PROMPT};
+
+const NAME: &str = "openai";
+
+pub struct OpenAiProvider {
+    endpoint: Arc<Endpoint>,
+    model: String,
+}
+
+impl OpenAiProvider {
+    pub fn new(settings: &OpenAiSettings, upstream: &UpstreamSettings) -> Self {
+        let auth = format!("Bearer {}", settings.api_key.expose());
+        OpenAiProvider {
+            endpoint: Arc::new(Endpoint {
+                provider: NAME,
+                url: format!("{}/chat/completions", settings.base_url),
+                headers: vec![Endpoint::secret_header("authorization", &auth)],
+                secret: settings.api_key.clone(),
+                settings: upstream.clone(),
+            }),
+            model: settings.model.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Request<'a> {
+    model: &'a str,
+    messages: [Message<'a>; 2],
+    stream: bool,
+    stream_options: StreamOptions,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+pub fn request_body(model: &str, prompt: &Prompt) -> Bytes {
+    let user = render_user_message(prompt);
+    let request = Request {
+        model,
+        messages: [
+            Message {
+                role: "system",
+                content: SYSTEM_PROMPT,
+            },
+            Message {
+                role: "user",
+                content: &user,
+            },
+        ],
+        stream: true,
+        stream_options: StreamOptions {
+            include_usage: true,
+        },
+    };
+    // Plain strings and bools: serialising cannot fail.
+    Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
+}
+
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn stream(&self, prompt: Prompt) -> DeltaStream {
+        let model = prompt.model.clone().unwrap_or_else(|| self.model.clone());
+        let body = request_body(&model, &prompt);
+        let endpoint = self.endpoint.clone();
+        let settings = endpoint.settings.clone();
+        retry::with_retries(NAME, settings, move || {
+            http::attempt(
+                endpoint.clone(),
+                body.clone(),
+                model.clone(),
+                ChunkParser::default(),
+            )
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow, deserialize_with = "json::first")]
+    choices: Option<Choice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default, borrow)]
+    error: Option<ErrorField<'a>>,
+    /// Older vLLM sends errors as `{"object":"error","message":…}`.
+    #[serde(default, borrow)]
+    object: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    message: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<ChoiceDelta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    refusal: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorField<'a> {
+    Object {
+        #[serde(default, borrow)]
+        message: Option<Str<'a>>,
+        #[serde(default, rename = "type", borrow)]
+        kind: Option<Str<'a>>,
+        #[serde(default)]
+        code: Option<serde_json::Value>,
+    },
+    Text(#[serde(borrow)] Str<'a>),
+}
+
+/// Parses OpenAI-shaped chunks into deltas.
+#[derive(Default)]
+pub struct ChunkParser {
+    finished: bool,
+}
+
+fn stream_error(message: String, retryable: bool) -> ProviderError {
+    ProviderError::Upstream {
+        provider: NAME,
+        code: "upstream_error",
+        message: json::bounded(&message),
+        retryable,
+    }
+}
+
+impl ChunkParser {
+    fn error(field: ErrorField<'_>) -> ProviderError {
+        match field {
+            ErrorField::Object {
+                message,
+                kind,
+                code,
+            } => {
+                let kind = kind.as_ref().map_or("", |k| k.as_str());
+                // vLLM puts the HTTP status in `code`; OpenAI uses names like server_error.
+                let server_side = kind.contains("server")
+                    || kind.contains("overload")
+                    || kind.contains("api_error")
+                    || code.and_then(|c| c.as_u64()).is_some_and(|c| c >= 500);
+                let message = message.map_or_else(
+                    || "an error occurred during streaming".to_owned(),
+                    Str::into_string,
+                );
+                stream_error(message, server_side)
+            }
+            ErrorField::Text(text) => stream_error(text.into_string(), false),
+        }
+    }
+}
+
+impl EventParser for ChunkParser {
+    fn event(
+        &mut self,
+        event: &SseEvent<'_>,
+        out: &mut VecDeque<Delta>,
+    ) -> Result<bool, ProviderError> {
+        let data = event.data.trim_start();
+        if data.starts_with("[DONE]") {
+            return Ok(true);
+        }
+        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| ProviderError::Protocol {
+            provider: NAME,
+            message: format!("a chunk is not valid JSON: {e}"),
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(Self::error(error));
+        }
+        if chunk.object.as_ref().is_some_and(|o| o.as_str() == "error") {
+            let message = chunk.message.map_or_else(String::new, Str::into_string);
+            return Err(stream_error(message, false));
+        }
+        if let Some(choice) = chunk.choices {
+            if let Some(delta) = choice.delta {
+                // A refusal is the model's answer too; the client should see it.
+                for text in [delta.content, delta.refusal].into_iter().flatten() {
+                    if !text.as_str().is_empty() {
+                        out.push_back(Delta::Text(text.into_string()));
+                    }
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finished = true;
+                out.push_back(Delta::Finish(reason.into_string()));
+            }
+        }
+        if let Some(tokens) = chunk.usage.and_then(|u| u.completion_tokens) {
+            out.push_back(Delta::Usage {
+                output_tokens: tokens,
+            });
+        }
+        Ok(false)
+    }
+
+    fn end(
+        &mut self,
+        unterminated: Option<SseEvent<'_>>,
+        out: &mut VecDeque<Delta>,
+    ) -> Result<(), ProviderError> {
+        if let Some(event) = unterminated {
+            // Some compatible servers end with `data: [DONE]` and no blank line.
+            if self.event(&event, out)? {
+                return Ok(());
+            }
+        }
+        // Without [DONE] but with a finish reason the answer is whole; lenient on purpose.
+        if self.finished {
+            return Ok(());
+        }
+        Err(ProviderError::Interrupted { provider: NAME })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::upstream_sse::SseDecoder;
+
+    /// Runs a whole body through the decoder and the parser.
+    fn parse(body: &str) -> (Vec<Delta>, Result<(), ProviderError>) {
+        let mut decoder = SseDecoder::new(4096);
+        let mut parser = ChunkParser::default();
+        let mut out = VecDeque::new();
+        decoder.push(body.as_bytes());
+        while let Some(ev) = decoder.next_event().unwrap() {
+            match parser.event(&ev, &mut out) {
+                Ok(true) => return (out.into(), Ok(())),
+                Ok(false) => {}
+                Err(e) => return (out.into(), Err(e)),
+            }
+        }
+        let unterminated = decoder.finish().unwrap();
+        let end = parser.end(unterminated, &mut out);
+        (out.into(), end)
+    }
+
+    fn text(t: &str) -> Delta {
+        Delta::Text(t.into())
+    }
+
+    const RECORDED: &str = concat!(
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1727346168,\"model\":\"gpt-4o-2024-08-06\",\"system_fingerprint\":\"fp_5050236cbd\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"I'm\"},\"logprobs\":null,\"finish_reason\":null}],\"obfuscation\":\"xyz\"}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" fine\\n\\\"ok\\\"\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":14,\"completion_tokens\":30,\"total_tokens\":44,\"completion_tokens_details\":{\"reasoning_tokens\":0}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn a_recorded_stream_gives_text_finish_and_usage() {
+        let (deltas, end) = parse(RECORDED);
+        assert_eq!(end, Ok(()));
+        assert_eq!(
+            deltas,
+            vec![
+                text("I'm"),
+                text(" fine\n\"ok\""),
+                Delta::Finish("stop".into()),
+                Delta::Usage { output_tokens: 30 },
+            ]
+        );
+    }
+
+    #[test]
+    fn null_content_and_role_only_chunks_add_nothing() {
+        let body = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":null}}]}\n\n\
+                    data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
+                    data: [DONE]\n\n";
+        let (deltas, end) = parse(body);
+        assert_eq!((deltas, end), (vec![text("Hi")], Ok(())));
+    }
+
+    #[test]
+    fn an_error_chunk_after_200_is_a_failure_even_if_done_follows() {
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+                    data: {\"error\":{\"message\":\"boom\",\"type\":\"InternalServerError\",\"code\":500}}\n\n\
+                    data: [DONE]\n\n";
+        let (deltas, end) = parse(body);
+        assert_eq!(deltas, vec![text("Hi")]);
+        let err = end.unwrap_err();
+        assert_eq!(err.code(), "upstream_error");
+        assert!(err.retryable());
+        assert!(err.to_string().contains("boom"));
+        let (_, end) = parse("data: {\"object\":\"error\",\"message\":\"old vllm\"}\n\n");
+        assert!(end.unwrap_err().to_string().contains("old vllm"));
+        let (_, end) = parse("data: {\"error\":\"plain\"}\n\n");
+        assert!(end.unwrap_err().to_string().contains("plain"));
+    }
+
+    #[test]
+    fn a_malformed_chunk_is_a_protocol_error() {
+        let (_, end) = parse("data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}\n\n");
+        assert_eq!(end.unwrap_err().code(), "upstream_protocol");
+    }
+
+    #[test]
+    fn a_stream_cut_before_its_end_is_interrupted() {
+        let (deltas, end) = parse("data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n");
+        assert_eq!(deltas, vec![text("Hi")]);
+        assert_eq!(end.unwrap_err().code(), "upstream_interrupted");
+    }
+
+    #[test]
+    fn an_unterminated_done_or_a_finish_reason_completes_the_stream() {
+        let (_, end) =
+            parse("data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]");
+        assert_eq!(end, Ok(()));
+        let (_, end) =
+            parse("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"length\"}]}\n\n");
+        assert_eq!(end, Ok(()));
+    }
+
+    #[test]
+    fn usage_on_every_chunk_keeps_the_running_total() {
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":{\"completion_tokens\":1}}\n\n\
+                    data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}],\"usage\":{\"completion_tokens\":2}}\n\n\
+                    data: [DONE]\n\n";
+        let (deltas, _) = parse(body);
+        assert_eq!(deltas.last(), Some(&Delta::Usage { output_tokens: 2 }));
+    }
+
+    #[test]
+    fn the_request_asks_for_a_stream_with_usage_and_the_rag_prompt() {
+        let prompt = Prompt {
+            question: "Why?".into(),
+            passages: Vec::new().into(),
+            terms: vec![],
+            model: None,
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&request_body("gpt-4o-mini", &prompt)).unwrap();
+        assert_eq!(body["model"], "gpt-4o-mini");
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["messages"][0]["role"], "system");
+        assert_eq!(body["messages"][0]["content"], SYSTEM_PROMPT);
+        assert_eq!(body["messages"][1]["role"], "user");
+        assert!(body["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("Question: Why?"));
+    }
+}
