@@ -25,6 +25,9 @@ pub struct TestApp {
     _dir: TempDir,
 }
 
+/// A last change to the settings, for what `Options` has no field for.
+pub type EditSettings = Box<dyn FnOnce(&mut Settings)>;
+
 /// Settings tests commonly change.
 pub struct Options {
     pub pace: Duration,
@@ -32,6 +35,8 @@ pub struct Options {
     pub global: usize,
     pub heartbeat: Duration,
     pub client_timeout: Duration,
+    /// Any other change, applied last (providers, upstream timeouts, ...).
+    pub settings: Option<EditSettings>,
 }
 
 impl Default for Options {
@@ -42,6 +47,7 @@ impl Default for Options {
             global: 1000,
             heartbeat: Duration::from_secs(5),
             client_timeout: Duration::from_secs(10),
+            settings: None,
         }
     }
 }
@@ -56,7 +62,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         .parse_env(env_logger::Env::default().filter_or("TEST_LOG", "off"))
         .try_init();
     let dir = tempfile::tempdir().expect("temp dir");
-    let settings = Settings {
+    let mut settings = Settings {
         addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: format!("sqlite://{}/ragstream.db", dir.path().display()),
         admin_key: Some(ADMIN_KEY.to_owned()),
@@ -68,6 +74,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         workers: 2,
         ..Settings::default()
     };
+    if let Some(edit) = opts.settings {
+        edit(&mut settings);
+    }
     let app = Application::build(settings).await.expect("app builds");
     let port = app.port();
     let state = app.state();

@@ -7,6 +7,8 @@ mod documents;
 mod health;
 mod helpers;
 mod limits;
+mod providers;
 mod signalr;
+mod support;
 mod tickets;
 mod ws;
