@@ -36,5 +36,8 @@ describe("the README's JavaScript client", () => {
     });
     const expected = await ask(hub, "What is RAG?", 5);
     assert.equal(stdout, `${expected.answer}\n[offline, ${expected.metadata.tokens} tokens]\n`, `stderr: ${stderr}`);
+    // Nothing logged at Warning or above (e.g. "Result given for 'receivetoken' method but
+    // server is not expecting a result." when a handler returns a value).
+    assert.equal(stderr, "");
   });
 });

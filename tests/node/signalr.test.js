@@ -44,9 +44,11 @@ const BAD_KEY = "rsk_this_is_not_a_valid_key_0000";
 class CaptureLogger {
   constructor() {
     this.lines = [];
+    this.problems = []; // Warning and above: the client disliked something
   }
   log(level, message) {
     const line = `${signalR.LogLevel[level]}: ${message}`;
+    if (level >= signalR.LogLevel.Warning) this.problems.push(line);
     this.lines.push(line);
     if (this.lines.length > 200) this.lines.shift();
     if (process.env.SIGNALR_LOG) console.error(`[signalr] ${line}`);
@@ -75,6 +77,11 @@ async function start(connection, timeout = 8000) {
   await withTimeout(connection.start(), timeout, "HubConnection.start()", () => connection.logger.tail());
   assert.equal(connection.state, HubConnectionState.Connected);
   return connection;
+}
+
+/** The client logged no warning or error (unknown pushed methods, unexpected results, ...). */
+function assertQuiet(connection) {
+  assert.deepEqual(connection.logger.problems, [], "the client logged no warnings or errors");
 }
 
 async function stopAll() {
@@ -293,6 +300,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
       const seen = collect(c);
       await invoke(c, 10000, "SendMessage", QUESTIONS.bridge, 3);
       assert.equal(seen.tokens.join(""), expected.answer, name);
+      assertQuiet(c);
       await c.stop();
     }
   });
@@ -395,6 +403,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
       expected.sources.map((s) => s.documentId),
       "same sources as /ask",
     );
+    assertQuiet(c);
   });
 
   it("SendMessage accepts and ignores a third (conversation id) argument", async () => {
@@ -404,6 +413,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
     await invoke(c, 10000, "SendMessage", QUESTIONS.rag, 2, "conversation-42");
     assert.equal(seen.tokens.join(""), expected.answer);
     assert.equal(seen.completes.length, 1);
+    assertQuiet(c);
   });
 
   it("a non-blocking send('SendMessage') streams too", async () => {
@@ -421,6 +431,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
     // would log it as unknown; give it a moment and check the connection is still fine.
     await sleep(100);
     assert.equal(c.state, HubConnectionState.Connected);
+    assertQuiet(c);
   });
 
   it("bad SendMessage calls and unknown methods fail that call only; the connection stays open", async () => {
@@ -475,6 +486,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
     assert.ok(items.length > 1);
     assert.ok(items.every((t) => typeof t === "string"), "items are token strings");
     assert.equal(items.join(""), expected.answer);
+    assertQuiet(c);
   });
 
   it("runs two answers at once on one connection: two AskStreams, interleaved, each exact", async () => {
@@ -503,6 +515,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
       firstB < events.indexOf("A-done") && firstA < events.indexOf("B-done"),
       `answers ran at once (interleaved), not one after the other: ${events.join(",")}`,
     );
+    assertQuiet(c);
   });
 
   it("runs two SendMessage invokes at once on one connection: both complete, tokens are the two answers interleaved", async () => {
@@ -531,6 +544,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
       joined !== ta.join("") + tb.join("") && joined !== tb.join("") + ta.join(""),
       "the answers were streamed at once (interleaved), not one after the other",
     );
+    assertQuiet(c);
   });
 
   // -- reconnect ----------------------------------------------------------------------------
@@ -860,6 +874,8 @@ describe("SignalR: cancellation and per-user limits (pace 200 ms, 2 streams per 
     assert.equal(again.error, null);
     assert.ok((await answer(QUESTIONS.bridge, 3)).answer.startsWith(again.items[0]));
     again.subscription.dispose();
+    await sleep(300); // late items and the Completion for the cancelled stream
+    assertQuiet(c);
   });
 
   it("a connection that goes away mid-answer frees its stream (client stop() and admin drop)", async () => {
@@ -947,6 +963,7 @@ describe("SignalR: cancellation and per-user limits (pace 200 ms, 2 streams per 
     await waitFor(() => after.items.length >= 1 || after.error, { timeout: 3000, label: "a stream after the slots freed" });
     assert.equal(after.error, null);
     after.subscription.dispose();
+    assertQuiet(c);
   });
 });
 
@@ -1003,5 +1020,6 @@ describe("SignalR: liveness (heartbeat 1 s, client timeout 3 s)", () => {
     const seen = collect(c);
     await invoke(c, 10000, "SendMessage", QUESTIONS.eiffel, 2);
     assert.equal(seen.completes.length, 1);
+    assertQuiet(c);
   });
 });

@@ -5,7 +5,7 @@ const hub = new signalR.HubConnectionBuilder()
   .withAutomaticReconnect()
   .configureLogging(signalR.LogLevel.Warning)
   .build();
-hub.on("ReceiveToken", (token) => process.stdout.write(token));
+hub.on("ReceiveToken", (token) => { process.stdout.write(token); });
 hub.on("StreamComplete", (meta) => console.log(`\n[${meta.provider}, ${meta.tokens} tokens]`));
 hub.on("Error", (message) => console.error(message));
 await hub.start();
