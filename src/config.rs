@@ -4,6 +4,7 @@
 //! with one line that names the variable, so a typo never becomes a silent default.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Which provider answers questions.
@@ -148,6 +149,8 @@ pub struct Settings {
     pub client_timeout: Duration,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// Folder of the chat and admin pages.
+    pub static_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +179,7 @@ impl Default for Settings {
             heartbeat_interval: Duration::from_secs(15),
             client_timeout: Duration::from_secs(30),
             workers: 0,
+            static_dir: default_static_dir(),
         }
     }
 }
@@ -290,6 +294,9 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_CLIENT_TIMEOUT_SECS", 2, 86_400)? {
             s.client_timeout = Duration::from_secs(n as u64);
+        }
+        if let Some(dir) = var("RAGSTREAM_STATIC_DIR") {
+            s.static_dir = PathBuf::from(dir);
         }
         if let Some(n) = number(&var, "RAGSTREAM_WORKERS", 0, 1024)? {
             s.workers = n;
@@ -431,6 +438,17 @@ fn read_allowed_models(
         });
     }
     Ok(allowed)
+}
+
+/// `static` in the working directory when there is one (a checkout run with `cargo run`),
+/// else the folder this binary was built from.
+fn default_static_dir() -> PathBuf {
+    let here = PathBuf::from("static");
+    if here.is_dir() {
+        here
+    } else {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
+    }
 }
 
 fn number(

@@ -17,12 +17,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::future::{AbortHandle, Abortable};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::ErrorBody;
+use crate::hub::messages::Outcome;
 use crate::hub::Lease;
 use crate::providers::{Delta, Prompt, Providers};
 use crate::rag::fts_query;
@@ -118,10 +120,17 @@ impl Pipeline {
         lease: Lease,
     ) -> AnswerStream {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        let task = actix_web::rt::spawn(run(self.clone(), request, choice, lease, tx));
+        // The hub holds the abort handle so an administrator can end this answer.
+        let (admin_abort, registration) = AbortHandle::new_pair();
+        lease.attach(admin_abort.clone());
+        let answer = Abortable::new(run(self.clone(), request, choice, lease, tx), registration);
+        let task = actix_web::rt::spawn(async move {
+            let _ = answer.await;
+        });
         AnswerStream {
             rx,
             task,
+            admin_abort,
             seq: 0,
             ended: false,
         }
@@ -132,6 +141,7 @@ impl Pipeline {
 pub struct AnswerStream {
     rx: mpsc::Receiver<AnswerEvent>,
     task: tokio::task::JoinHandle<()>,
+    admin_abort: AbortHandle,
     seq: u64,
     ended: bool,
 }
@@ -149,17 +159,25 @@ impl Stream for AnswerStream {
                 self.ended = ev.event.is_terminal();
                 Poll::Ready(Some(ev))
             }
-            // The task ended without a terminal event: it panicked. The client still gets
-            // an ending, never a silent stop.
+            // The task ended without a terminal event: an administrator ended it, or it
+            // panicked. The client still gets an ending, never a silent stop.
             Poll::Ready(None) => {
                 self.ended = true;
-                log::error!("an answer task ended without done or error");
-                Poll::Ready(Some(AnswerEvent {
-                    seq: self.seq + 1,
-                    event: StreamEvent::Error(ErrorBody {
+                let error = if self.admin_abort.is_aborted() {
+                    ErrorBody {
+                        code: "ended_by_admin".to_owned(),
+                        message: "an administrator ended this answer".to_owned(),
+                    }
+                } else {
+                    log::error!("an answer task ended without done or error");
+                    ErrorBody {
                         code: "internal".to_owned(),
                         message: "the answer stopped unexpectedly".to_owned(),
-                    }),
+                    }
+                };
+                Poll::Ready(Some(AnswerEvent {
+                    seq: self.seq + 1,
+                    event: StreamEvent::Error(error),
                     partial: None,
                 }))
             }
@@ -229,8 +247,9 @@ async fn run(
     lease: Lease,
     tx: mpsc::Sender<AnswerEvent>,
 ) {
-    // Held until this function returns or the task is aborted.
-    let _lease = lease;
+    // Held until this function returns or the task is aborted; what it records goes to
+    // the hub's metrics with the release.
+    let mut lease = lease;
     let started = Instant::now();
     let mut out = Emitter { tx, seq: 0 };
 
@@ -239,6 +258,7 @@ async fn run(
             Ok(found) => found,
             Err(e) => {
                 log::error!("retrieval failed: {e}");
+                lease.record(Outcome::failed("retrieval_failed", started));
                 out.fail("retrieval_failed", "the documents could not be searched")
                     .await;
                 return;
@@ -305,6 +325,12 @@ async fn run(
                     code: e.code().to_owned(),
                     message: e.to_string(),
                 };
+                lease.record(Outcome {
+                    ttft_ms: meta.ttft_ms,
+                    tokens: meta.tokens,
+                    elapsed_ms: meta.elapsed_ms,
+                    error_code: Some(body.code.clone()),
+                });
                 out.emit_with(StreamEvent::Error(body), Some(Box::new(meta)))
                     .await;
                 return;
@@ -314,5 +340,11 @@ async fn run(
     meta.elapsed_ms = started.elapsed().as_millis() as u64;
     meta.tokens = usage.unwrap_or(counted);
     meta.finish_reason = finish_reason.unwrap_or_else(|| "stop".to_owned());
+    lease.record(Outcome {
+        ttft_ms: meta.ttft_ms,
+        tokens: meta.tokens,
+        elapsed_ms: meta.elapsed_ms,
+        error_code: None,
+    });
     out.emit(StreamEvent::Done(Box::new(meta))).await;
 }

@@ -4,17 +4,23 @@
 //! It runs on an arbiter of its own, so no worker's load delays an admission, and it only
 //! ever handles a few messages per answer.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient};
 use serde::Serialize;
 
 use super::lease::Lease;
 use super::messages::{
-    Admit, AdmitError, Connect, ConnectionInfo, Disconnect, EndConnection, GetStats, Identify,
-    ListConnections, Release, Terminate,
+    AdminView, Admit, AdmitError, Attach, Connect, ConnectionInfo, Disconnect, EndConnection,
+    EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome, Release,
+    StreamInfo, Terminate,
 };
+
+/// Time-to-first-token samples kept for the percentiles.
+const TTFT_SAMPLES: usize = 256;
+/// Window of the tokens-per-second figure.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -26,6 +32,67 @@ struct ActiveStream {
     user: String,
     tenant: String,
     session_id: Option<u64>,
+    transport: &'static str,
+    started: Instant,
+    /// Set once the answer task exists; lets an administrator end it.
+    abort: Option<futures_util::future::AbortHandle>,
+}
+
+/// Rolling figures fed by the outcomes that come back with each release.
+#[derive(Default)]
+struct MetricsState {
+    answers_total: u64,
+    cancelled_total: u64,
+    errors_by_code: BTreeMap<String, u64>,
+    ttft_ms: VecDeque<u64>,
+    recent_tokens: VecDeque<(Instant, u64)>,
+}
+
+impl MetricsState {
+    fn record(&mut self, outcome: Option<Outcome>) {
+        let Some(outcome) = outcome else {
+            self.cancelled_total += 1;
+            return;
+        };
+        self.answers_total += 1;
+        if let Some(code) = outcome.error_code {
+            *self.errors_by_code.entry(code).or_default() += 1;
+        }
+        if let Some(ttft) = outcome.ttft_ms {
+            if self.ttft_ms.len() == TTFT_SAMPLES {
+                self.ttft_ms.pop_front();
+            }
+            self.ttft_ms.push_back(ttft);
+        }
+        let now = Instant::now();
+        self.recent_tokens.push_back((now, outcome.tokens));
+        self.trim(now);
+    }
+
+    fn trim(&mut self, now: Instant) {
+        while let Some((at, _)) = self.recent_tokens.front() {
+            if now.duration_since(*at) <= RATE_WINDOW {
+                break;
+            }
+            self.recent_tokens.pop_front();
+        }
+    }
+
+    fn snapshot(&mut self) -> Metrics {
+        self.trim(Instant::now());
+        let mut sorted: Vec<u64> = self.ttft_ms.iter().copied().collect();
+        sorted.sort_unstable();
+        let pct = |p: usize| (!sorted.is_empty()).then(|| sorted[(sorted.len() - 1) * p / 100]);
+        let tokens: u64 = self.recent_tokens.iter().map(|(_, n)| n).sum();
+        Metrics {
+            answers_total: self.answers_total,
+            cancelled_total: self.cancelled_total,
+            errors_by_code: self.errors_by_code.clone(),
+            ttft_ms_p50: pct(50),
+            ttft_ms_p95: pct(95),
+            tokens_per_second: tokens as f64 / RATE_WINDOW.as_secs_f64(),
+        }
+    }
 }
 
 struct SessionInfo {
@@ -61,6 +128,7 @@ pub struct ChatHub {
     admitted_total: u64,
     refused_total: u64,
     released_total: u64,
+    metrics: MetricsState,
 }
 
 impl ChatHub {
@@ -74,7 +142,73 @@ impl ChatHub {
             admitted_total: 0,
             refused_total: 0,
             released_total: 0,
+            metrics: MetricsState::default(),
         }
+    }
+
+    fn stats(&self) -> HubStats {
+        let mut stats = HubStats {
+            connections: self.sessions.len(),
+            ws_connections: self.sessions.values().filter(|s| s.kind == "ws").count(),
+            sse_connections: self.sessions.values().filter(|s| s.kind == "sse").count(),
+            active_streams: self.streams.len(),
+            admitted_total: self.admitted_total,
+            refused_total: self.refused_total,
+            released_total: self.released_total,
+            ..HubStats::default()
+        };
+        for s in self.sessions.values() {
+            *stats
+                .connections_by_tenant
+                .entry(s.tenant.clone())
+                .or_default() += 1;
+        }
+        for s in self.streams.values() {
+            *stats.streams_by_user.entry(s.user.clone()).or_default() += 1;
+            *stats.streams_by_tenant.entry(s.tenant.clone()).or_default() += 1;
+        }
+        stats
+    }
+
+    fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut per_session: HashMap<u64, usize> = HashMap::new();
+        for s in self.streams.values() {
+            if let Some(id) = s.session_id {
+                *per_session.entry(id).or_default() += 1;
+            }
+        }
+        let mut list: Vec<ConnectionInfo> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| ConnectionInfo {
+                id: *id,
+                kind: s.kind,
+                protocol: s.protocol,
+                user: s.user.clone(),
+                tenant: s.tenant.clone(),
+                active_streams: per_session.get(id).copied().unwrap_or(0),
+                connected_ms: s.since.elapsed().as_millis() as u64,
+            })
+            .collect();
+        list.sort_by_key(|c| c.id);
+        list
+    }
+
+    fn streams(&self) -> Vec<StreamInfo> {
+        let mut list: Vec<StreamInfo> = self
+            .streams
+            .iter()
+            .map(|(id, s)| StreamInfo {
+                id: *id,
+                user: s.user.clone(),
+                tenant: s.tenant.clone(),
+                session_id: s.session_id,
+                transport: s.transport,
+                age_ms: s.started.elapsed().as_millis() as u64,
+            })
+            .collect();
+        list.sort_by_key(|s| s.id);
+        list
     }
 
     /// Starts the hub on a thread of its own.
@@ -115,11 +249,15 @@ impl Handler<Admit> for ChatHub {
                 user: msg.user,
                 tenant: msg.tenant,
                 session_id: msg.session_id,
+                transport: msg.transport,
+                started: Instant::now(),
+                abort: None,
             },
         );
         Ok(Lease {
             id,
             hub: ctx.address(),
+            outcome: None,
         })
     }
 }
@@ -133,6 +271,7 @@ impl Handler<Release> for ChatHub {
             return;
         };
         self.released_total += 1;
+        self.metrics.record(msg.outcome);
         if let Some(count) = self.per_user.get_mut(&stream.user) {
             *count -= 1;
             if *count == 0 {
@@ -180,27 +319,7 @@ impl Handler<GetStats> for ChatHub {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        let mut stats = HubStats {
-            connections: self.sessions.len(),
-            ws_connections: self.sessions.values().filter(|s| s.kind == "ws").count(),
-            sse_connections: self.sessions.values().filter(|s| s.kind == "sse").count(),
-            active_streams: self.streams.len(),
-            admitted_total: self.admitted_total,
-            refused_total: self.refused_total,
-            released_total: self.released_total,
-            ..HubStats::default()
-        };
-        for s in self.sessions.values() {
-            *stats
-                .connections_by_tenant
-                .entry(s.tenant.clone())
-                .or_default() += 1;
-        }
-        for s in self.streams.values() {
-            *stats.streams_by_user.entry(s.user.clone()).or_default() += 1;
-            *stats.streams_by_tenant.entry(s.tenant.clone()).or_default() += 1;
-        }
-        MessageResult(stats)
+        MessageResult(self.stats())
     }
 }
 
@@ -208,27 +327,51 @@ impl Handler<ListConnections> for ChatHub {
     type Result = MessageResult<ListConnections>;
 
     fn handle(&mut self, _: ListConnections, _: &mut Context<Self>) -> Self::Result {
-        let mut per_session: HashMap<u64, usize> = HashMap::new();
-        for s in self.streams.values() {
-            if let Some(id) = s.session_id {
-                *per_session.entry(id).or_default() += 1;
-            }
+        MessageResult(self.connections())
+    }
+}
+
+impl Handler<GetAdminView> for ChatHub {
+    type Result = MessageResult<GetAdminView>;
+
+    fn handle(&mut self, _: GetAdminView, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(AdminView {
+            stats: self.stats(),
+            connections: self.connections(),
+            streams: self.streams(),
+            metrics: self.metrics.snapshot(),
+        })
+    }
+}
+
+impl Handler<Attach> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, _: &mut Context<Self>) {
+        // A lease released before its attach arrived belongs to a task already ending.
+        if let Some(stream) = self.streams.get_mut(&msg.lease_id) {
+            stream.abort = Some(msg.abort);
         }
-        let mut list: Vec<ConnectionInfo> = self
-            .sessions
-            .iter()
-            .map(|(id, s)| ConnectionInfo {
-                id: *id,
-                kind: s.kind,
-                protocol: s.protocol,
-                user: s.user.clone(),
-                tenant: s.tenant.clone(),
-                active_streams: per_session.get(id).copied().unwrap_or(0),
-                connected_ms: s.since.elapsed().as_millis() as u64,
-            })
-            .collect();
-        list.sort_by_key(|c| c.id);
-        MessageResult(list)
+    }
+}
+
+impl Handler<EndStream> for ChatHub {
+    type Result = bool;
+
+    /// Aborting the task drops the provider's stream and the lease (whose release then
+    /// frees the slot); the client gets an `ended_by_admin` error.
+    fn handle(&mut self, msg: EndStream, _: &mut Context<Self>) -> bool {
+        match self
+            .streams
+            .get(&msg.lease_id)
+            .and_then(|s| s.abort.as_ref())
+        {
+            Some(abort) => {
+                abort.abort();
+                true
+            }
+            None => false,
+        }
     }
 }
 

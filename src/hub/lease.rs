@@ -1,20 +1,36 @@
 use actix::Addr;
+use futures_util::future::AbortHandle;
 
 use super::chat_hub::ChatHub;
-use super::messages::Release;
+use super::messages::{Attach, Outcome, Release};
 
 /// An admitted stream's slot. Dropping it releases the slot, so every way an answer can
 /// end (done, error, cancel, disconnect, panic, an admission reply nobody received)
-/// releases exactly once.
+/// releases exactly once. The release carries the answer's outcome when the pipeline
+/// recorded one; none means the answer was cut short.
 #[derive(Debug)]
 pub struct Lease {
     pub(super) id: u64,
     pub(super) hub: Addr<ChatHub>,
+    pub(super) outcome: Option<Outcome>,
 }
 
 impl Lease {
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Lets the hub end this answer (the admin's "end stream").
+    pub fn attach(&self, abort: AbortHandle) {
+        self.hub.do_send(Attach {
+            lease_id: self.id,
+            abort,
+        });
+    }
+
+    /// What the answer came to; reported to the hub with the release, for its metrics.
+    pub fn record(&mut self, outcome: Outcome) {
+        self.outcome = Some(outcome);
     }
 }
 
@@ -22,6 +38,9 @@ impl Drop for Lease {
     fn drop(&mut self) {
         // do_send ignores the mailbox bound, which is what a release needs: it must never be
         // dropped, and releases are few (one per answer, never per token).
-        self.hub.do_send(Release { lease_id: self.id });
+        self.hub.do_send(Release {
+            lease_id: self.id,
+            outcome: self.outcome.take(),
+        });
     }
 }

@@ -17,6 +17,8 @@ pub struct Admit {
     pub tenant: String,
     /// The connection the answer streams to, when there is one (not for plain JSON).
     pub session_id: Option<u64>,
+    /// `sse`, `ws`, `signalr` or `json`, for the admin view.
+    pub transport: &'static str,
 }
 
 /// Sent by [`Lease`]'s `Drop`, never by hand.
@@ -24,6 +26,82 @@ pub struct Admit {
 #[rtype(result = "()")]
 pub struct Release {
     pub lease_id: u64,
+    pub outcome: Option<Outcome>,
+}
+
+/// How an answer ended, as the pipeline saw it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub ttft_ms: Option<u64>,
+    pub tokens: u64,
+    pub elapsed_ms: u64,
+    /// The stream's error code, when it ended with one.
+    pub error_code: Option<String>,
+}
+
+impl Outcome {
+    /// An answer that failed before any token.
+    pub fn failed(code: &str, started: std::time::Instant) -> Outcome {
+        Outcome {
+            ttft_ms: None,
+            tokens: 0,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            error_code: Some(code.to_owned()),
+        }
+    }
+}
+
+/// Sent by [`Lease::attach`] once the answer task exists, so the hub can end it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach {
+    pub lease_id: u64,
+    pub abort: futures_util::future::AbortHandle,
+}
+
+/// Asked by the admin routes: end one answer. Replies whether it was running.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct EndStream {
+    pub lease_id: u64,
+}
+
+/// Asked by the admin routes: the full live view in one round trip.
+#[derive(Message)]
+#[rtype(result = "AdminView")]
+pub struct GetAdminView;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamInfo {
+    pub id: u64,
+    pub user: String,
+    pub tenant: String,
+    pub session_id: Option<u64>,
+    pub transport: &'static str,
+    pub age_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Metrics {
+    /// Answers that ended with done or error (cut-short answers are counted as cancelled).
+    pub answers_total: u64,
+    pub cancelled_total: u64,
+    pub errors_by_code: std::collections::BTreeMap<String, u64>,
+    /// Over the most recent answers.
+    pub ttft_ms_p50: Option<u64>,
+    pub ttft_ms_p95: Option<u64>,
+    /// Tokens of the answers that ended in the last ten seconds, per second.
+    pub tokens_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminView {
+    pub stats: HubStats,
+    pub connections: Vec<ConnectionInfo>,
+    pub streams: Vec<StreamInfo>,
+    pub metrics: Metrics,
 }
 
 /// Sent by a session when it starts, for the registry and the admin view.

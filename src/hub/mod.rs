@@ -33,11 +33,13 @@ pub async fn admit(
     hub: &Addr<ChatHub>,
     owner: &KeyOwner,
     session_id: Option<u64>,
+    transport: &'static str,
 ) -> Result<Lease, ApiError> {
     hub.send(messages::Admit {
         user: owner.key_id.clone(),
         tenant: owner.tenant_id.clone(),
         session_id,
+        transport,
     })
     .await
     .map_err(|_| ApiError::Unavailable)?

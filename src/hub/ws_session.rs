@@ -431,6 +431,10 @@ impl WsSession {
             user: self.owner.key_id.clone(),
             tenant: self.owner.tenant_id.clone(),
             session_id: Some(self.id),
+            transport: match self.mode {
+                Mode::SignalR { .. } => "signalr",
+                _ => "ws",
+            },
         });
         ctx.spawn(admit.into_actor(self).map(move |reply, act, ctx| {
             if !matches!(act.answers.get(&id), Some(Slot::Admitting)) {

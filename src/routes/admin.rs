@@ -6,7 +6,14 @@ use serde_json::json;
 
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::hub::messages::{EndConnection, GetStats, ListConnections};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+
+use crate::auth::StreamPrincipal;
+use crate::hub::messages::{EndConnection, EndStream, GetAdminView, GetStats, ListConnections};
 use crate::startup::AppState;
 
 const MAX_NAME_CHARS: usize = 200;
@@ -26,6 +33,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/keys/{id}", web::delete().to(revoke_key))
             .route("/stats", web::get().to(stats))
+            .route("/events", web::get().to(events))
+            .route("/streams", web::get().to(list_streams))
+            .route("/streams/{id}", web::delete().to(end_stream))
             .route("/connections", web::get().to(list_connections))
             .route("/connections/{id}", web::delete().to(end_connection)),
     );
@@ -155,5 +165,68 @@ async fn end_connection(
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound("connection"))
+    }
+}
+
+/// How often the admin page's live view is refreshed.
+const ADMIN_EVENT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The admin page's live view: an `event: stats` frame with the whole [`AdminView`] every
+/// second. A streaming route, so the browser's single-use ticket is accepted; the key
+/// behind it must be an admin's.
+///
+/// [`AdminView`]: crate::hub::messages::AdminView
+async fn events(
+    state: web::Data<AppState>,
+    StreamPrincipal(owner): StreamPrincipal,
+) -> Result<HttpResponse, ApiError> {
+    if !owner.is_admin {
+        return Err(ApiError::Forbidden("this route needs an admin API key"));
+    }
+    let hub = state.hub.clone();
+    let ticks = actix_web::rt::time::interval(ADMIN_EVENT_INTERVAL);
+    let body = stream::unfold((hub, ticks, 0u64), |(hub, mut ticks, seq)| async move {
+        ticks.tick().await;
+        let view = hub.send(GetAdminView).await.ok()?;
+        let json = serde_json::to_string(&view).ok()?;
+        let frame = format!("id: {}\nevent: stats\ndata: {json}\n\n", seq + 1);
+        Some((
+            Ok::<_, Infallible>(Bytes::from(frame)),
+            (hub, ticks, seq + 1),
+        ))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+async fn list_streams(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+    let view = state
+        .hub
+        .send(GetAdminView)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({ "streams": view.streams, "metrics": view.metrics })))
+}
+
+/// Ends one running answer on any transport; its client gets an `ended_by_admin` error.
+async fn end_stream(
+    state: web::Data<AppState>,
+    _: Admin,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let running = state
+        .hub
+        .send(EndStream {
+            lease_id: id.into_inner(),
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    if running {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound("stream"))
     }
 }

@@ -65,7 +65,7 @@ async fn ask(
     body: web::Json<AskParams>,
 ) -> Result<HttpResponse, ApiError> {
     let request = to_request(&state, &owner, body.into_inner())?;
-    let lease = hub::admit(&state.hub, &owner, None).await?;
+    let lease = hub::admit(&state.hub, &owner, None, "json").await?;
     // If the client leaves, actix drops this future, and with it the answer.
     let mut answer = state.pipeline.start_with(request.0, request.1, lease);
     let mut text = String::new();
@@ -129,7 +129,7 @@ async fn stream(
 ) -> Result<HttpResponse, ApiError> {
     let request = to_request(&state, &owner, params)?;
     let session_id = hub::next_session_id();
-    let lease = hub::admit(&state.hub, &owner, Some(session_id)).await?;
+    let lease = hub::admit(&state.hub, &owner, Some(session_id), "sse").await?;
     let answer = state.pipeline.start_with(request.0, request.1, lease);
     let body = SseSession::start(
         session_id,

@@ -6,6 +6,7 @@ mod ask;
 mod body;
 mod documents;
 mod health;
+mod pages;
 mod tickets;
 mod ws;
 
@@ -33,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }),
     )
     .configure(health::configure)
+    .configure(pages::configure)
     .service(
         web::scope("/api/v1")
             .configure(ask::configure)

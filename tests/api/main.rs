@@ -1,5 +1,6 @@
 //! Integration tests: one binary (faster to link), one module per feature.
 
+mod admin;
 mod ask;
 mod auth;
 mod bad_input;
@@ -7,6 +8,7 @@ mod documents;
 mod health;
 mod helpers;
 mod limits;
+mod pages;
 mod providers;
 mod signalr;
 mod support;
