@@ -22,7 +22,8 @@ use serde_json::Value;
 use super::chat_hub::ChatHub;
 use super::messages::{Admit, Connect, Disconnect, Identify, Terminate};
 use crate::answer::{
-    validate_question, validate_top_k, AnswerRequest, AnswerStream, Pipeline, StreamEvent,
+    validate_choice, validate_question, validate_top_k, AnswerRequest, AnswerStream, Pipeline,
+    StreamEvent,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::protocol::plain_ws::{self, ClientFrame};
@@ -183,12 +184,19 @@ impl WsSession {
             return;
         }
         match plain_ws::decode(text) {
-            Ok(ClientFrame::Ask { id, message, top_k }) => {
+            Ok(ClientFrame::Ask {
+                id,
+                message,
+                top_k,
+                provider,
+                model,
+            }) => {
                 let id = match id {
                     Some(id) => id.into(),
                     None => self.auto_id(),
                 };
-                self.ask(id, Framing::Plain, &message, top_k, ctx);
+                let choice = (provider.as_deref(), model.as_deref());
+                self.ask(id, Framing::Plain, &message, top_k, choice, ctx);
             }
             Ok(ClientFrame::Cancel { id }) => {
                 if self.cancel(&id, ctx) {
@@ -359,7 +367,7 @@ impl WsSession {
             return;
         }
         let question = question.to_owned();
-        self.ask(id, framing, &question, top_k, ctx);
+        self.ask(id, framing, &question, top_k, (None, None), ctx);
     }
 
     // ---- shared by both protocols ----
@@ -399,12 +407,15 @@ impl WsSession {
         self.reject(ctx, Some(id), framing, &body.code, &body.message);
     }
 
+    /// Validates, asks the hub for a slot, then starts the answer. `choice` is the
+    /// request's optional (provider, model).
     fn ask(
         &mut self,
         id: Rc<str>,
         framing: Framing,
         message: &str,
         top_k: Option<i64>,
+        choice: (Option<&str>, Option<&str>),
         ctx: &mut Context<Self>,
     ) {
         if self.answers.contains_key(&id) {
@@ -420,6 +431,13 @@ impl WsSession {
                 question,
                 top_k,
             },
+            Err(e) => {
+                self.reject_api(ctx, &id, &framing, &e);
+                return;
+            }
+        };
+        let choice = match validate_choice(choice.0, choice.1, self.pipeline.providers()) {
+            Ok(choice) => choice,
             Err(e) => {
                 self.reject_api(ctx, &id, &framing, &e);
                 return;
@@ -454,7 +472,7 @@ impl WsSession {
                     return;
                 }
             };
-            let answer = act.pipeline.start(request, lease);
+            let answer = act.pipeline.start_with(request, choice, lease);
             let forward = forward(answer, id.clone(), framing, act.ws.clone());
             let done_id = id.clone();
             let handle = ctx.spawn(forward.into_actor(act).map(move |socket_closed, act, ctx| {

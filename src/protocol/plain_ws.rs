@@ -17,6 +17,9 @@ pub enum ClientFrame {
         id: Option<String>,
         message: String,
         top_k: Option<i64>,
+        /// Optional per-request provider and model, checked against the allow-list.
+        provider: Option<String>,
+        model: Option<String>,
     },
     Cancel {
         id: String,
@@ -40,6 +43,8 @@ struct RawFrame {
     #[serde(rename = "topK")]
     top_k: Option<Value>,
     id: Option<Value>,
+    provider: Option<Value>,
+    model: Option<Value>,
 }
 
 fn read_id(id: Option<Value>) -> Result<Option<String>, DecodeError> {
@@ -110,7 +115,20 @@ pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
                 },
                 Some(_) => return Err(fail("invalid_top_k", "topK must be a whole number")),
             };
-            Ok(ClientFrame::Ask { id, message, top_k })
+            let text_field = |value: Option<Value>, name: &str| match value {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(fail("invalid_frame", &format!("{name} must be a string"))),
+            };
+            let provider = text_field(raw.provider, "provider")?;
+            let model = text_field(raw.model, "model")?;
+            Ok(ClientFrame::Ask {
+                id,
+                message,
+                top_k,
+                provider,
+                model,
+            })
         }
         "cancel" => match id {
             Some(id) => Ok(ClientFrame::Cancel { id }),
@@ -203,7 +221,9 @@ mod tests {
             Ok(ClientFrame::Ask {
                 id: Some("c1".into()),
                 message: "Hello".into(),
-                top_k: Some(5)
+                top_k: Some(5),
+                provider: None,
+                model: None,
             })
         );
     }
@@ -215,9 +235,22 @@ mod tests {
             Ok(ClientFrame::Ask {
                 id: None,
                 message: "Hello".into(),
-                top_k: None
+                top_k: None,
+                provider: None,
+                model: None,
             })
         );
+    }
+
+    #[test]
+    fn provider_and_model_are_optional_strings() {
+        let frame = decode(r#"{"message":"x","provider":"openai","model":"gpt-4o"}"#).unwrap();
+        assert!(
+            matches!(frame, ClientFrame::Ask { provider: Some(ref p), model: Some(ref m), .. }
+            if p == "openai" && m == "gpt-4o")
+        );
+        let e = decode(r#"{"message":"x","model":5,"id":"c"}"#).unwrap_err();
+        assert_eq!((e.code, e.id.as_deref()), ("invalid_frame", Some("c")));
     }
 
     #[test]

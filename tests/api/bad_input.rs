@@ -184,6 +184,14 @@ async fn bad_websocket_frames_get_error_frames_and_other_answers_go_on() {
             json!({"message": "q", "id": "good"}).to_string(),
             "duplicate_id",
         ),
+        (
+            json!({"message": "q", "id": "p", "provider": "nope"}).to_string(),
+            "unknown_provider",
+        ),
+        (
+            json!({"message": "q", "id": "m", "model": "gpt-9"}).to_string(),
+            "unknown_model",
+        ),
         (oversized, "message_too_large"),
     ];
     for (text, _) in &bad {
