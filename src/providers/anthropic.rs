@@ -266,23 +266,9 @@ impl EventParser for MessageParser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::upstream_sse::SseDecoder;
 
     fn parse(body: &str) -> (Vec<Delta>, Result<(), ProviderError>) {
-        let mut decoder = SseDecoder::new(4096);
-        let mut parser = MessageParser;
-        let mut out = VecDeque::new();
-        decoder.push(body.as_bytes());
-        while let Some(ev) = decoder.next_event().unwrap() {
-            match parser.event(&ev, &mut out) {
-                Ok(true) => return (out.into(), Ok(())),
-                Ok(false) => {}
-                Err(e) => return (out.into(), Err(e)),
-            }
-        }
-        let unterminated = decoder.finish().unwrap();
-        let end = parser.end(unterminated, &mut out);
-        (out.into(), end)
+        crate::providers::http::parse_body(MessageParser, body)
     }
 
     fn text(t: &str) -> Delta {

@@ -128,6 +128,28 @@ pub trait EventParser {
     ) -> Result<(), ProviderError>;
 }
 
+/// Runs a whole upstream body through the decoder and `parser`, as [`attempt`] does with
+/// the live stream: the parsers' unit tests share it.
+#[cfg(test)]
+pub(crate) fn parse_body<P: EventParser>(
+    mut parser: P,
+    body: &str,
+) -> (Vec<Delta>, Result<(), ProviderError>) {
+    let mut decoder = super::upstream_sse::SseDecoder::new(4096);
+    let mut out = VecDeque::new();
+    decoder.push(body.as_bytes());
+    while let Some(ev) = decoder.next_event().expect("test bodies decode") {
+        match parser.event(&ev, &mut out) {
+            Ok(true) => return (out.into(), Ok(())),
+            Ok(false) => {}
+            Err(e) => return (out.into(), Err(e)),
+        }
+    }
+    let unterminated = decoder.finish().expect("test bodies decode");
+    let end = parser.end(unterminated, &mut out);
+    (out.into(), end)
+}
+
 /// One request attempt: send, check the status, then stream the parsed deltas, starting
 /// with `Delta::Start`. Failures come as the stream's single error item.
 pub fn attempt<P: EventParser + 'static>(

@@ -266,24 +266,10 @@ impl EventParser for ChunkParser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::upstream_sse::SseDecoder;
 
     /// Runs a whole body through the decoder and the parser.
     fn parse(body: &str) -> (Vec<Delta>, Result<(), ProviderError>) {
-        let mut decoder = SseDecoder::new(4096);
-        let mut parser = ChunkParser::default();
-        let mut out = VecDeque::new();
-        decoder.push(body.as_bytes());
-        while let Some(ev) = decoder.next_event().unwrap() {
-            match parser.event(&ev, &mut out) {
-                Ok(true) => return (out.into(), Ok(())),
-                Ok(false) => {}
-                Err(e) => return (out.into(), Err(e)),
-            }
-        }
-        let unterminated = decoder.finish().unwrap();
-        let end = parser.end(unterminated, &mut out);
-        (out.into(), end)
+        crate::providers::http::parse_body(ChunkParser::default(), body)
     }
 
     fn text(t: &str) -> Delta {
