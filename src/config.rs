@@ -151,6 +151,9 @@ pub struct Settings {
     pub workers: usize,
     /// Folder of the chat and admin pages.
     pub static_dir: PathBuf,
+    /// Origins whose pages may call the API from the browser (`*` for any); empty means
+    /// same-origin only.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +183,7 @@ impl Default for Settings {
             client_timeout: Duration::from_secs(30),
             workers: 0,
             static_dir: default_static_dir(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -297,6 +301,9 @@ impl Settings {
         }
         if let Some(dir) = var("RAGSTREAM_STATIC_DIR") {
             s.static_dir = PathBuf::from(dir);
+        }
+        if let Some(list) = var("RAGSTREAM_CORS_ORIGINS") {
+            s.cors_origins = parse_origins(&list)?;
         }
         if let Some(n) = number(&var, "RAGSTREAM_WORKERS", 0, 1024)? {
             s.workers = n;
@@ -438,6 +445,28 @@ fn read_allowed_models(
         });
     }
     Ok(allowed)
+}
+
+/// `*`, or a comma-separated list of `scheme://host[:port]` origins.
+fn parse_origins(list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut origins = Vec::new();
+    for origin in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let valid = origin == "*"
+            || origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+        if !valid {
+            return Err(ConfigError {
+                var: "RAGSTREAM_CORS_ORIGINS",
+                message: format!(
+                    "`{origin}` is not an origin such as http://localhost:5173 (or *)"
+                ),
+            });
+        }
+        origins.push(origin.to_owned());
+    }
+    Ok(origins)
 }
 
 /// `static` in the working directory when there is one (a checkout run with `cargo run`),
@@ -601,6 +630,23 @@ mod tests {
                 .var,
             "RAGSTREAM_UPSTREAM_MAX_RETRIES"
         );
+    }
+
+    #[test]
+    fn cors_origins_are_checked() {
+        let s = from(&[(
+            "RAGSTREAM_CORS_ORIGINS",
+            "http://localhost:5173, https://app.example.com",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.cors_origins,
+            ["http://localhost:5173", "https://app.example.com"]
+        );
+        let err = from(&[("RAGSTREAM_CORS_ORIGINS", "localhost:5173")]).unwrap_err();
+        assert_eq!(err.var, "RAGSTREAM_CORS_ORIGINS");
+        let err = from(&[("RAGSTREAM_CORS_ORIGINS", "http://x.com/path")]).unwrap_err();
+        assert_eq!(err.var, "RAGSTREAM_CORS_ORIGINS");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::dev::Server;
-use actix_web::middleware::Logger;
+use actix_web::middleware::{Condition, Logger};
 use actix_web::{web, App, HttpServer};
 
 use crate::answer::Pipeline;
@@ -82,6 +82,10 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .wrap(Condition::new(
+                    !app_state.settings.cors_origins.is_empty(),
+                    cors(&app_state.settings.cors_origins),
+                ))
                 // The path only (%U): query strings may carry tickets or SignalR access tokens.
                 .wrap(
                     Logger::new(r#"%a "%{METHOD}xi %U" %s %b %Dms"#)
@@ -123,4 +127,21 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Lets pages on the configured origins call the API, SignalR's negotiate included (its
+/// client sends credentials and custom headers, so preflights must succeed).
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let any = origins.iter().any(|o| o == "*");
+    let allowed: Vec<String> = origins.to_vec();
+    actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, _| {
+            any || origin
+                .to_str()
+                .is_ok_and(|o| allowed.iter().any(|a| a == o))
+        })
+        .allow_any_method()
+        .allow_any_header()
+        .supports_credentials()
+        .max_age(3600)
 }

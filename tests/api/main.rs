@@ -4,6 +4,7 @@ mod admin;
 mod ask;
 mod auth;
 mod bad_input;
+mod cors;
 mod documents;
 mod health;
 mod helpers;

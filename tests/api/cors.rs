@@ -1,0 +1,57 @@
+use crate::helpers::{spawn_app, spawn_app_with, Options};
+
+fn with_origin(origin: &'static str) -> Options {
+    Options {
+        settings: Some(Box::new(move |s| s.cors_origins = vec![origin.to_owned()])),
+        ..Options::default()
+    }
+}
+
+#[actix_web::test]
+async fn a_configured_origin_passes_the_signalr_negotiate_preflight() {
+    let app = spawn_app_with(with_origin("http://localhost:5173")).await;
+    let res = app
+        .client
+        .request(
+            awc::http::Method::OPTIONS,
+            app.url("/api/v1/chat/ws/negotiate?negotiateVersion=1"),
+        )
+        .insert_header(("Origin", "http://localhost:5173"))
+        .insert_header(("Access-Control-Request-Method", "POST"))
+        .insert_header((
+            "Access-Control-Request-Headers",
+            "authorization,x-requested-with,x-signalr-user-agent",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let h = res.headers();
+    assert_eq!(
+        h.get("access-control-allow-origin").unwrap(),
+        "http://localhost:5173"
+    );
+    assert_eq!(h.get("access-control-allow-credentials").unwrap(), "true");
+
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .insert_header(("Origin", "http://evil.example"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+}
+
+#[actix_web::test]
+async fn without_configured_origins_no_cross_origin_access_is_granted() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .insert_header(("Origin", "http://localhost:5173"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+}
