@@ -256,13 +256,19 @@ class LiveFeed {
   }
 
   async pollOnce() {
-    const [stats, connections] = await Promise.all([
+    const [stats, connections, streams] = await Promise.all([
       api('/api/v1/admin/stats'),
       api('/api/v1/admin/connections').catch(() => ({ connections: null })),
+      api('/api/v1/admin/streams').catch(() => ({ streams: null, metrics: null })),
     ]);
     this.backoff.reset();
     showStatus('polling');
-    this.onData({ stats, connections: connections && connections.connections, streams: null, metrics: null });
+    this.onData({
+      stats,
+      connections: connections && connections.connections,
+      streams: streams && streams.streams,
+      metrics: streams && streams.metrics,
+    });
   }
 }
 

@@ -508,7 +508,17 @@ class WsTransport extends Link {
 
   reconnectNow() {
     this.cancelRetry();
-    if (!this.socket) this.connect();
+    if (!this.socket) {
+      this.connect();
+    } else if (this.socket.readyState === WebSocket.OPEN) {
+      // Back online with the socket still open: prove it with a ping, or let the pong
+      // timer close it and reconnect.
+      this.setStatus('connected');
+      this.socket.send(JSON.stringify({ type: 'ping' }));
+      clearTimeout(this.pongTimer);
+      const socket = this.socket;
+      this.pongTimer = setTimeout(() => socket.close(), WS_PONG_WITHIN_MS);
+    }
   }
 
   close() {
