@@ -1,0 +1,19 @@
+//! The ragstream benchmark, as a library so that its smoke test can drive the pieces.
+//!
+//! # Layout
+//! - [`http`]: the bits of HTTP/1.1 the mock, the relay and the clients speak.
+//! - [`mock`]: the mock OpenAI upstream; [`relay`]: the bare pass-through relay.
+//! - [`client`]: the load generator's clients (OpenAI format, SSE, WebSocket, SignalR).
+//! - [`procs`], [`procstat`]: the processes under test and their `/proc` figures.
+//! - [`corpus`]: the synthetic corpus for the retrieval figure.
+//! - [`run`]: the scenarios; [`report`]: the table and the JSON.
+
+pub mod client;
+pub mod corpus;
+pub mod http;
+pub mod mock;
+pub mod procs;
+pub mod procstat;
+pub mod relay;
+pub mod report;
+pub mod run;

@@ -1,0 +1,117 @@
+//! `ragstream-bench [--quick | --full]`: runs the benchmark and prints its report.
+//! `ragstream-bench mock` and `ragstream-bench relay --upstream ADDR` are the processes a
+//! run starts (one binary, so a run needs nothing else built).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ragstream_bench::mock::{self, MockConfig};
+use ragstream_bench::run::{self, Options, Settings};
+use ragstream_bench::{procs, relay};
+
+const USAGE: &str = "\
+usage: ragstream-bench [--quick | --full] [options]
+       ragstream-bench mock [--addr A] [--threads N]
+       ragstream-bench relay --upstream ADDR [--addr A] [--threads N]
+
+  --quick           the short run (default; under 3 minutes)
+  --full            longer windows and answers (under 10 minutes)
+  --hub PATH        the hub binary (default: target/release/ragstream next to this one)
+  --no-build        do not run `cargo build --release -p ragstream` first
+  --out DIR         where the report goes (default: target/bench)
+  --only LIST       comma-separated groups: throughput, cancel, retrieval, memory
+  --levels LIST     concurrency levels (default: 100,1000)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let threads: usize = value("--threads").and_then(|t| t.parse().ok()).unwrap_or(2);
+    let addr: SocketAddr = value("--addr")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ragstream-bench: no runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match args.first().map(String::as_str) {
+        Some("mock") => runtime.block_on(async {
+            let listener = bind(addr).await?;
+            mock::serve(listener, MockConfig::default())
+                .await
+                .map_err(|e| e.to_string())
+        }),
+        Some("relay") => {
+            let Some(upstream) = value("--upstream").and_then(|u| u.parse().ok()) else {
+                eprint!("{USAGE}");
+                return ExitCode::from(2);
+            };
+            runtime.block_on(async {
+                let listener = bind(addr).await?;
+                relay::serve(listener, upstream)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            let mut settings = if args.iter().any(|a| a == "--full") {
+                Settings::full()
+            } else {
+                Settings::quick()
+            };
+            if let Some(only) = value("--only") {
+                settings.only = only.split(',').map(str::to_owned).collect();
+            }
+            if let Some(levels) = value("--levels") {
+                settings.levels = levels.split(',').filter_map(|l| l.parse().ok()).collect();
+            }
+            let opts = Options {
+                settings,
+                hub_bin: value("--hub")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(procs::default_hub_bin),
+                build: !args.iter().any(|a| a == "--no-build"),
+                out_dir: value("--out")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("target/bench")),
+            };
+            runtime.block_on(run::run(opts)).map(|_| ())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ragstream-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds and announces the address on the first line of stdout, for the parent run.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening {local}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    Ok(listener)
+}

@@ -1,0 +1,174 @@
+//! Starting and stopping the processes under test: the mock and the relay (this binary's
+//! own subcommands) and the hub (its release binary), each a process of its own so that
+//! `/proc` tells their CPU and memory apart.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::client::Conn;
+
+/// The bootstrap admin key the bench gives the hub; its clients use it too.
+pub const ADMIN_KEY: &str = "rsk_bench_admin_key_0123456789abcdef";
+
+pub struct Proc {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ragstream-bench <args>` and reads the address from its first line of output
+/// (`listening <addr>`).
+pub fn spawn_self(name: &'static str, args: &[String]) -> Result<Proc, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start the {name}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("the {name} did not start: {line:?}"))?;
+    Ok(Proc { name, addr, child })
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Where the hub's release binary is: next to this binary (same target directory).
+pub fn default_hub_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("ragstream")))
+        .unwrap_or_else(|| PathBuf::from("target/release/ragstream"))
+}
+
+/// Builds the hub in release mode (`cargo build --release -p ragstream`).
+pub fn build_hub() -> Result<(), String> {
+    eprintln!("building the hub: cargo build --release -p ragstream");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "ragstream"])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("cargo build --release -p ragstream failed".into());
+    }
+    Ok(())
+}
+
+/// Starts the hub on a free port with a fresh SQLite database in `dir`, the OpenAI
+/// provider pointed at the mock, and the stream limits raised. Waits until `/healthz`
+/// answers.
+pub async fn start_hub(
+    bin: &Path,
+    dir: &Path,
+    mock: SocketAddr,
+    n: usize,
+    extra_env: &[(String, String)],
+) -> Result<Proc, String> {
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let db = dir.join(format!("hub-{n}.db"));
+    let log = std::fs::File::create(dir.join(format!("hub-{n}.log"))).map_err(|e| e.to_string())?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(dir)
+        .env_remove("RAGSTREAM_PROVIDERS")
+        .env("RAGSTREAM_ADDR", addr.to_string())
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("RAGSTREAM_ADMIN_KEY", ADMIN_KEY)
+        .env("RAGSTREAM_PROVIDER", "openai")
+        .env("OPENAI_BASE_URL", format!("http://{mock}/v1"))
+        .env("OPENAI_API_KEY", "bench-upstream-key")
+        .env("OPENAI_MODEL", "mock")
+        .env("RAGSTREAM_MAX_STREAMS_PER_USER", "100000")
+        .env("RAGSTREAM_MAX_STREAMS_GLOBAL", "100000")
+        // Idle benchmark sockets send nothing for a while; the default 30 s would close
+        // them mid-measurement.
+        .env("RAGSTREAM_CLIENT_TIMEOUT_SECS", "600")
+        .env("RAGSTREAM_WORKERS", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2));
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the hub {}: {e}", bin.display()))?;
+    let proc = Proc {
+        name: "hub",
+        addr,
+        child,
+    };
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok((200, _)) = get(addr, "/healthz", None).await {
+            return Ok(proc);
+        }
+    }
+    Err(format!(
+        "the hub did not come up; see {}",
+        dir.join(format!("hub-{n}.log")).display()
+    ))
+}
+
+/// One GET on a fresh connection.
+pub async fn get(
+    addr: SocketAddr,
+    path: &str,
+    key: Option<&str>,
+) -> Result<(u16, Vec<u8>), String> {
+    let mut c = Conn::connect(addr, None).await.map_err(|e| e.to_string())?;
+    let key = key
+        .map(|k| format!("x-api-key: {k}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n{key}connection: close\r\n\r\n");
+    c.request(req.as_bytes()).await
+}
+
+/// One POST of a JSON body on `c` (keep-alive).
+pub async fn post_json(
+    c: &mut Conn,
+    addr: SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), String> {
+    let key = key
+        .map(|k| format!("x-api-key: {k}\r\n"))
+        .unwrap_or_default();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\n{key}content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    c.request(&req).await
+}

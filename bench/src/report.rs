@@ -1,0 +1,401 @@
+//! The report: every figure as JSON, and the same as Markdown tables, with the hub's
+//! ratios to the bare relay and the issue's targets checked.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::run::{CancelResult, HeldResult, IdleResult, Ratios, RunResult, Settings};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub kernel: String,
+    pub cpu: String,
+    pub fd_limit: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub target: String,
+    pub goal: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub settings: Settings,
+    pub machine: Machine,
+    pub seconds: f64,
+    pub runs: Vec<RunResult>,
+    pub cancellation: Vec<CancelResult>,
+    pub corpus_chunks: Option<usize>,
+    pub corpus_load_s: Option<f64>,
+    pub idle: Vec<IdleResult>,
+    pub held: Vec<HeldResult>,
+    pub checks: Vec<Check>,
+}
+
+fn read_first(path: &str, key: &str) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+impl Report {
+    pub fn new(settings: Settings, fd_limit: u64) -> Report {
+        Report {
+            settings,
+            machine: Machine {
+                cores: std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+                kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_default(),
+                cpu: read_first("/proc/cpuinfo", "model name"),
+                fd_limit,
+            },
+            seconds: 0.0,
+            runs: Vec::new(),
+            cancellation: Vec::new(),
+            corpus_chunks: None,
+            corpus_load_s: None,
+            idle: Vec::new(),
+            held: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    fn run(&self, target: &str, streams: usize) -> Option<&RunResult> {
+        self.runs
+            .iter()
+            .find(|r| r.label == target && r.streams == streams)
+    }
+
+    /// Fills in the figures relative to the direct path and the relay, and the checks.
+    pub fn finish(&mut self, seconds: f64) {
+        self.seconds = seconds;
+        let snapshot = self.runs.clone();
+        for r in &mut self.runs {
+            let same = |label: &str| {
+                snapshot
+                    .iter()
+                    .find(|x| x.label == label && x.streams == r.streams)
+            };
+            if let Some(direct) = same("direct") {
+                r.ttft_added_ms = Some(crate::run::Pct {
+                    p50: r.ttft_ms.p50 - direct.ttft_ms.p50,
+                    p99: r.ttft_ms.p99 - direct.ttft_ms.p99,
+                });
+            }
+        }
+        let snapshot = self.runs.clone();
+        for r in &mut self.runs {
+            if !r.target.starts_with("hub") {
+                continue;
+            }
+            let Some(relay) = snapshot
+                .iter()
+                .find(|x| x.label == "relay" && x.streams == r.streams)
+            else {
+                continue;
+            };
+            let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            let added = r.ttft_added_ms.unwrap_or_default();
+            let relay_added = relay.ttft_added_ms.unwrap_or_default();
+            r.vs_relay = Some(Ratios {
+                tokens_per_s: r.tokens_per_s / relay.tokens_per_s.max(1e-9),
+                cpu_us_per_token: div(r.cpu_us_per_token, relay.cpu_us_per_token),
+                cpu_s_per_1000_answers: div(r.cpu_s_per_1000_answers, relay.cpu_s_per_1000_answers),
+                ttft_added_p99_minus_relay_ms: Some(added.p99 - relay_added.p99),
+                ttft_added_p50_ratio: div(Some(added.p50), Some(relay_added.p50)),
+                ttft_added_p99_ratio: div(Some(added.p99), Some(relay_added.p99)),
+                itl_p99: r.itl_ms.p99 / relay.itl_ms.p99.max(1e-9),
+            });
+        }
+        self.checks = self.checks();
+    }
+
+    fn checks(&self) -> Vec<Check> {
+        let mut out = Vec::new();
+        let hubs = ["hub-sse", "hub-ws", "hub-signalr"];
+        for streams in [100, 1000] {
+            for hub in hubs {
+                let Some(r) = self.run(hub, streams) else {
+                    continue;
+                };
+                if let Some(x) = r.vs_relay.as_ref().and_then(|v| v.cpu_us_per_token) {
+                    out.push(Check {
+                        target: format!("CPU per token, {hub}, {streams} streams"),
+                        goal: "≤ 1.5× relay (aim 1.0×)".into(),
+                        measured: format!(
+                            "{:.2}× ({:.1} µs vs {:.1} µs)",
+                            x,
+                            r.cpu_us_per_token.unwrap_or(f64::NAN),
+                            self.run("relay", streams)
+                                .and_then(|r| r.cpu_us_per_token)
+                                .unwrap_or(f64::NAN)
+                        ),
+                        met: x <= 1.5,
+                    });
+                }
+            }
+        }
+        for hub in hubs {
+            if let Some(r) = self.run(hub, 1000) {
+                let x = r.vs_relay.as_ref().map_or(f64::NAN, |v| v.tokens_per_s);
+                let errors: u64 = r.errors.values().sum();
+                out.push(Check {
+                    target: format!("tokens/s, {hub}, 1,000 streams"),
+                    goal: "≥ 0.95× relay, 0 errors".into(),
+                    measured: format!("{x:.2}×, {errors} errors"),
+                    met: x >= 0.95 && errors == 0,
+                });
+            }
+        }
+        let relay_added = self
+            .run("relay", 100)
+            .and_then(|r| r.ttft_added_ms)
+            .map(|p| p.p99);
+        for (label, budget) in [
+            ("hub-sse", 2.0),
+            ("hub-ws", 2.0),
+            ("hub-signalr", 2.0),
+            ("hub-sse+corpus", 10.0),
+            ("hub-ws+corpus", 10.0),
+        ] {
+            if let (Some(r), Some(relay)) = (self.run(label, 100), relay_added) {
+                let added = r.ttft_added_ms.map_or(f64::NAN, |p| p.p99);
+                out.push(Check {
+                    target: format!("TTFT added p99, {label}, 100 streams"),
+                    goal: format!("≤ relay + {budget} ms ({:.1} ms)", relay + budget),
+                    measured: format!("{added:.1} ms (relay {relay:.1} ms)"),
+                    met: added <= relay + budget,
+                });
+            }
+        }
+        for i in self.idle.iter().filter(|i| i.target.starts_with("hub")) {
+            out.push(Check {
+                target: format!("memory per idle WebSocket ({} open)", i.opened),
+                goal: "< 8 KiB".into(),
+                measured: format!("{:.1} KiB", i.bytes_per_connection / 1024.0),
+                met: i.opened == i.wanted && i.bytes_per_connection < 8192.0,
+            });
+        }
+        for h in self.held.iter().filter(|h| h.target.starts_with("hub")) {
+            let errors: u64 = h.errors.values().sum();
+            out.push(Check {
+                target: format!(
+                    "{} streams at once at 200 ms/token, {}",
+                    h.streams, h.target
+                ),
+                goal: "all held, 0 errors".into(),
+                measured: format!(
+                    "{} held, {} completed, {errors} errors",
+                    h.held_at_once, h.completed
+                ),
+                met: h.held_at_once >= h.streams && errors == 0,
+            });
+        }
+        for c in self
+            .cancellation
+            .iter()
+            .filter(|c| c.target.starts_with("hub"))
+        {
+            out.push(Check {
+                target: format!("upstream closed when clients leave, {}", c.target),
+                goal: format!("{} of {} within 100 ms", c.clients, c.clients),
+                measured: format!(
+                    "{} closed, {} within 100 ms, max {:.1} ms",
+                    c.upstream_closed, c.within_100ms, c.latency_ms_max
+                ),
+                met: c.within_100ms == c.clients,
+            });
+        }
+        out
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.digits$}"),
+        _ => "–".into(),
+    }
+}
+
+fn errors(e: &std::collections::BTreeMap<String, u64>) -> String {
+    if e.is_empty() {
+        return "0".into();
+    }
+    e.iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One line per run, for the progress output.
+pub fn one_line(r: &RunResult) -> String {
+    format!(
+        "{:<15} {:>5} streams {:>8.0} tok/s ttft p50 {:>6.1} p99 {:>6.1} ms itl p50 {:>5.1} p99 {:>6.1} ms cpu/token {:>6} µs errors {}",
+        r.label,
+        r.streams,
+        r.tokens_per_s,
+        r.ttft_ms.p50,
+        r.ttft_ms.p99,
+        r.itl_ms.p50,
+        r.itl_ms.p99,
+        opt(r.cpu_us_per_token, 1),
+        errors(&r.errors)
+    )
+}
+
+pub fn markdown(r: &Report) -> String {
+    let s = &r.settings;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "ragstream-bench --{} on {} cores ({}), Linux {}; {:.0} s in all.\n",
+        s.mode, r.machine.cores, r.machine.cpu, r.machine.kernel, r.seconds
+    );
+    let _ = writeln!(
+        o,
+        "Mock upstream: {} tokens per answer, {} ms apart, first token at {} ms. \
+         Each figure is over a {} s window after {} s of warm-up; CPU is the relay's or the \
+         hub's own process (utime + stime from /proc).\n",
+        s.tokens_per_answer, s.pace_ms, s.ttft_ms, s.measure_s, s.warmup_s
+    );
+    if !r.runs.is_empty() {
+        let _ = writeln!(
+            o,
+            "| path | streams | tokens/s | ×relay | TTFT added p50 / p99 ms | inter-token p50 / p99 ms | µs CPU per token | ×relay | CPU s per 1,000 answers | ×relay | peak streams | errors |"
+        );
+        let _ = writeln!(
+            o,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for x in &r.runs {
+            let v = x.vs_relay.as_ref();
+            let added = x
+                .ttft_added_ms
+                .map(|p| format!("{:.1} / {:.1}", p.p50, p.p99))
+                .unwrap_or_else(|| "–".into());
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.0} | {} | {} | {:.1} / {:.1} | {} | {} | {} | {} | {} | {} |",
+                x.label,
+                x.streams,
+                x.tokens_per_s,
+                opt(v.map(|v| v.tokens_per_s), 2),
+                added,
+                x.itl_ms.p50,
+                x.itl_ms.p99,
+                opt(x.cpu_us_per_token, 1),
+                opt(v.and_then(|v| v.cpu_us_per_token), 2),
+                opt(x.cpu_s_per_1000_answers, 2),
+                opt(v.and_then(|v| v.cpu_s_per_1000_answers), 2),
+                x.peak_streams,
+                errors(&x.errors)
+            );
+        }
+        let _ = writeln!(o);
+        if let Some(n) = r.corpus_chunks {
+            let _ = writeln!(
+                o,
+                "`+corpus`: questions over a synthetic corpus of {n} chunks (loaded through the documents API in {:.1} s); each question matches thousands of chunks.\n",
+                r.corpus_load_s.unwrap_or(0.0)
+            );
+        }
+    }
+    if !r.cancellation.is_empty() {
+        let _ = writeln!(
+            o,
+            "Clients that leave: {} clients each leave after 5 tokens of a 1,000-token answer (10 ms apart) while {} other streams run; measured at the mock, from the client's close to the upstream close.\n",
+            s.cancel_clients, s.cancel_background_streams
+        );
+        let _ = writeln!(
+            o,
+            "| path | upstreams closed | within 100 ms | latency p50 / p99 / max ms | errors |"
+        );
+        let _ = writeln!(o, "|---|---:|---:|---:|---|");
+        for c in &r.cancellation {
+            let _ = writeln!(
+                o,
+                "| {} | {} of {} | {} | {:.1} / {:.1} / {:.1} | {} |",
+                c.target,
+                c.upstream_closed,
+                c.clients,
+                c.within_100ms,
+                c.latency_ms_p50,
+                c.latency_ms_p99,
+                c.latency_ms_max,
+                errors(&c.errors)
+            );
+        }
+        let _ = writeln!(o);
+    }
+    if !r.idle.is_empty() || !r.held.is_empty() {
+        let _ = writeln!(
+            o,
+            "Memory (RSS deltas of a freshly started process). Idle: connections open, nothing streaming (hub: WebSocket upgraded; relay: keep-alive TCP). Held: {} streams at once, {} ms per token, {} tokens each.\n",
+            s.held_streams, s.held_pace_ms, s.held_tokens
+        );
+        let _ = writeln!(
+            o,
+            "| path | scenario | count | per connection | per stream (beyond its connection) | held at once | errors | µs CPU per token |"
+        );
+        let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---|---:|");
+        for i in &r.idle {
+            let _ = writeln!(
+                o,
+                "| {} | idle | {} of {} | {:.1} KiB | – | – | {} | – |",
+                i.target,
+                i.opened,
+                i.wanted,
+                i.bytes_per_connection / 1024.0,
+                errors(&i.errors)
+            );
+        }
+        for h in &r.held {
+            let _ = writeln!(
+                o,
+                "| {} | held | {} | {:.1} KiB with its stream | {} | {} | {} | {:.1} |",
+                h.target,
+                h.streams,
+                h.bytes_per_connection_and_stream / 1024.0,
+                h.bytes_per_stream
+                    .map(|b| format!("{:.1} KiB", b / 1024.0))
+                    .unwrap_or_else(|| "–".into()),
+                h.held_at_once,
+                errors(&h.errors),
+                h.cpu_us_per_token
+            );
+        }
+        let _ = writeln!(o);
+    }
+    if !r.checks.is_empty() {
+        let _ = writeln!(o, "| target | goal | measured | met |");
+        let _ = writeln!(o, "|---|---|---|---|");
+        for c in &r.checks {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} |",
+                c.target,
+                c.goal,
+                c.measured,
+                if c.met { "yes" } else { "**no**" }
+            );
+        }
+    }
+    o
+}

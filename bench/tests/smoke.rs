@@ -1,0 +1,91 @@
+//! The mock, the relay and the load generator work together: a five-stream run through
+//! the relay completes with every token counted, and clients that leave close their
+//! upstream streams. A second or two; the hub is not involved (CI tests it elsewhere).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ragstream_bench::client::{Load, Spec, Target, Window};
+use ragstream_bench::mock::{self, MockConfig, MockStats};
+use ragstream_bench::{procs, relay};
+use tokio::net::TcpListener;
+
+async fn listen() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    (l, addr)
+}
+
+fn spec(target: Target, addr: SocketAddr) -> Spec {
+    Spec {
+        target,
+        addr,
+        key: String::new(),
+        questions: Arc::new(vec!["What is a smoke test?".into()]),
+        id_prefix: "benchid",
+        leave_after: None,
+        once: true,
+        top_k: 5,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_streams_through_the_relay_arrive_whole_and_leavers_close_their_upstreams() {
+    let (ml, mock_addr) = listen().await;
+    let config = MockConfig {
+        tokens: 20,
+        pace_us: 2_000,
+        ttft_us: 5_000,
+    };
+    tokio::spawn(mock::serve(ml, config));
+    let (rl, relay_addr) = listen().await;
+    tokio::spawn(relay::serve(rl, mock_addr));
+
+    for (target, addr) in [(Target::Direct, mock_addr), (Target::Relay, relay_addr)] {
+        let load = Load::start(
+            spec(target, addr),
+            5,
+            Duration::from_millis(10),
+            Window::always(),
+        );
+        let stats = tokio::time::timeout(Duration::from_secs(10), load.join())
+            .await
+            .expect("the run finishes");
+        assert!(stats.errors.is_empty(), "{target:?}: {:?}", stats.errors);
+        assert_eq!(stats.answers_all, 5, "{target:?}");
+        assert_eq!(stats.tokens, 100, "{target:?}");
+        assert_eq!(stats.ttft_us.len(), 5);
+    }
+
+    let mut leaving = spec(Target::Relay, relay_addr);
+    leaving.id_prefix = "benchleave";
+    leaving.leave_after = Some(3);
+    let mut c = ragstream_bench::client::Conn::connect(mock_addr, None)
+        .await
+        .expect("connect");
+    let slow = br#"{"tokens":1000,"pace_us":10000,"ttft_us":5000}"#;
+    procs::post_json(&mut c, mock_addr, "/mock/config", None, slow)
+        .await
+        .expect("config");
+    let load = Load::start(leaving, 3, Duration::ZERO, Window::always());
+    let stats = load.join().await;
+    assert_eq!(stats.leaves.len(), 3, "{:?}", stats.errors);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, body) = procs::get(mock_addr, "/mock/stats", None)
+        .await
+        .expect("stats");
+    let mock: MockStats = serde_json::from_slice(&body).expect("json");
+    assert_eq!(mock.recorded.len(), 3);
+    for end in &mock.recorded {
+        assert!(!end.completed, "{end:?}");
+        assert!(end.tokens < 10, "{end:?}");
+        let left = stats
+            .leaves
+            .iter()
+            .find(|(id, _)| *id == end.id)
+            .expect("a leaver")
+            .1;
+        assert!(end.at_unix_us.saturating_sub(left) < 100_000, "{end:?}");
+    }
+}
