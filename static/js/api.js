@@ -36,6 +36,24 @@ export class ApiError extends Error {
   }
 }
 
+const UPSTREAM = {
+  upstream_auth: 'the provider refused the hub\'s credentials; an administrator must fix the provider settings',
+  upstream_rate_limited: 'the provider is rate-limiting the hub',
+  upstream_overloaded: 'the provider is overloaded',
+  upstream_unavailable: 'the provider is unavailable',
+  upstream_unreachable: 'the provider cannot be reached',
+  upstream_rejected: 'the provider rejected the request',
+  upstream_timeout: 'the provider took too long',
+  upstream_error: 'the provider reported an error mid-answer',
+  upstream_protocol: 'the provider sent something the hub could not read',
+  upstream_interrupted: 'the provider\'s connection broke off mid-answer',
+};
+
+function capitalise(text) {
+  const t = String(text).trim().replace(/\.$/, '');
+  return t ? t[0].toUpperCase() + t.slice(1) : t;
+}
+
 /** Turns a hub error code (HTTP status or stream error) into a sentence for people. */
 export function friendlyMessage({ status = 0, code = '', message = '', retryAfter = null, network = false }) {
   const wait = retryAfter ? ` Try again in ${retryAfter} s.` : '';
@@ -61,6 +79,10 @@ export function friendlyMessage({ status = 0, code = '', message = '', retryAfte
       return `The hub failed while answering (${status || 'internal error'}). ${message}`.trim();
     default:
       break;
+  }
+  if (code.startsWith('upstream_')) {
+    const why = UPSTREAM[code] || 'the language model provider returned an error';
+    return `The language model failed to answer (${code}): ${why}.${message ? ` ${capitalise(message)}.` : ''} Try again${retryAfter ? ` in ${retryAfter} s` : ''}.`.replace(/\.\./g, '.');
   }
   if (status === 401) return friendlyMessage({ code: 'unauthorized' });
   if (status === 403) return friendlyMessage({ code: 'forbidden', message });
