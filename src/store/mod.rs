@@ -1,16 +1,23 @@
-//! Persistence with sqlx: tenants, API keys, documents and chunks.
+//! Persistence with sqlx: tenants, API keys, documents and chunks, conversations and their
+//! messages.
 //!
 //! Every query is a runtime query with binds (no compile-time database needed), one
 //! submodule per table family. Every read and write that touches tenant data takes the
 //! tenant id, so scoping cannot be forgotten by a handler.
 
+mod conversations;
 mod documents;
 mod keys;
 mod tenants;
+pub mod writer;
 
+pub use conversations::{
+    BegunTurn, Conversation, FinalWrite, MessageRecord, MessageStatus, NewTurn, PastMessage,
+};
 pub use documents::{DocumentSummary, Passage};
 pub use keys::{ApiKeyRecord, KeyOwner, NewKey};
 pub use tenants::Tenant;
+pub use writer::StoreWriter;
 
 use std::str::FromStr;
 use std::time::Duration;

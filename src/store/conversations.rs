@@ -1,0 +1,394 @@
+//! Conversations and their messages.
+//!
+//! Every query that a client can reach takes the tenant and the user (the API key id), so a
+//! conversation of another user or tenant is indistinguishable from one that does not exist.
+//! An answer writes its assistant row twice: once when the turn begins (`streaming`) and
+//! once when it ends ([`Store::finish_message`]); never per token.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::Store;
+
+/// The stored state of an assistant message. User messages have none (`NULL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageStatus {
+    /// The answer is being generated (or a crash left it so: see `interrupted`).
+    #[default]
+    Streaming,
+    Complete,
+    /// The client or an administrator stopped it; the text is what was generated until then.
+    Cancelled,
+    /// The provider (or retrieval) failed; `error_code` says why.
+    Error,
+    /// The hub stopped (crash, kill) while the answer was streaming.
+    Interrupted,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Streaming => "streaming",
+            MessageStatus::Complete => "complete",
+            MessageStatus::Cancelled => "cancelled",
+            MessageStatus::Error => "error",
+            MessageStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    pub id: String,
+    pub title: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRecord {
+    pub id: String,
+    pub role: String,
+    pub content: String,
+    pub status: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub ttft_ms: Option<i64>,
+    pub tokens: Option<i64>,
+    pub error_code: Option<String>,
+    pub created_at: String,
+}
+
+/// An earlier message of a conversation, as the next turn's prompt needs it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PastMessage {
+    pub role: String,
+    pub content: String,
+    pub status: Option<String>,
+}
+
+/// What a turn needs to begin.
+#[derive(Debug, Clone)]
+pub struct NewTurn<'a> {
+    pub tenant_id: &'a str,
+    pub user_id: &'a str,
+    /// `None` starts a new conversation, titled after the question.
+    pub conversation_id: Option<&'a str>,
+    pub question: &'a str,
+    /// Who is expected to answer; the final write records who did.
+    pub provider: &'a str,
+    pub model: &'a str,
+    /// Chosen by the caller, so that it can arrange the row's final write before the row
+    /// exists (an answer may be aborted while the turn is being stored).
+    pub assistant_message_id: &'a str,
+    /// Most earlier messages to read back (newest first, returned oldest first).
+    pub history_rows: usize,
+}
+
+/// A turn whose two rows are stored.
+#[derive(Debug, Clone)]
+pub struct BegunTurn {
+    pub conversation_id: String,
+    /// The conversation's latest messages before this turn, oldest first.
+    pub earlier: Vec<PastMessage>,
+}
+
+/// The one write at the end of an answer.
+#[derive(Debug, Clone, Default)]
+pub struct FinalWrite {
+    pub message_id: String,
+    pub content: String,
+    pub status: MessageStatus,
+    pub provider: String,
+    pub model: String,
+    pub ttft_ms: Option<u64>,
+    pub tokens: u64,
+    pub error_code: Option<String>,
+}
+
+/// Titles made from a first question are cut here, on a character boundary.
+const AUTO_TITLE_CHARS: usize = 80;
+
+fn auto_title(question: &str) -> String {
+    let question = question.trim();
+    match question.char_indices().nth(AUTO_TITLE_CHARS) {
+        Some((cut, _)) => format!("{}…", question[..cut].trim_end()),
+        None => question.to_owned(),
+    }
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+impl Store {
+    pub async fn create_conversation(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        title: Option<&str>,
+    ) -> Result<Conversation, sqlx::Error> {
+        sqlx::query_as::<_, Conversation>(
+            "INSERT INTO conversations (id, tenant_id, user_id, title) VALUES (?, ?, ?, ?) \
+             RETURNING id, title, created_at, updated_at",
+        )
+        .bind(Uuid::new_v4().to_string())
+        .bind(tenant_id)
+        .bind(user_id)
+        .bind(title)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// One page of a user's conversations, most recently active first, and how many there
+    /// are in all.
+    pub async fn list_conversations(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(Vec<Conversation>, i64), sqlx::Error> {
+        let page = sqlx::query_as::<_, Conversation>(
+            "SELECT id, title, created_at, updated_at FROM conversations \
+             WHERE tenant_id = ? AND user_id = ? \
+             ORDER BY updated_at DESC, rowid DESC LIMIT ? OFFSET ?",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .bind(i64::from(offset))
+        .fetch_all(&self.pool)
+        .await?;
+        let (total,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM conversations WHERE tenant_id = ? AND user_id = ?",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((page, total))
+    }
+
+    pub async fn get_conversation(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id: &str,
+    ) -> Result<Option<Conversation>, sqlx::Error> {
+        sqlx::query_as::<_, Conversation>(
+            "SELECT id, title, created_at, updated_at FROM conversations \
+             WHERE id = ? AND tenant_id = ? AND user_id = ?",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Whether the user has this conversation: checked before an answer is admitted, so
+    /// an unknown id is a plain error rather than a stream that fails.
+    pub async fn conversation_exists(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT 1 FROM conversations WHERE id = ? AND tenant_id = ? AND user_id = ?",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// A conversation's messages in order. The caller has checked the conversation is the
+    /// user's ([`Store::get_conversation`]).
+    pub async fn conversation_messages(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Vec<MessageRecord>, sqlx::Error> {
+        sqlx::query_as::<_, MessageRecord>(
+            "SELECT id, role, content, status, provider, model, ttft_ms, tokens, error_code, \
+                    created_at \
+             FROM messages WHERE conversation_id = ? ORDER BY seq",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Returns `None` when the user has no such conversation.
+    pub async fn rename_conversation(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id: &str,
+        title: &str,
+    ) -> Result<Option<Conversation>, sqlx::Error> {
+        sqlx::query_as::<_, Conversation>(&format!(
+            "UPDATE conversations SET title = ?, updated_at = {NOW} \
+             WHERE id = ? AND tenant_id = ? AND user_id = ? \
+             RETURNING id, title, created_at, updated_at"
+        ))
+        .bind(title)
+        .bind(id)
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Deletes a conversation and (by cascade) its messages. False when the user has no
+    /// such conversation.
+    pub async fn delete_conversation(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done =
+            sqlx::query("DELETE FROM conversations WHERE id = ? AND tenant_id = ? AND user_id = ?")
+                .bind(id)
+                .bind(tenant_id)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Stores a turn's user message and its assistant message (`streaming`, empty) in one
+    /// transaction, creating the conversation when `turn.conversation_id` is `None`, and
+    /// returns the conversation's earlier messages. `None` when the user has no such
+    /// conversation (another user's included).
+    ///
+    /// The first statement writes, so the transaction holds SQLite's write lock from its
+    /// start: a read-then-write transaction could fail with `SQLITE_BUSY` when another
+    /// writer commits in between, which the busy timeout does not cover.
+    pub async fn begin_turn(&self, turn: &NewTurn<'_>) -> Result<Option<BegunTurn>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let conversation_id = match turn.conversation_id {
+            None => {
+                let id = Uuid::new_v4().to_string();
+                sqlx::query(
+                    "INSERT INTO conversations (id, tenant_id, user_id, title) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&id)
+                .bind(turn.tenant_id)
+                .bind(turn.user_id)
+                .bind(auto_title(turn.question))
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+            Some(id) => {
+                // Untitled conversations (created empty) take their first question's title.
+                let done = sqlx::query(&format!(
+                    "UPDATE conversations SET updated_at = {NOW}, title = COALESCE(title, ?) \
+                     WHERE id = ? AND tenant_id = ? AND user_id = ?"
+                ))
+                .bind(auto_title(turn.question))
+                .bind(id)
+                .bind(turn.tenant_id)
+                .bind(turn.user_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                id.to_owned()
+            }
+        };
+        let mut earlier = sqlx::query_as::<_, PastMessage>(
+            "SELECT role, content, status FROM messages WHERE conversation_id = ? \
+             ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(&conversation_id)
+        .bind(turn.history_rows as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        earlier.reverse();
+        let (last_seq,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?")
+                .bind(&conversation_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, seq, role, content) \
+             VALUES (?, ?, ?, 'user', ?)",
+        )
+        .bind(Uuid::new_v4().to_string())
+        .bind(&conversation_id)
+        .bind(last_seq + 1)
+        .bind(turn.question)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, seq, role, status, provider, model) \
+             VALUES (?, ?, ?, 'assistant', 'streaming', ?, ?)",
+        )
+        .bind(turn.assistant_message_id)
+        .bind(&conversation_id)
+        .bind(last_seq + 2)
+        .bind(turn.provider)
+        .bind(turn.model)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(BegunTurn {
+            conversation_id,
+            earlier,
+        }))
+    }
+
+    /// The one write at an answer's end. Only a `streaming` row is written, so sending
+    /// the same write twice (an end whose first write was cut short) changes nothing.
+    pub async fn finish_message(&self, write: &FinalWrite) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE messages SET content = ?, status = ?, provider = ?, model = ?, \
+                    ttft_ms = ?, tokens = ?, error_code = ?, updated_at = {NOW} \
+             WHERE id = ? AND status = 'streaming'"
+        ))
+        .bind(&write.content)
+        .bind(write.status.as_str())
+        .bind(&write.provider)
+        .bind(&write.model)
+        .bind(write.ttft_ms.map(|t| t as i64))
+        .bind(write.tokens as i64)
+        .bind(write.error_code.as_deref())
+        .bind(&write.message_id)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Marks the answers a previous run left `streaming` as `interrupted`; returns how
+    /// many. Run at start, before any answer of this run exists.
+    pub async fn mark_interrupted(&self) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(&format!(
+            "UPDATE messages SET status = 'interrupted', updated_at = {NOW} \
+             WHERE status = 'streaming'"
+        ))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_titles_are_the_question_cut_on_a_character_boundary() {
+        assert_eq!(auto_title("  When was it built? "), "When was it built?");
+        let long = "é".repeat(100);
+        let title = auto_title(&long);
+        assert_eq!(title.chars().count(), AUTO_TITLE_CHARS + 1);
+        assert!(title.ends_with('…'));
+    }
+}

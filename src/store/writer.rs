@@ -1,0 +1,77 @@
+//! The store writer: a task on an arbiter of its own that performs the final writes of
+//! answers that could not make them themselves.
+//!
+//! An answer that ends normally writes its assistant row itself, before its last event, so
+//! a client that reads the conversation after `done` sees it. An answer that is aborted (the
+//! client cancelled or left, an administrator ended it, its worker shut down) cannot await
+//! anything any more: its finaliser's `Drop` hands the write over here instead, through a
+//! slot reserved when the answer began, so the hand-over never waits and never fails.
+//! Neither path touches the hub's thread.
+
+use std::time::Duration;
+
+use actix::Arbiter;
+use tokio::sync::{mpsc, oneshot};
+
+use super::conversations::FinalWrite;
+use super::Store;
+
+pub enum Job {
+    Write(FinalWrite),
+    /// Answered once every job queued before it is done.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A slot in the writer's queue, reserved for one answer's final write.
+pub type WriteSlot = mpsc::OwnedPermit<Job>;
+
+#[derive(Clone)]
+pub struct StoreWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+impl StoreWriter {
+    /// Starts the writer on a new arbiter. `capacity` bounds the slots: reserved by running
+    /// conversation answers plus writes waiting for the database.
+    pub fn start(store: Store, capacity: usize) -> StoreWriter {
+        let (tx, mut rx) = mpsc::channel::<Job>(capacity.max(1));
+        let arbiter = Arbiter::new();
+        arbiter.spawn(async move {
+            while let Some(job) = rx.recv().await {
+                match job {
+                    Job::Write(write) => {
+                        if let Err(e) = store.finish_message(&write).await {
+                            // The row stays `streaming` and becomes `interrupted` at the
+                            // next start: degraded, but never a lie.
+                            log::error!(
+                                "the final write of message {} failed: {e}",
+                                write.message_id
+                            );
+                        }
+                    }
+                    Job::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        StoreWriter { tx }
+    }
+
+    /// Reserves a slot for one final write. Waits only when the queue is full, that is
+    /// when the database is behind: new answers then wait at their start instead of the
+    /// queue growing. `None` once the writer has stopped.
+    pub async fn reserve(&self) -> Option<WriteSlot> {
+        self.tx.clone().reserve_owned().await.ok()
+    }
+
+    /// Waits (at most `limit`) until every write queued so far is done. Used at shutdown so
+    /// that answers cut by the stop keep their partial text.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let (done, wait) = oneshot::channel();
+        let queued = async { self.tx.send(Job::Flush(done)).await.is_ok() && wait.await.is_ok() };
+        actix_web::rt::time::timeout(limit, queued)
+            .await
+            .unwrap_or(false)
+    }
+}
