@@ -142,6 +142,9 @@ pub struct Settings {
     pub max_streams_per_user: usize,
     pub max_streams_global: usize,
     pub max_question_chars: usize,
+    /// Characters of earlier conversation turns sent with a question; the oldest turns are
+    /// dropped first. 0 sends no history.
+    pub history_budget_chars: usize,
     pub max_document_bytes: usize,
     /// SSE `: ping` and WebSocket ping interval; half (or less) of `client_timeout`.
     pub heartbeat_interval: Duration,
@@ -178,6 +181,7 @@ impl Default for Settings {
             max_streams_per_user: 5,
             max_streams_global: 1000,
             max_question_chars: 4000,
+            history_budget_chars: 12_000,
             max_document_bytes: 10 * 1024 * 1024,
             heartbeat_interval: Duration::from_secs(15),
             client_timeout: Duration::from_secs(30),
@@ -289,6 +293,9 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_MAX_QUESTION_CHARS", 1, 1_000_000)? {
             s.max_question_chars = n;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_HISTORY_BUDGET_CHARS", 0, 10_000_000)? {
+            s.history_budget_chars = n;
         }
         if let Some(n) = number(&var, "RAGSTREAM_MAX_DOCUMENT_BYTES", 1, 1 << 30)? {
             s.max_document_bytes = n;
@@ -656,6 +663,17 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("RAGSTREAM_MAX_STREAMS_PER_USER: "));
+    }
+
+    #[test]
+    fn the_history_budget_defaults_to_twelve_thousand_and_may_be_zero() {
+        assert_eq!(from(&[]).unwrap().history_budget_chars, 12_000);
+        let s = from(&[("RAGSTREAM_HISTORY_BUDGET_CHARS", "0")]).unwrap();
+        assert_eq!(s.history_budget_chars, 0);
+        for bad in ["-1", "lots", "20000000"] {
+            let err = from(&[("RAGSTREAM_HISTORY_BUDGET_CHARS", bad)]).unwrap_err();
+            assert_eq!(err.var, "RAGSTREAM_HISTORY_BUDGET_CHARS", "{bad}");
+        }
     }
 
     #[test]

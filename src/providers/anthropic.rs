@@ -58,7 +58,7 @@ struct Request<'a> {
     model: &'a str,
     max_tokens: u32,
     system: &'a str,
-    messages: [Message<'a>; 1],
+    messages: Vec<Message<'a>>,
     stream: bool,
 }
 
@@ -68,16 +68,25 @@ struct Message<'a> {
     content: &'a str,
 }
 
+/// The system prompt as `system`; the conversation's earlier turns, then the user message
+/// with this turn's passages and question. Anthropic requires roles to alternate starting
+/// with `user`: the history is whole user/assistant exchanges (`rag::history`), so it does.
 pub fn request_body(model: &str, max_tokens: u32, prompt: &Prompt) -> Bytes {
     let user = render_user_message(prompt);
+    let mut messages = Vec::with_capacity(prompt.history.len() + 1);
+    messages.extend(prompt.history.iter().map(|turn| Message {
+        role: turn.role.as_str(),
+        content: &turn.content,
+    }));
+    messages.push(Message {
+        role: "user",
+        content: &user,
+    });
     let request = Request {
         model,
         max_tokens,
         system: SYSTEM_PROMPT,
-        messages: [Message {
-            role: "user",
-            content: &user,
-        }],
+        messages,
         stream: true,
     };
     // Plain strings and numbers: serialising cannot fail.
@@ -378,6 +387,7 @@ mod tests {
             passages: Vec::new().into(),
             terms: vec![],
             model: None,
+            history: vec![],
         };
         let body: serde_json::Value =
             serde_json::from_slice(&request_body("claude-x", 512, &prompt)).unwrap();
@@ -387,5 +397,39 @@ mod tests {
         assert_eq!(body["system"], SYSTEM_PROMPT);
         assert_eq!(body["messages"][0]["role"], "user");
         assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn history_is_sent_as_alternating_messages_before_the_question() {
+        use crate::providers::{ChatTurn, Role};
+        let turn = |role, content: &str| ChatTurn {
+            role,
+            content: content.into(),
+        };
+        let prompt = Prompt {
+            question: "And its height?".into(),
+            history: vec![
+                turn(Role::User, "q1"),
+                turn(Role::Assistant, "a1"),
+                turn(Role::User, "q2"),
+                turn(Role::Assistant, "a2"),
+            ],
+            ..Prompt::default()
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&request_body("claude-x", 512, &prompt)).unwrap();
+        assert_eq!(body["system"], SYSTEM_PROMPT);
+        let messages = body["messages"].as_array().unwrap();
+        let roles: Vec<&str> = messages
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["user", "assistant", "user", "assistant", "user"]);
+        assert_eq!(messages[0]["content"], "q1");
+        assert_eq!(messages[3]["content"], "a2");
+        assert!(messages[4]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("Question: And its height?"));
     }
 }

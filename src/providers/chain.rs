@@ -94,6 +94,7 @@ mod tests {
             passages: Vec::new().into(),
             terms: vec![],
             model: None,
+            history: vec![],
         }
     }
 

@@ -34,8 +34,32 @@ use crate::store::Passage;
 
 pub use registry::Providers;
 
+/// Who said an earlier turn of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+impl Role {
+    /// The name both upstream formats use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One earlier message of a conversation, sent as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatTurn {
+    pub role: Role,
+    pub content: String,
+}
+
 /// What a provider is asked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Prompt {
     pub question: String,
     /// Retrieved passages in rank order; citation `[n]` refers to `passages[n - 1]`.
@@ -44,6 +68,9 @@ pub struct Prompt {
     pub terms: Vec<String>,
     /// The model this request chose; `None` means the provider's configured model.
     pub model: Option<String>,
+    /// Earlier turns of the conversation, oldest first: whole user/assistant pairs that
+    /// fit the history budget (see `rag::history`). Empty for one-off questions.
+    pub history: Vec<ChatTurn>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,7 +46,7 @@ impl OpenAiProvider {
 #[derive(Serialize)]
 struct Request<'a> {
     model: &'a str,
-    messages: [Message<'a>; 2],
+    messages: Vec<Message<'a>>,
     stream: bool,
     stream_options: StreamOptions,
 }
@@ -62,20 +62,26 @@ struct StreamOptions {
     include_usage: bool,
 }
 
+/// The system prompt, the conversation's earlier turns as they were said, then the user
+/// message with this turn's passages and question.
 pub fn request_body(model: &str, prompt: &Prompt) -> Bytes {
     let user = render_user_message(prompt);
+    let mut messages = Vec::with_capacity(prompt.history.len() + 2);
+    messages.push(Message {
+        role: "system",
+        content: SYSTEM_PROMPT,
+    });
+    messages.extend(prompt.history.iter().map(|turn| Message {
+        role: turn.role.as_str(),
+        content: &turn.content,
+    }));
+    messages.push(Message {
+        role: "user",
+        content: &user,
+    });
     let request = Request {
         model,
-        messages: [
-            Message {
-                role: "system",
-                content: SYSTEM_PROMPT,
-            },
-            Message {
-                role: "user",
-                content: &user,
-            },
-        ],
+        messages,
         stream: true,
         stream_options: StreamOptions {
             include_usage: true,
@@ -365,6 +371,7 @@ mod tests {
             passages: Vec::new().into(),
             terms: vec![],
             model: None,
+            history: vec![],
         };
         let body: serde_json::Value =
             serde_json::from_slice(&request_body("gpt-4o-mini", &prompt)).unwrap();
@@ -378,5 +385,35 @@ mod tests {
             .as_str()
             .unwrap()
             .ends_with("Question: Why?"));
+    }
+
+    #[test]
+    fn history_goes_between_the_system_prompt_and_the_question() {
+        use crate::providers::{ChatTurn, Role};
+        let turn = |role, content: &str| ChatTurn {
+            role,
+            content: content.into(),
+        };
+        let prompt = Prompt {
+            question: "When was it built?".into(),
+            history: vec![
+                turn(Role::User, "Tell me about the tower"),
+                turn(Role::Assistant, "It is in Paris [1]."),
+            ],
+            ..Prompt::default()
+        };
+        let body: serde_json::Value = serde_json::from_slice(&request_body("m", &prompt)).unwrap();
+        let messages: Vec<(&str, &str)> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+            .collect();
+        assert_eq!(messages.len(), 4);
+        assert_eq!(messages[0], ("system", SYSTEM_PROMPT));
+        assert_eq!(messages[1], ("user", "Tell me about the tower"));
+        assert_eq!(messages[2], ("assistant", "It is in Paris [1]."));
+        assert_eq!(messages[3].0, "user");
+        assert!(messages[3].1.ends_with("Question: When was it built?"));
     }
 }

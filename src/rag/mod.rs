@@ -1,6 +1,8 @@
 //! Retrieval-augmented generation pieces that need no I/O: chunking documents, turning a
-//! question into a safe full-text query, and rendering the prompt an LLM sees.
+//! question into a safe full-text query, choosing a conversation's history, and rendering
+//! the prompt an LLM sees.
 
 pub mod chunking;
 pub mod fts_query;
+pub mod history;
 pub mod prompt;

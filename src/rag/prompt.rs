@@ -56,6 +56,7 @@ mod tests {
             .into(),
             terms: vec![],
             model: None,
+            history: vec![],
         };
         let text = render_user_message(&prompt);
         let first = text.find("[1] Tower").expect("first passage");
@@ -71,6 +72,7 @@ mod tests {
             passages: Vec::new().into(),
             terms: vec![],
             model: None,
+            history: vec![],
         };
         assert!(render_user_message(&prompt).starts_with("No passages were found"));
     }
