@@ -184,7 +184,7 @@ class Turn {
             el('span.num', { 'aria-hidden': 'true' }, String(n)),
             el('span.title', {}, s.title || 'Untitled'),
             el('span.snippet', { 'aria-hidden': 'true' }, (s.text || '').replace(/\s+/g, ' ').slice(0, 160)),
-            Number.isFinite(s.score) ? el('span.score', { title: 'Retrieval score (BM25)' }, s.score.toFixed(2)) : null),
+            Number.isFinite(s.score) ? el('span.score', { title: 'Retrieval score (BM25)' }, s.score >= 0.01 ? s.score.toFixed(2) : s.score.toPrecision(1)) : null),
           passage));
       this.sourcesList.append(item);
     }

@@ -135,6 +135,28 @@ test('the live view shows a running answer, and End stops it with a message to i
   await reader.context().close();
 });
 
+test('closing a connection from the admin page makes its chat page reconnect', async () => {
+  const admin = await newPage(browser);
+  await openSignedIn(admin, hub, hub.adminKey, '/admin');
+  const reader = await newPage(browser);
+  await openSignedIn(reader, hub, hub.adminKey);
+  await chooseTransport(reader, 'ws');
+  await reader.evaluate(() => {
+    window.__statuses = [];
+    new MutationObserver(() => window.__statuses.push(document.querySelector('#status').dataset.status))
+      .observe(document.querySelector('#status'), { attributes: true, attributeFilter: ['data-status'] });
+  });
+  const row = admin.locator('#connections tbody tr[data-key]', { hasText: 'ws' });
+  await row.waitFor({ timeout: 5000 });
+  await row.locator('button', { hasText: 'Close' }).click();
+  await reader.waitForFunction(() => window.__statuses.includes('reconnecting'), null, { timeout: 5000 });
+  await reader.locator('#status[data-status="connected"]').waitFor({ timeout: 10000 });
+  const turn = await ask(reader, 'When did the Golden Gate Bridge open?');
+  await waitForState(turn, 'done', 30000);
+  await admin.context().close();
+  await reader.context().close();
+});
+
 test('tenants and keys: create a tenant, a key shown once, sign in with it, revoke it', async () => {
   const page = await newPage(browser);
   await openSignedIn(page, hub, hub.adminKey, '/admin');
