@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
 use actix_web::dev::Server;
@@ -14,7 +15,10 @@ use crate::config::{ConfigError, Settings};
 use crate::hub::{ChatHub, Limits};
 use crate::providers::Providers;
 use crate::routes;
-use crate::store::Store;
+use crate::store::{Store, StoreWriter};
+
+/// How long a stopping hub waits for the final writes of the answers the stop cut short.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Shared by every handler (one instance for all workers).
 pub struct AppState {
@@ -51,6 +55,14 @@ impl Application {
     /// listener.
     pub async fn build(settings: Settings) -> Result<Application, StartError> {
         let store = Store::connect(&settings.database_url).await?;
+        // No answer of this run exists yet: a `streaming` row is one a previous run left
+        // behind when it stopped without finishing it (a crash, a kill).
+        let interrupted = store.mark_interrupted().await?;
+        if interrupted > 0 {
+            log::warn!(
+                "{interrupted} answer(s) left unfinished by the last run marked interrupted"
+            );
+        }
         let tenant = store.ensure_default_tenant().await?;
         let generated_admin_key = store
             .bootstrap_admin(&tenant, settings.admin_key.as_deref())
@@ -61,7 +73,17 @@ impl Application {
             "providers: {} (failover in this order)",
             providers.names().join(", ")
         );
-        let pipeline = Pipeline::new(store.clone(), providers);
+        // One slot per answer that can run at once: a running conversation answer holds
+        // one from its start until its final write is queued, so slots run out only when
+        // the database falls behind, and then new answers wait at their start instead of
+        // the queue growing without bound.
+        let writer = StoreWriter::start(store.clone(), settings.max_streams_global);
+        let pipeline = Pipeline::new(
+            store.clone(),
+            providers,
+            writer,
+            settings.history_budget_chars,
+        );
         let hub = ChatHub::spawn(Limits {
             per_user: settings.max_streams_per_user,
             global: settings.max_streams_global,
@@ -124,8 +146,14 @@ impl Application {
         self.state.clone()
     }
 
+    /// Serves until the server stops (a signal, or its handle), then waits briefly for the
+    /// final writes of answers the stop cut short, so they keep their partial text.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        if !self.state.pipeline.writer().flush(DRAIN_TIMEOUT).await {
+            log::warn!("some final answer writes were not done before shutdown");
+        }
+        result
     }
 }
 

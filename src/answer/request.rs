@@ -13,6 +13,26 @@ pub struct AnswerRequest {
     pub tenant_id: String,
     pub question: String,
     pub top_k: usize,
+    /// Set for agent chat: the answer is a turn of a conversation, stored, with the
+    /// conversation's earlier turns as history. `None` for one-off questions (`/ask`).
+    pub conversation: Option<ConversationRef>,
+}
+
+/// Which conversation a turn belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRef {
+    /// The API key the conversation belongs to.
+    pub user_id: String,
+    /// `None` starts a new conversation; its id is the answer's first event.
+    pub id: Option<String>,
+}
+
+/// A client's optional conversation id: blank counts as absent (a query string's
+/// `conversationId=`), surrounding space is dropped.
+pub fn conversation_id(raw: Option<&str>) -> Option<String> {
+    raw.map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
 }
 
 /// Longest model name a request may send (names are short; this only bounds garbage).
@@ -198,6 +218,13 @@ mod tests {
         );
         assert_eq!(choice(None, Some("o1")), Err("unknown_model"));
         assert_eq!(choice(None, Some("bad\nname")), Err("unknown_model"));
+    }
+
+    #[test]
+    fn a_blank_conversation_id_means_a_new_conversation() {
+        assert_eq!(conversation_id(None), None);
+        assert_eq!(conversation_id(Some(" ")), None);
+        assert_eq!(conversation_id(Some(" c1 ")), Some("c1".to_owned()));
     }
 
     #[test]

@@ -22,8 +22,8 @@ use serde_json::Value;
 use super::chat_hub::ChatHub;
 use super::messages::{Admit, Connect, Disconnect, Identify, Terminate};
 use crate::answer::{
-    validate_choice, validate_question, validate_top_k, AnswerRequest, AnswerStream, Pipeline,
-    StreamEvent,
+    conversation_id, validate_choice, validate_question, validate_top_k, AnswerRequest,
+    AnswerStream, ConversationRef, Pipeline, StreamEvent,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::protocol::plain_ws::{self, ClientFrame};
@@ -190,13 +190,24 @@ impl WsSession {
                 top_k,
                 provider,
                 model,
+                conversation_id: conversation,
             }) => {
                 let id = match id {
                     Some(id) => id.into(),
                     None => self.auto_id(),
                 };
                 let choice = (provider.as_deref(), model.as_deref());
-                self.ask(id, Framing::Plain, &message, top_k, choice, ctx);
+                // Every question on this protocol is a conversation turn.
+                let conversation = self.conversation(conversation.as_deref());
+                self.ask(
+                    id,
+                    Framing::Plain,
+                    &message,
+                    top_k,
+                    choice,
+                    conversation,
+                    ctx,
+                );
             }
             Ok(ClientFrame::Cancel { id }) => {
                 if self.cancel(&id, ctx) {
@@ -315,8 +326,9 @@ impl WsSession {
     }
 
     /// Dispatches an invocation of `SendMessage` (type 1) or `AskStream` (type 4):
-    /// arguments are (question, topK?, conversationId?), the last accepted and ignored
-    /// until conversations exist.
+    /// arguments are (question, topK?, conversationId?). `SendMessage` is a conversation
+    /// turn (a new conversation when the id is missing or null; the id comes back in
+    /// `StreamComplete`'s metadata); `AskStream` stays a one-off question and ignores it.
     fn signalr_call(
         &mut self,
         id: Rc<str>,
@@ -366,8 +378,38 @@ impl WsSession {
             self.reject(ctx, Some(&id), &framing, "invalid_arguments", &message);
             return;
         }
+        let conversation = if expected == "SendMessage" {
+            match arguments.get(2) {
+                None | Some(Value::Null) => self.conversation(None),
+                Some(Value::String(c)) => self.conversation(Some(c)),
+                Some(_) => {
+                    let message =
+                        format!("Failed to invoke '{expected}': conversationId must be a string.");
+                    self.reject(ctx, Some(&id), &framing, "invalid_arguments", &message);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let question = question.to_owned();
-        self.ask(id, framing, &question, top_k, (None, None), ctx);
+        self.ask(
+            id,
+            framing,
+            &question,
+            top_k,
+            (None, None),
+            conversation,
+            ctx,
+        );
+    }
+
+    /// A turn of this key's conversation `id`, or of a new one.
+    fn conversation(&self, id: Option<&str>) -> Option<ConversationRef> {
+        Some(ConversationRef {
+            user_id: self.owner.key_id.clone(),
+            id: conversation_id(id),
+        })
     }
 
     // ---- shared by both protocols ----
@@ -407,8 +449,9 @@ impl WsSession {
         self.reject(ctx, Some(id), framing, &body.code, &body.message);
     }
 
-    /// Validates, asks the hub for a slot, then starts the answer. `choice` is the
-    /// request's optional (provider, model).
+    /// Validates, checks the conversation (when continuing one), asks the hub for a slot,
+    /// then starts the answer. `choice` is the request's optional (provider, model).
+    #[allow(clippy::too_many_arguments)]
     fn ask(
         &mut self,
         id: Rc<str>,
@@ -416,6 +459,7 @@ impl WsSession {
         message: &str,
         top_k: Option<i64>,
         choice: (Option<&str>, Option<&str>),
+        conversation: Option<ConversationRef>,
         ctx: &mut Context<Self>,
     ) {
         if self.answers.contains_key(&id) {
@@ -430,6 +474,7 @@ impl WsSession {
                 tenant_id: self.owner.tenant_id.clone(),
                 question,
                 top_k,
+                conversation,
             },
             Err(e) => {
                 self.reject_api(ctx, &id, &framing, &e);
@@ -445,7 +490,17 @@ impl WsSession {
         };
 
         self.answers.insert(id.clone(), Slot::Admitting);
-        let admit = self.hub.send(Admit {
+        // A conversation to continue must be this key's: checked here, on this worker
+        // thread, before a slot is taken, so an unknown id is an error frame and not an
+        // answer that fails.
+        let check = request
+            .conversation
+            .as_ref()
+            .and_then(|c| c.id.clone())
+            .map(|conversation| (self.pipeline.store().clone(), conversation));
+        let owner = self.owner.clone();
+        let hub = self.hub.clone();
+        let admit = Admit {
             user: self.owner.key_id.clone(),
             tenant: self.owner.tenant_id.clone(),
             session_id: Some(self.id),
@@ -453,22 +508,37 @@ impl WsSession {
                 Mode::SignalR { .. } => "signalr",
                 _ => "ws",
             },
-        });
-        ctx.spawn(admit.into_actor(self).map(move |reply, act, ctx| {
+        };
+        let admission = async move {
+            if let Some((store, conversation)) = check {
+                match store
+                    .conversation_exists(&owner.tenant_id, &owner.key_id, &conversation)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return Err(ApiError::ConversationNotFound),
+                    Err(e) => {
+                        log::error!("a conversation could not be looked up: {e}");
+                        return Err(ApiError::Database(e));
+                    }
+                }
+            }
+            match hub.send(admit).await {
+                Ok(Ok(lease)) => Ok(lease),
+                Ok(Err(refused)) => Err(ApiError::from(refused)),
+                Err(_) => Err(ApiError::Unavailable),
+            }
+        };
+        ctx.spawn(admission.into_actor(self).map(move |reply, act, ctx| {
             if !matches!(act.answers.get(&id), Some(Slot::Admitting)) {
                 // Cancelled while waiting: dropping the reply drops the lease.
                 return;
             }
             let lease = match reply {
-                Ok(Ok(lease)) => lease,
-                Ok(Err(refused)) => {
+                Ok(lease) => lease,
+                Err(e) => {
                     act.answers.remove(&id);
-                    act.reject_api(ctx, &id, &framing, &ApiError::from(refused));
-                    return;
-                }
-                Err(_) => {
-                    act.answers.remove(&id);
-                    act.reject_api(ctx, &id, &framing, &ApiError::Unavailable);
+                    act.reject_api(ctx, &id, &framing, &e);
                     return;
                 }
             };
@@ -534,7 +604,9 @@ fn encode(id: &str, framing: &Framing, event: &StreamEvent) -> Option<String> {
     match framing {
         Framing::Plain => Some(plain_ws::encode_event(id, event)),
         Framing::SignalRInvoke { completes } => match event {
-            StreamEvent::Sources(_) => None,
+            // No client method exists for them; the conversation id is also in
+            // `StreamComplete`'s metadata.
+            StreamEvent::Conversation(_) | StreamEvent::Sources(_) => None,
             StreamEvent::Token(t) => Some(signalr::receive_token(t)),
             StreamEvent::Done(meta) => {
                 let mut frames = signalr::stream_complete(meta);
@@ -553,7 +625,7 @@ fn encode(id: &str, framing: &Framing, event: &StreamEvent) -> Option<String> {
             }
         },
         Framing::SignalRStream => match event {
-            StreamEvent::Sources(_) => None,
+            StreamEvent::Conversation(_) | StreamEvent::Sources(_) => None,
             StreamEvent::Token(t) => Some(signalr::stream_item(id, t)),
             StreamEvent::Done(_) => Some(signalr::completion(id, None, None)),
             StreamEvent::Error(e) => Some(signalr::completion(id, None, Some(&e.message))),

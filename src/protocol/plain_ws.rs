@@ -1,8 +1,10 @@
 //! The plain WebSocket protocol: JSON text frames, several answers per socket told apart
 //! by `id`.
 //!
-//! Client: `{"message":"Hello","topK":5,"id":"c1"}`, `{"type":"cancel","id":"c1"}`,
-//! `{"type":"ping"}`. Server: `{"sources":[…],"id":"c1"}`, `{"token":"Hi","id":"c1"}` …
+//! Client: `{"message":"Hello","topK":5,"id":"c1","conversationId":"…"}` (every question is
+//! a conversation turn; without `conversationId` a new conversation starts),
+//! `{"type":"cancel","id":"c1"}`, `{"type":"ping"}`. Server: `{"conversationId":"…","id":"c1"}`
+//! first, then `{"sources":[…],"id":"c1"}`, `{"token":"Hi","id":"c1"}` …
 //! `{"done":true,"id":"c1","metadata":{…}}` or `{"error":{…},"id":"c1"}`, and `{"type":"pong"}`.
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,8 @@ pub enum ClientFrame {
         /// Optional per-request provider and model, checked against the allow-list.
         provider: Option<String>,
         model: Option<String>,
+        /// The conversation to continue; `None` starts a new one.
+        conversation_id: Option<String>,
     },
     Cancel {
         id: String,
@@ -45,6 +49,8 @@ struct RawFrame {
     id: Option<Value>,
     provider: Option<Value>,
     model: Option<Value>,
+    #[serde(rename = "conversationId")]
+    conversation_id: Option<Value>,
 }
 
 fn read_id(id: Option<Value>) -> Result<Option<String>, DecodeError> {
@@ -122,12 +128,14 @@ pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
             };
             let provider = text_field(raw.provider, "provider")?;
             let model = text_field(raw.model, "model")?;
+            let conversation_id = text_field(raw.conversation_id, "conversationId")?;
             Ok(ClientFrame::Ask {
                 id,
                 message,
                 top_k,
                 provider,
                 model,
+                conversation_id,
             })
         }
         "cancel" => match id {
@@ -148,6 +156,8 @@ pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
 
 #[derive(Serialize)]
 struct Out<'a> {
+    #[serde(rename = "conversationId", skip_serializing_if = "Option::is_none")]
+    conversation_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sources: Option<&'a [Source]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,6 +172,7 @@ struct Out<'a> {
 }
 
 const EMPTY: Out<'static> = Out {
+    conversation_id: None,
     sources: None,
     token: None,
     done: None,
@@ -180,6 +191,11 @@ fn to_text(out: &Out<'_>) -> String {
 pub fn encode_event(id: &str, event: &StreamEvent) -> String {
     let id = Some(id);
     match event {
+        StreamEvent::Conversation(conversation_id) => to_text(&Out {
+            conversation_id: Some(conversation_id),
+            id,
+            ..EMPTY
+        }),
         StreamEvent::Sources(sources) => to_text(&Out {
             sources: Some(sources),
             id,
@@ -224,6 +240,7 @@ mod tests {
                 top_k: Some(5),
                 provider: None,
                 model: None,
+                conversation_id: None,
             })
         );
     }
@@ -238,6 +255,7 @@ mod tests {
                 top_k: None,
                 provider: None,
                 model: None,
+                conversation_id: None,
             })
         );
     }
@@ -250,6 +268,24 @@ mod tests {
             if p == "openai" && m == "gpt-4o")
         );
         let e = decode(r#"{"message":"x","model":5,"id":"c"}"#).unwrap_err();
+        assert_eq!((e.code, e.id.as_deref()), ("invalid_frame", Some("c")));
+    }
+
+    #[test]
+    fn a_conversation_id_is_an_optional_string() {
+        let frame = decode(r#"{"message":"x","conversationId":"conv-1","id":"c1"}"#).unwrap();
+        assert!(
+            matches!(frame, ClientFrame::Ask { conversation_id: Some(ref c), .. } if c == "conv-1")
+        );
+        let frame = decode(r#"{"message":"x","conversationId":null}"#).unwrap();
+        assert!(matches!(
+            frame,
+            ClientFrame::Ask {
+                conversation_id: None,
+                ..
+            }
+        ));
+        let e = decode(r#"{"message":"x","conversationId":7,"id":"c"}"#).unwrap_err();
         assert_eq!((e.code, e.id.as_deref()), ("invalid_frame", Some("c")));
     }
 
@@ -289,6 +325,10 @@ mod tests {
 
     #[test]
     fn events_encode_to_the_pinned_shapes() {
+        assert_eq!(
+            encode_event("c1", &StreamEvent::Conversation("conv-1".into())),
+            r#"{"conversationId":"conv-1","id":"c1"}"#
+        );
         assert_eq!(
             encode_event("c1", &StreamEvent::Token("Hi".into())),
             r#"{"token":"Hi","id":"c1"}"#

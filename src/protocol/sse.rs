@@ -3,7 +3,8 @@
 //!
 //! Every frame carries `id:` (the event's sequence number, the future resume cursor).
 //! Sources go out as a named `sources` event, which `EventSource.onmessage` handlers written
-//! for the seed ignore and `curl -N` shows. JSON is compact, so `data:` is always one line.
+//! for the seed ignore and `curl -N` shows; so does an agent-chat answer's first event,
+//! `conversation` (`{"conversationId":"…"}`). JSON is compact, so `data:` is always one line.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -41,6 +42,12 @@ struct SourcesFrame<'a> {
     sources: &'a [Source],
 }
 
+#[derive(Serialize)]
+struct ConversationFrame<'a> {
+    #[serde(rename = "conversationId")]
+    conversation_id: &'a str,
+}
+
 pub fn encode(ev: &AnswerEvent) -> Bytes {
     let mut buf = Vec::with_capacity(64);
     buf.extend_from_slice(b"id: ");
@@ -49,6 +56,10 @@ pub fn encode(ev: &AnswerEvent) -> Bytes {
     // Serialising these borrowed structs cannot fail: no maps with non-string keys, no
     // custom serialisers that error.
     let json = match &ev.event {
+        StreamEvent::Conversation(conversation_id) => {
+            buf.extend_from_slice(b"event: conversation\n");
+            serde_json::to_vec(&ConversationFrame { conversation_id })
+        }
         StreamEvent::Sources(sources) => {
             buf.extend_from_slice(b"event: sources\n");
             serde_json::to_vec(&SourcesFrame { sources })
@@ -120,6 +131,7 @@ mod tests {
             tokens: 2,
             finish_reason: "stop".into(),
             sources: Arc::from(Vec::new()),
+            conversation_id: None,
         };
         let frame = ev(5, StreamEvent::Done(Box::new(meta)));
         assert!(frame.starts_with("id: 5\ndata: {\"token\":\"\",\"done\":true,\"metadata\":{"));
@@ -154,6 +166,7 @@ mod tests {
             tokens: 3,
             finish_reason: "error".into(),
             sources: Arc::from(Vec::new()),
+            conversation_id: Some("conv-1".into()),
         };
         let frame = encode(&AnswerEvent {
             seq: 6,
@@ -169,6 +182,32 @@ mod tests {
         ));
         assert!(frame.contains("\"tokens\":3"));
         assert!(frame.contains("\"finish_reason\":\"error\""));
+    }
+
+    #[test]
+    fn the_conversation_is_a_named_event_and_done_metadata_names_it_only_when_set() {
+        let frame = ev(1, StreamEvent::Conversation("c-42".into()));
+        assert_eq!(
+            frame,
+            "id: 1\nevent: conversation\ndata: {\"conversationId\":\"c-42\"}\n\n"
+        );
+        let meta = DoneMetadata {
+            answer_id: "a1".into(),
+            provider: "offline".into(),
+            model: "m".into(),
+            ttft_ms: None,
+            elapsed_ms: 1,
+            tokens: 0,
+            finish_reason: "stop".into(),
+            sources: Arc::from(Vec::new()),
+            conversation_id: None,
+        };
+        let with = DoneMetadata {
+            conversation_id: Some("c-42".into()),
+            ..meta.clone()
+        };
+        assert!(!ev(2, StreamEvent::Done(Box::new(meta))).contains("conversation_id"));
+        assert!(ev(2, StreamEvent::Done(Box::new(with))).contains("\"conversation_id\":\"c-42\""));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::answer::{
-    validate_choice, validate_question, validate_top_k, AnswerRequest, ProviderChoice, StreamEvent,
+    validate_choice, validate_question, validate_top_k, AnswerRequest, ConversationRef,
+    ProviderChoice, StreamEvent,
 };
 use crate::auth::{Principal, StreamPrincipal};
 use crate::error::ApiError;
@@ -26,21 +27,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct AskParams {
+pub(super) struct AskParams {
     #[serde(alias = "message")]
-    question: Option<String>,
+    pub question: Option<String>,
     #[serde(rename = "topK", alias = "top_k")]
-    top_k: Option<i64>,
+    pub top_k: Option<i64>,
     /// Optional: one configured provider answers alone (no failover).
-    provider: Option<String>,
+    pub provider: Option<String>,
     /// Optional: a model from the allow-list.
-    model: Option<String>,
+    pub model: Option<String>,
 }
 
-fn to_request(
+/// Checks a question's parameters. `conversation` makes the answer a conversation turn.
+pub(super) fn to_request(
     state: &AppState,
     owner: &KeyOwner,
     params: AskParams,
+    conversation: Option<ConversationRef>,
 ) -> Result<(AnswerRequest, ProviderChoice), ApiError> {
     let question = validate_question(
         params.question.as_deref().unwrap_or(""),
@@ -55,6 +58,7 @@ fn to_request(
         tenant_id: owner.tenant_id.clone(),
         question,
         top_k: validate_top_k(params.top_k)?,
+        conversation,
     };
     Ok((request, choice))
 }
@@ -64,31 +68,52 @@ async fn ask(
     Principal(owner): Principal,
     body: web::Json<AskParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = to_request(&state, &owner, body.into_inner())?;
-    let lease = hub::admit(&state.hub, &owner, None, "json").await?;
+    let (request, choice) = to_request(&state, &owner, body.into_inner(), None)?;
+    answer_json(&state, &owner, request, choice).await
+}
+
+/// Admits and runs one answer and returns it as one JSON response:
+/// `{"answer","sources","metadata"}`, with `conversationId` for a conversation turn.
+pub(super) async fn answer_json(
+    state: &AppState,
+    owner: &KeyOwner,
+    request: AnswerRequest,
+    choice: ProviderChoice,
+) -> Result<HttpResponse, ApiError> {
+    let lease = hub::admit(&state.hub, owner, None, "json").await?;
     // If the client leaves, actix drops this future, and with it the answer.
-    let mut answer = state.pipeline.start_with(request.0, request.1, lease);
+    let mut answer = state.pipeline.start_with(request, choice, lease);
     let mut text = String::new();
     let mut sources = None;
+    let mut conversation = None;
     while let Some(ev) = answer.next().await {
         match ev.event {
+            StreamEvent::Conversation(id) => conversation = Some(id),
             StreamEvent::Sources(s) => sources = Some(s),
             StreamEvent::Token(t) => text.push_str(&t),
             StreamEvent::Done(metadata) => {
-                return Ok(HttpResponse::Ok().json(json!({
+                let mut body = json!({
                     "answer": text,
                     "sources": sources,
                     "metadata": metadata,
-                })));
+                });
+                if let Some(id) = conversation {
+                    body["conversationId"] = json!(id);
+                }
+                return Ok(HttpResponse::Ok().json(body));
             }
             StreamEvent::Error(error) => {
                 let status = match error.code.as_str() {
-                    "internal" | "retrieval_failed" => StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal" | "retrieval_failed" | "storage_failed" => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                    "conversation_not_found" => StatusCode::NOT_FOUND,
+                    "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
                     "upstream_timeout" => StatusCode::GATEWAY_TIMEOUT,
                     _ => StatusCode::BAD_GATEWAY,
                 };
                 // A provider failure keeps the partial answer, as the streams do.
-                let body = match ev.partial {
+                let mut body = match ev.partial {
                     Some(metadata) => json!({
                         "error": error,
                         "answer": text,
@@ -97,6 +122,9 @@ async fn ask(
                     }),
                     None => json!({ "error": error }),
                 };
+                if let Some(id) = conversation {
+                    body["conversationId"] = json!(id);
+                }
                 return Ok(HttpResponse::build(status).json(body));
             }
         }
@@ -127,10 +155,20 @@ async fn stream(
     owner: KeyOwner,
     params: AskParams,
 ) -> Result<HttpResponse, ApiError> {
-    let request = to_request(&state, &owner, params)?;
+    let (request, choice) = to_request(&state, &owner, params, None)?;
+    answer_sse(&state, owner, request, choice).await
+}
+
+/// Admits one answer and returns its Server-Sent Events response.
+pub(super) async fn answer_sse(
+    state: &AppState,
+    owner: KeyOwner,
+    request: AnswerRequest,
+    choice: ProviderChoice,
+) -> Result<HttpResponse, ApiError> {
     let session_id = hub::next_session_id();
     let lease = hub::admit(&state.hub, &owner, Some(session_id), "sse").await?;
-    let answer = state.pipeline.start_with(request.0, request.1, lease);
+    let answer = state.pipeline.start_with(request, choice, lease);
     let body = SseSession::start(
         session_id,
         answer,

@@ -2,8 +2,10 @@
 //! pipeline, shape the answer.
 
 mod admin;
+mod agent;
 mod ask;
 mod body;
+mod conversations;
 mod documents;
 mod health;
 mod pages;
@@ -38,6 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::scope("/api/v1")
             .configure(ask::configure)
+            .configure(agent::configure)
+            .configure(conversations::configure)
             .configure(documents::configure)
             .configure(ws::configure)
             .configure(tickets::configure)

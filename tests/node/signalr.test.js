@@ -406,14 +406,60 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
     assertQuiet(c);
   });
 
-  it("SendMessage accepts and ignores a third (conversation id) argument", async () => {
-    const expected = await answer(QUESTIONS.rag, 2);
+  it("SendMessage is a conversation turn: the metadata names the conversation, a third argument continues it", async () => {
+    const expected = await answer(QUESTIONS.eiffel, 2);
     const c = await start(build(hub.hubUrl, keyFactory));
     const seen = collect(c);
-    await invoke(c, 10000, "SendMessage", QUESTIONS.rag, 2, "conversation-42");
-    assert.equal(seen.tokens.join(""), expected.answer);
-    assert.equal(seen.completes.length, 1);
+    await invoke(c, 10000, "SendMessage", QUESTIONS.eiffel, 2);
+    assert.equal(seen.tokens.join(""), expected.answer, "a first turn answers like /ask");
+    const conversationId = seen.completes[0].conversation_id;
+    assert.equal(typeof conversationId, "string", "StreamComplete's metadata names the new conversation");
+    const firstAnswer = seen.tokens.join("");
+
+    seen.tokens.length = 0;
+    await invoke(c, 10000, "SendMessage", "When was it built?", 2, conversationId);
+    assert.equal(seen.completes.length, 2);
+    assert.equal(seen.completes[1].conversation_id, conversationId, "the same conversation continues");
+    assert.ok(
+      seen.completes[1].sources.some((s) => s.title === "The Eiffel Tower"),
+      "the follow-up was searched with the question before it",
+    );
+
+    const { status, body } = await api(hub, "GET", `/api/v1/conversations/${conversationId}`);
+    assert.equal(status, 200, JSON.stringify(body));
+    assert.deepEqual(
+      body.messages.map((m) => [m.role, m.status]),
+      [
+        ["user", null],
+        ["assistant", "complete"],
+        ["user", null],
+        ["assistant", "complete"],
+      ],
+    );
+    assert.equal(body.messages[0].content, QUESTIONS.eiffel);
+    assert.equal(body.messages[1].content, firstAnswer);
+    assert.equal(body.messages[3].content, seen.tokens.join(""));
     assertQuiet(c);
+  });
+
+  it("SendMessage with an unknown or another user's conversation id fails that call only", async () => {
+    const tenant = await api(hub, "POST", "/api/v1/admin/tenants", { body: { name: "signalr-other" } });
+    assert.equal(tenant.status, 201, JSON.stringify(tenant.body));
+    const key = await api(hub, "POST", "/api/v1/admin/keys", { body: { tenantId: tenant.body.id, name: "other" } });
+    assert.equal(key.status, 201, JSON.stringify(key.body));
+    const theirs = await api(hub, "POST", "/api/v1/conversations", { key: key.body.key, body: { title: "theirs" } });
+    assert.equal(theirs.status, 201, JSON.stringify(theirs.body));
+
+    const c = await start(build(hub.hubUrl, keyFactory));
+    const seen = collect(c);
+    for (const id of ["conversation-42", theirs.body.id]) {
+      await assert.rejects(invoke(c, 5000, "SendMessage", QUESTIONS.rag, 2, id), /no such conversation/);
+    }
+    await assert.rejects(invoke(c, 5000, "SendMessage", QUESTIONS.rag, 2, 42), /conversationId must be a string/);
+    assert.deepEqual(seen.tokens, [], "no tokens for refused calls");
+    assert.equal(c.state, HubConnectionState.Connected);
+    await invoke(c, 10000, "SendMessage", QUESTIONS.rag, 2, null);
+    assert.equal(typeof seen.completes[0].conversation_id, "string", "null starts a new conversation");
   });
 
   it("a non-blocking send('SendMessage') streams too", async () => {

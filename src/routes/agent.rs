@@ -1,0 +1,94 @@
+//! `/api/v1/agent/chat` (one JSON answer) and `/api/v1/agent/chat/stream` (Server-Sent
+//! Events, `GET` with a query string or `POST` with a JSON body): agent chat, where every
+//! question is a turn of a conversation. Fields: `message`, `conversationId` (omitted: a new
+//! conversation, whose id the answer carries), `topK`, `provider`, `model`.
+//!
+//! The same pipeline as `/ask` answers; the conversation is checked here, before a stream
+//! slot is taken, so an unknown (or another user's) conversation is a plain HTTP 404.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::ask::{answer_json, answer_sse, to_request, AskParams};
+use crate::answer::{conversation_id, AnswerRequest, ConversationRef, ProviderChoice};
+use crate::auth::{Principal, StreamPrincipal};
+use crate::error::ApiError;
+use crate::startup::AppState;
+use crate::store::KeyOwner;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/agent/chat", web::post().to(chat)).service(
+        web::resource("/agent/chat/stream")
+            .route(web::get().to(chat_stream_get))
+            .route(web::post().to(chat_stream_post)),
+    );
+}
+
+#[derive(Deserialize)]
+struct ChatParams {
+    #[serde(alias = "question")]
+    message: Option<String>,
+    #[serde(rename = "conversationId", alias = "conversation_id")]
+    conversation_id: Option<String>,
+    #[serde(rename = "topK", alias = "top_k")]
+    top_k: Option<i64>,
+    provider: Option<String>,
+    model: Option<String>,
+}
+
+/// Validates the request and makes sure the conversation to continue is the caller's.
+async fn turn(
+    state: &AppState,
+    owner: &KeyOwner,
+    params: ChatParams,
+) -> Result<(AnswerRequest, ProviderChoice), ApiError> {
+    let conversation = ConversationRef {
+        user_id: owner.key_id.clone(),
+        id: conversation_id(params.conversation_id.as_deref()),
+    };
+    let ask = AskParams {
+        question: params.message,
+        top_k: params.top_k,
+        provider: params.provider,
+        model: params.model,
+    };
+    let existing = conversation.id.clone();
+    let request = to_request(state, owner, ask, Some(conversation))?;
+    if let Some(id) = existing {
+        if !state
+            .store
+            .conversation_exists(&owner.tenant_id, &owner.key_id, &id)
+            .await?
+        {
+            return Err(ApiError::ConversationNotFound);
+        }
+    }
+    Ok(request)
+}
+
+async fn chat(
+    state: web::Data<AppState>,
+    Principal(owner): Principal,
+    body: web::Json<ChatParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (request, choice) = turn(&state, &owner, body.into_inner()).await?;
+    answer_json(&state, &owner, request, choice).await
+}
+
+async fn chat_stream_get(
+    state: web::Data<AppState>,
+    StreamPrincipal(owner): StreamPrincipal,
+    query: web::Query<ChatParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (request, choice) = turn(&state, &owner, query.into_inner()).await?;
+    answer_sse(&state, owner, request, choice).await
+}
+
+async fn chat_stream_post(
+    state: web::Data<AppState>,
+    StreamPrincipal(owner): StreamPrincipal,
+    body: web::Json<ChatParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (request, choice) = turn(&state, &owner, body.into_inner()).await?;
+    answer_sse(&state, owner, request, choice).await
+}

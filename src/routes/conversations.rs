@@ -1,0 +1,165 @@
+//! `/api/v1/conversations`: a user's agent-chat conversations. Create, list (newest first,
+//! paginated), read with messages, rename, delete. Scoped to the API key and its tenant:
+//! another user's conversation answers 404 like one that does not exist.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body::read_limited;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+const MAX_TITLE_CHARS: usize = 200;
+const DEFAULT_PAGE: i64 = 20;
+const MAX_PAGE: i64 = 100;
+/// A create body only ever holds a title.
+const CREATE_BODY_LIMIT: usize = 16 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/conversations")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(
+        web::resource("/conversations/{id}")
+            .route(web::get().to(read))
+            .route(web::patch().to(rename))
+            .route(web::delete().to(delete)),
+    );
+}
+
+#[derive(Deserialize)]
+struct TitleBody {
+    title: Option<String>,
+}
+
+/// A title with surrounding space dropped; `None` when blank.
+fn title(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(title) = raw.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if title.chars().count() > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_title",
+            format!("a title has at most {MAX_TITLE_CHARS} characters and no control characters"),
+        ));
+    }
+    Ok(Some(title.to_owned()))
+}
+
+/// `POST /conversations` with `{"title"?}`, or no body at all (`curl -X POST`): the title
+/// is then taken from the first question.
+async fn create(
+    state: web::Data<AppState>,
+    Principal(owner): Principal,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_limited(payload, CREATE_BODY_LIMIT).await?;
+    let requested = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let parsed: TitleBody = serde_json::from_slice(&body).map_err(|e| {
+            let code = if e.is_data() {
+                "invalid_request"
+            } else {
+                "invalid_json"
+            };
+            ApiError::bad_request(code, format!("expected {{\"title\"?}}: {e}"))
+        })?;
+        title(parsed.title.as_deref())?
+    };
+    let conversation = state
+        .store
+        .create_conversation(&owner.tenant_id, &owner.key_id, requested.as_deref())
+        .await?;
+    Ok(HttpResponse::Created().json(conversation))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    Principal(owner): Principal,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
+        ));
+    }
+    let offset = page.offset.unwrap_or(0);
+    let offset = u32::try_from(offset).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_offset",
+            format!("offset must be between 0 and {}, got {offset}", u32::MAX),
+        )
+    })?;
+    let (conversations, total) = state
+        .store
+        .list_conversations(&owner.tenant_id, &owner.key_id, limit as u32, offset)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "conversations": conversations,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    })))
+}
+
+async fn read(
+    state: web::Data<AppState>,
+    Principal(owner): Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let conversation = state
+        .store
+        .get_conversation(&owner.tenant_id, &owner.key_id, &id)
+        .await?
+        .ok_or(ApiError::ConversationNotFound)?;
+    let messages = state.store.conversation_messages(&conversation.id).await?;
+    let mut body = json!(conversation);
+    body["messages"] = json!(messages);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn rename(
+    state: web::Data<AppState>,
+    Principal(owner): Principal,
+    id: web::Path<String>,
+    body: web::Json<TitleBody>,
+) -> Result<HttpResponse, ApiError> {
+    let title = title(body.title.as_deref())?.ok_or_else(|| {
+        ApiError::bad_request("invalid_title", "a non-empty \"title\" is required")
+    })?;
+    let conversation = state
+        .store
+        .rename_conversation(&owner.tenant_id, &owner.key_id, &id, &title)
+        .await?
+        .ok_or(ApiError::ConversationNotFound)?;
+    Ok(HttpResponse::Ok().json(conversation))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    Principal(owner): Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if state
+        .store
+        .delete_conversation(&owner.tenant_id, &owner.key_id, &id)
+        .await?
+    {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::ConversationNotFound)
+    }
+}
