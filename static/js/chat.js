@@ -27,6 +27,7 @@ const page = {
   send: $('#send'),
   stop: $('#stop'),
   signout: $('#signout'),
+  announcer: $('#announcer'),
 };
 
 let transport = null;
@@ -271,6 +272,7 @@ class Turn {
     this.markCited();
     this.showMetrics(meta);
     this.finish();
+    announce(`Answer ready: ${this.body.textContent.slice(0, 300)}`);
   }
 
   /** Dims the retrieved passages that the answer does not cite. */
@@ -289,6 +291,7 @@ class Turn {
     this.errorCode = err.code;
     this.render();
     this.showNotice(err.friendly, err.code === 'cancelled' ? 'info' : 'error');
+    announce(err.friendly);
     if (this.tokens) this.showMetrics({});
     this.finish();
     if (err.code === 'unauthorized') keyRejected(err);
@@ -589,8 +592,22 @@ function keyRejected(error) {
 
 page.signout.addEventListener('click', () => {
   auth.clear();
+  // The next person at this tab does not see this conversation.
+  if (current) current.stopByUser();
+  turns.splice(0).forEach((t) => t.root.remove());
+  try {
+    sessionStorage.removeItem(HISTORY_SLOT);
+  } catch {
+    // ignore
+  }
   requireSignIn();
 });
+
+/** Tells screen readers about an answer once, instead of token by token. */
+function announce(text) {
+  page.announcer.textContent = '';
+  setTimeout(() => { page.announcer.textContent = text; }, 50);
+}
 
 async function boot() {
   transportKind = savedTransport();

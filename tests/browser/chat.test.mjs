@@ -142,6 +142,12 @@ test('every transport answers; the choice and the earlier turns survive a reload
   assert.equal(await page.locator('#transport-json').isChecked(), true, 'the transport choice is remembered');
   assert.equal(await page.locator('article.turn').count(), 3, 'earlier turns are kept');
   assert.match(await page.locator('article.turn').nth(0).locator('.answer-body').innerText(), /May 27, 1937/);
+
+  // Signing out forgets the key and the conversation.
+  await page.locator('#signout').click();
+  await page.locator('dialog.signin[open]').waitFor();
+  assert.equal(await page.locator('article.turn').count(), 0);
+  assert.deepEqual(await page.evaluate(() => [sessionStorage.getItem('ragstream.apiKey'), sessionStorage.getItem('ragstream.history')]), [null, null]);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
