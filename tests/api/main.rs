@@ -4,6 +4,7 @@ mod admin;
 mod ask;
 mod auth;
 mod bad_input;
+mod conversations;
 mod cors;
 mod documents;
 mod health;
