@@ -416,6 +416,48 @@ async fn a_cancelled_answer_keeps_exactly_the_text_generated_until_the_cancel() 
     assert_eq!(messages(&app, &id).await.len(), 4);
 }
 
+#[actix_web::test]
+async fn an_answer_ended_by_an_administrator_keeps_its_text_and_says_so() {
+    let app = spawn_app_with(Options {
+        pace: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let res = sse_get(&app, &app.admin_key, &[("message", LONG_QUESTION)]).await;
+    let mut reader = SseReader::new(res);
+    let id = reader.next().await.expect("conversation").json()["conversationId"]
+        .as_str()
+        .expect("conversationId")
+        .to_owned();
+    reader.next().await.expect("sources");
+    let token = reader.next().await.expect("first token").json()["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    let (_, list) = app.get_json("/api/v1/admin/streams", &app.admin_key).await;
+    let stream = list["streams"][0]["id"].as_u64().expect("a running stream");
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/admin/streams/{stream}")))
+        .insert_header(("X-API-Key", app.admin_key.as_str()))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 204);
+    let last = reader.collect().await.pop().expect("a final frame").json();
+    assert_eq!(last["error"]["code"], "ended_by_admin");
+
+    let stored = settled_answer(&app, &id).await;
+    assert_eq!(stored["status"], "cancelled");
+    assert_eq!(stored["errorCode"], "ended_by_admin");
+    assert!(
+        stored["content"].as_str().unwrap().starts_with(&token),
+        "{stored}"
+    );
+}
+
 /// The real binary, killed with SIGKILL when dropped.
 struct Hub {
     child: Child,
