@@ -68,8 +68,10 @@ enum Framing {
 }
 
 enum Slot {
-    /// Waiting for the hub's admission; a cancel now means the lease is dropped on arrival.
-    Admitting,
+    /// Waiting for the conversation check and the hub's admission; a cancel now means the
+    /// lease is dropped on arrival. The number tells this request from a later one that
+    /// reuses its id after a cancel.
+    Admitting(u64),
     Running(SpawnHandle),
 }
 
@@ -84,6 +86,7 @@ pub struct WsSession {
     answers: HashMap<Rc<str>, Slot>,
     last_heard: Instant,
     next_auto_id: u64,
+    next_request: u64,
 }
 
 impl WsSession {
@@ -108,6 +111,7 @@ impl WsSession {
                 answers: HashMap::new(),
                 last_heard: Instant::now(),
                 next_auto_id: 1,
+                next_request: 1,
             }
         })
     }
@@ -489,7 +493,9 @@ impl WsSession {
             }
         };
 
-        self.answers.insert(id.clone(), Slot::Admitting);
+        let request_no = self.next_request;
+        self.next_request += 1;
+        self.answers.insert(id.clone(), Slot::Admitting(request_no));
         // A conversation to continue must be this key's: checked here, on this worker
         // thread, before a slot is taken, so an unknown id is an error frame and not an
         // answer that fails.
@@ -530,7 +536,7 @@ impl WsSession {
             }
         };
         ctx.spawn(admission.into_actor(self).map(move |reply, act, ctx| {
-            if !matches!(act.answers.get(&id), Some(Slot::Admitting)) {
+            if !matches!(act.answers.get(&id), Some(Slot::Admitting(n)) if *n == request_no) {
                 // Cancelled while waiting: dropping the reply drops the lease.
                 return;
             }
