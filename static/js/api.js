@@ -71,6 +71,8 @@ export function friendlyMessage({ status = 0, code = '', message = '', retryAfte
       return 'An administrator ended this answer.';
     case 'cancelled':
       return 'Stopped.';
+    case 'conversation_not_found':
+      return 'That conversation no longer exists on the hub (it may have been deleted), so this question starts a new one.';
     case 'question_too_long':
     case 'invalid_question':
     case 'empty_question':

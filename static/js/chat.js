@@ -10,6 +10,7 @@ import { el, $, clear, formatMs, formatNumber } from './ui.js';
 const TRANSPORT_SLOT = 'ragstream.transport';
 const TOPK_SLOT = 'ragstream.topK';
 const HISTORY_SLOT = 'ragstream.history';
+const CONVERSATION_SLOT = 'ragstream.conversation';
 const MAX_SAVED_TURNS = 50;
 
 const page = {
@@ -27,6 +28,7 @@ const page = {
   send: $('#send'),
   stop: $('#stop'),
   signout: $('#signout'),
+  newChat: $('#new-chat'),
   announcer: $('#announcer'),
 };
 
@@ -36,6 +38,19 @@ let current = null; // the Turn being answered
 let turnCount = 0;
 let statusTicker = null;
 let signedIn = false;
+let conversationId = null; // the hub's conversation these turns belong to
+
+function setConversation(id) {
+  conversationId = id || null;
+  try {
+    if (conversationId) sessionStorage.setItem(CONVERSATION_SLOT, conversationId);
+    else sessionStorage.removeItem(CONVERSATION_SLOT);
+  } catch {
+    // ignore
+  }
+  page.newChat.hidden = !conversationId && turns.length === 0;
+  document.dispatchEvent(new CustomEvent('ragstream:conversation', { detail: conversationId }));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Status pill
@@ -477,11 +492,23 @@ function ask(question) {
   page.conversation.append(turn.root);
   scrollToBottom();
   setBusy(true);
-  turn.handle = transport.ask({ question: q, topK: topK() }, {
+  const asked = conversationId;
+  page.newChat.hidden = false;
+  turn.handle = transport.ask({ question: q, topK: topK(), conversationId }, {
+    onConversation: (id) => {
+      if (current === turn) setConversation(id);
+    },
     onSources: (s) => turn.onSources(s),
     onToken: (t) => turn.onToken(t),
     onDone: (m) => turn.onDone(m),
-    onError: (e) => turn.onError(e),
+    onError: (e) => {
+      turn.onError(e);
+      // The conversation is gone (deleted, or another hub's): start a new one with this question.
+      if (e.code === 'conversation_not_found' && asked && conversationId === asked) {
+        setConversation(null);
+        ask(q);
+      }
+    },
     onInterrupted: (e) => turn.onInterrupted(e),
     onRestart: () => turn.onRestart(),
   });
@@ -590,9 +617,8 @@ function keyRejected(error) {
   });
 }
 
-page.signout.addEventListener('click', () => {
-  auth.clear();
-  // The next person at this tab does not see this conversation.
+/** Clears the page for a new conversation (the old one stays on the hub). */
+function newConversation() {
   if (current) current.stopByUser();
   turns.splice(0).forEach((t) => t.root.remove());
   try {
@@ -600,6 +626,19 @@ page.signout.addEventListener('click', () => {
   } catch {
     // ignore
   }
+  setConversation(null);
+  page.welcome.hidden = !signedIn;
+}
+
+page.newChat.addEventListener('click', () => {
+  newConversation();
+  page.question.focus();
+});
+
+page.signout.addEventListener('click', () => {
+  auth.clear();
+  // The next person at this tab does not see this conversation.
+  newConversation();
   requireSignIn();
 });
 
@@ -619,6 +658,12 @@ async function boot() {
     // ignore
   }
   restoreHistory();
+  try {
+    conversationId = sessionStorage.getItem(CONVERSATION_SLOT) || null;
+  } catch {
+    conversationId = null;
+  }
+  page.newChat.hidden = !conversationId && turns.length === 0;
   if (turns.length) requestAnimationFrame(scrollToBottom);
   const key = auth.key;
   if (!key) {

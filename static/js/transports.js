@@ -3,7 +3,8 @@
 //   const t = createTransport('sse' | 'ws' | 'json');
 //   t.onStatus(({status, attempt, retryInMs}) => …);   // connecting, connected, reconnecting, offline
 //   t.start();
-//   const handle = t.ask({question, topK}, {onSources, onToken, onDone, onError, onInterrupted, onRestart});
+//   const handle = t.ask({question, topK, conversationId},
+//                        {onConversation, onSources, onToken, onDone, onError, onInterrupted, onRestart});
 //   handle.stop();
 //   t.close();
 //
@@ -13,6 +14,11 @@
 // one socket for every answer, with an application-level ping to find dead sockets.
 // Every EventSource-style or WebSocket connection attempt uses a fresh single-use ticket.
 // An answer cut off by a lost connection is asked again once the hub is back.
+//
+// Every question is a turn of a conversation (the hub's agent chat): without a
+// conversationId the hub starts one and names it in the answer's first event.
+// The same choice of transport reaches /api/v1/agent/chat/stream (SSE), /api/v1/chat/ws
+// (WebSocket) or /api/v1/agent/chat (JSON).
 
 import { ApiError, hubIsUp, streamTicket, wsUrl, api } from './api.js';
 import { streamEvents } from './sse.js';
@@ -270,17 +276,20 @@ class SseTransport extends HttpLink {
     this.kind = 'sse';
   }
 
-  ask({ question, topK }, handlers) {
+  ask({ question, topK, conversationId }, handlers) {
     let lastSeq = 0;
+    let conversation = conversationId || null;
     return runHttpAnswer(this, handlers, async (signal) => {
       let ended = false;
       let first = true;
       const ticket = await streamTicket(signal);
       this.reportUp();
       const headers = lastSeq > 0 ? { 'Last-Event-ID': String(lastSeq) } : {};
-      await streamEvents(`/api/v1/ask/stream?ticket=${encodeURIComponent(ticket)}`, {
+      const body = { message: question, topK };
+      if (conversation) body.conversationId = conversation;
+      await streamEvents(`/api/v1/agent/chat/stream?ticket=${encodeURIComponent(ticket)}`, {
         method: 'POST',
-        body: { question, topK },
+        body,
         headers,
         signal,
         onOpen: () => this.reportUp(),
@@ -299,7 +308,10 @@ class SseTransport extends HttpLink {
           }
           const body = parseJson(data);
           if (!body) return;
-          if (event === 'sources' || Array.isArray(body.sources) && body.token === undefined && !body.done) {
+          if (event === 'conversation' || (typeof body.conversationId === 'string' && body.token === undefined && !body.done)) {
+            conversation = body.conversationId;
+            handlers.onConversation(body.conversationId);
+          } else if (event === 'sources' || Array.isArray(body.sources) && body.token === undefined && !body.done) {
             handlers.onSources(body.sources || []);
           } else if (body.error) {
             ended = true;
@@ -323,17 +335,20 @@ class JsonTransport extends HttpLink {
     this.kind = 'json';
   }
 
-  ask({ question, topK }, handlers) {
+  ask({ question, topK, conversationId }, handlers) {
     return runHttpAnswer(this, handlers, async (signal) => {
       let body;
+      const request = { message: question, topK };
+      if (conversationId) request.conversationId = conversationId;
       try {
-        body = await api('/api/v1/ask', { method: 'POST', body: { question, topK }, signal });
+        body = await api('/api/v1/agent/chat', { method: 'POST', body: request, signal });
       } catch (e) {
         if (e instanceof ApiError && !e.network) this.reportUp();
         throw e;
       }
       this.reportUp();
       handlers.onRestart();
+      if (body.conversationId) handlers.onConversation(body.conversationId);
       handlers.onSources(body.sources || []);
       if (body.answer) handlers.onToken(body.answer);
       handlers.onDone(body.metadata || {});
@@ -442,7 +457,11 @@ class WsTransport extends Link {
       answer.interrupted = false;
       answer.handlers.onRestart();
     }
-    if (frame.error) {
+    if (typeof frame.conversationId === 'string' && frame.token === undefined && !frame.done && !frame.error && !frame.sources) {
+      // A resent question continues the conversation its first attempt started.
+      answer.frame.conversationId = frame.conversationId;
+      answer.handlers.onConversation(frame.conversationId);
+    } else if (frame.error) {
       this.answers.delete(frame.id);
       answer.handlers.onError(new ApiError({ code: frame.error.code, message: frame.error.message }));
     } else if (frame.done) {
@@ -488,10 +507,11 @@ class WsTransport extends Link {
     answers.forEach((a) => a.handlers.onError(error));
   }
 
-  ask({ question, topK }, handlers) {
+  ask({ question, topK, conversationId }, handlers) {
     this.seq += 1;
     const id = `c${this.seq}-${Math.random().toString(36).slice(2, 8)}`;
     const frame = { message: question, topK, id };
+    if (conversationId) frame.conversationId = conversationId;
     this.answers.set(id, { handlers, frame, interrupted: false, resumes: 0 });
     this.send(frame);
     return {

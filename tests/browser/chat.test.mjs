@@ -152,6 +152,46 @@ test('every transport answers; the choice and the earlier turns survive a reload
   await page.context().close();
 });
 
+test('questions are turns of one conversation on every transport; New chat starts another', async () => {
+  const page = await newPage(browser);
+  await openSignedIn(page, hub, hub.adminKey);
+  const conversation = () => page.evaluate(() => sessionStorage.getItem('ragstream.conversation'));
+  let id = null;
+  for (const [kind, question] of [['sse', 'Who designed the Eiffel Tower?'], ['ws', 'How tall is it?'], ['json', 'When was its construction finished?']]) {
+    await chooseTransport(page, kind);
+    const turn = await ask(page, question);
+    await waitForState(turn, 'done');
+    const now = await conversation();
+    assert.ok(now, `${kind}: the page knows its conversation`);
+    if (id) assert.equal(now, id, `${kind}: the question continued the same conversation`);
+    id = now;
+  }
+  const stored = await hub.api(`/api/v1/conversations/${id}`);
+  assert.equal(stored.messages.length, 6, 'three turns, each a question and an answer');
+  assert.deepEqual(stored.messages.filter((m) => m.role === 'user').map((m) => m.content),
+    ['Who designed the Eiffel Tower?', 'How tall is it?', 'When was its construction finished?']);
+
+  await page.locator('#new-chat').click();
+  assert.equal(await page.locator('article.turn').count(), 0);
+  assert.equal(await conversation(), null);
+  const fresh = await ask(page, 'When did the Golden Gate Bridge open?');
+  await waitForState(fresh, 'done');
+  const other = await conversation();
+  assert.ok(other && other !== id, 'a new conversation');
+
+  // A conversation deleted behind the page's back: the question starts a new one, once.
+  await hub.api(`/api/v1/conversations/${other}`, { method: 'DELETE' });
+  const orphan = await ask(page, 'How long is its main span?');
+  await waitForState(orphan, 'error');
+  assert.match(await orphan.locator('.notice').innerText(), /no longer exists/);
+  const again = page.locator('article.turn').last();
+  await waitForState(again, 'done');
+  const third = await conversation();
+  assert.ok(third && third !== other);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test('the chat works by keyboard alone and fits a phone screen', async () => {
   const page = await newPage(browser, { viewport: PHONE });
   await page.goto(hub.url);
