@@ -693,17 +693,19 @@ impl Conn {
         loop {
             if let Some((fin, op, header, len)) = parse_ws_header(&self.buf) {
                 if self.buf.len() >= header + len {
-                    let masked = self.buf[1] & 0x80 != 0;
-                    let mask_at = header - 4;
-                    let mask = [
-                        self.buf[mask_at],
-                        self.buf[mask_at + 1],
-                        self.buf[mask_at + 2],
-                        self.buf[mask_at + 3],
-                    ];
+                    // Servers do not mask, but a mask is cheap to honour.
+                    let mask = (self.buf[1] & 0x80 != 0).then(|| {
+                        let at = header - 4;
+                        [
+                            self.buf[at],
+                            self.buf[at + 1],
+                            self.buf[at + 2],
+                            self.buf[at + 3],
+                        ]
+                    });
                     self.buf.advance(header);
                     let mut payload = self.buf.split_to(len);
-                    if masked {
+                    if let Some(mask) = mask {
                         for (i, b) in payload.iter_mut().enumerate() {
                             *b ^= mask[i % 4];
                         }

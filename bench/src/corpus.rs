@@ -38,6 +38,10 @@ const SYLLABLES: &[&str] = &[
 pub struct Corpus {
     pub vocab: Vec<String>,
     rng: Rng,
+    /// In how many paragraphs (about one chunk each) each word appears.
+    df: Vec<u32>,
+    paragraphs: u32,
+    seen: Vec<u32>,
 }
 
 impl Corpus {
@@ -54,14 +58,26 @@ impl Corpus {
                 vocab.push(w);
             }
         }
-        Corpus { vocab, rng }
+        let n = vocab.len();
+        Corpus {
+            vocab,
+            rng,
+            df: vec![0; n],
+            paragraphs: 0,
+            seen: vec![u32::MAX; n],
+        }
     }
 
     /// A word, frequent ones far more often (rank ~ u^2.5).
     fn word(&mut self) -> &str {
         let u = self.rng.unit();
         let i = ((self.vocab.len() as f64) * u.powf(2.5)) as usize;
-        &self.vocab[i.min(self.vocab.len() - 1)]
+        let i = i.min(self.vocab.len() - 1);
+        if self.seen[i] != self.paragraphs {
+            self.seen[i] = self.paragraphs;
+            self.df[i] += 1;
+        }
+        &self.vocab[i]
     }
 
     fn sentence(&mut self, out: &mut String) {
@@ -97,22 +113,34 @@ impl Corpus {
                 self.sentence(&mut text);
             }
             text.push_str("\n\n");
+            self.paragraphs += 1;
         }
         (title, text)
     }
 
-    /// Questions of three moderately frequent words: each matches many chunks.
-    pub fn questions(&mut self, n: usize) -> Vec<String> {
-        (0..n)
+    /// Questions of three words, each found in 0.5 % to 5 % of the paragraphs written so
+    /// far (a topical word, not a near-stopword): each question matches a few hundred
+    /// chunks. Returns the questions and the mean of the sum of their terms' chunk counts.
+    pub fn questions(&mut self, n: usize) -> (Vec<String>, f64) {
+        let total = f64::from(self.paragraphs.max(1));
+        let band: Vec<usize> = (0..self.vocab.len())
+            .filter(|&i| {
+                let f = f64::from(self.df[i]) / total;
+                (0.005..=0.05).contains(&f)
+            })
+            .collect();
+        if band.is_empty() {
+            return (vec!["What do the documents say?".to_owned()], 0.0);
+        }
+        let mut matched = 0.0;
+        let questions = (0..n)
             .map(|_| {
-                let words: Vec<String> = (0..3)
-                    .map(|_| {
-                        let i = 20 + self.rng.below(280);
-                        self.vocab[i.min(self.vocab.len() - 1)].clone()
-                    })
-                    .collect();
+                let picks: Vec<usize> = (0..3).map(|_| band[self.rng.below(band.len())]).collect();
+                matched += picks.iter().map(|&i| f64::from(self.df[i])).sum::<f64>();
+                let words: Vec<&str> = picks.iter().map(|&i| self.vocab[i].as_str()).collect();
                 format!("What do the documents say about {}?", words.join(" and "))
             })
-            .collect()
+            .collect();
+        (questions, matched / n as f64)
     }
 }

@@ -22,6 +22,7 @@ usage: ragstream-bench [--quick | --full] [options]
   --out DIR         where the report goes (default: target/bench)
   --only LIST       comma-separated groups: throughput, cancel, retrieval, memory
   --levels LIST     concurrency levels (default: 100,1000)
+  --targets LIST    paths of the throughput group: direct, relay, hub-sse, hub-ws, hub-signalr
 ";
 
 fn main() -> ExitCode {
@@ -78,6 +79,9 @@ fn main() -> ExitCode {
             };
             if let Some(only) = value("--only") {
                 settings.only = only.split(',').map(str::to_owned).collect();
+            }
+            if let Some(targets) = value("--targets") {
+                settings.targets = targets.split(',').map(str::to_owned).collect();
             }
             if let Some(levels) = value("--levels") {
                 settings.levels = levels.split(',').filter_map(|l| l.parse().ok()).collect();

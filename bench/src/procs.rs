@@ -26,7 +26,19 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first (a profiler wrapping the hub writes its output then), SIGKILL after
+    /// ten seconds.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -97,7 +109,19 @@ pub async fn start_hub(
     let db = dir.join(format!("hub-{n}.db"));
     let log = std::fs::File::create(dir.join(format!("hub-{n}.log"))).map_err(|e| e.to_string())?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(bin);
+    // For profiling: RAGSTREAM_BENCH_HUB_WRAPPER="valgrind --tool=callgrind" runs the hub
+    // under that command.
+    let wrapper: Vec<String> = std::env::var("RAGSTREAM_BENCH_HUB_WRAPPER")
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.current_dir(dir)
         .env_remove("RAGSTREAM_PROVIDERS")
         .env("RAGSTREAM_ADDR", addr.to_string())

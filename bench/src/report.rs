@@ -13,6 +13,7 @@ pub struct Machine {
     pub kernel: String,
     pub cpu: String,
     pub fd_limit: u64,
+    pub load_average_at_start: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +33,8 @@ pub struct Report {
     pub cancellation: Vec<CancelResult>,
     pub corpus_chunks: Option<usize>,
     pub corpus_load_s: Option<f64>,
+    /// Sum of a question's terms' chunk counts, averaged over the questions.
+    pub corpus_question_matches: Option<f64>,
     pub idle: Vec<IdleResult>,
     pub held: Vec<HeldResult>,
     pub checks: Vec<Check>,
@@ -62,12 +65,14 @@ impl Report {
                     .unwrap_or_default(),
                 cpu: read_first("/proc/cpuinfo", "model name"),
                 fd_limit,
+                load_average_at_start: crate::procstat::load_average(),
             },
             seconds: 0.0,
             runs: Vec::new(),
             cancellation: Vec::new(),
             corpus_chunks: None,
             corpus_load_s: None,
+            corpus_question_matches: None,
             idle: Vec::new(),
             held: Vec::new(),
             checks: Vec::new(),
@@ -278,11 +283,11 @@ pub fn markdown(r: &Report) -> String {
     if !r.runs.is_empty() {
         let _ = writeln!(
             o,
-            "| path | streams | tokens/s | ×relay | TTFT added p50 / p99 ms | inter-token p50 / p99 ms | µs CPU per token | ×relay | CPU s per 1,000 answers | ×relay | peak streams | errors |"
+            "| path | streams | tokens/s | ×relay | TTFT added p50 / p99 ms | inter-token p50 / p99 ms | µs CPU per token | ×relay | CPU s per 1,000 answers | ×relay | peak streams | errors | other load |"
         );
         let _ = writeln!(
             o,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
         );
         for x in &r.runs {
             let v = x.vs_relay.as_ref();
@@ -292,7 +297,7 @@ pub fn markdown(r: &Report) -> String {
                 .unwrap_or_else(|| "–".into());
             let _ = writeln!(
                 o,
-                "| {} | {} | {:.0} | {} | {} | {:.1} / {:.1} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {:.1} / {:.1} | {} | {} | {} | {} | {} | {} | {:.0} % |",
                 x.label,
                 x.streams,
                 x.tokens_per_s,
@@ -305,15 +310,20 @@ pub fn markdown(r: &Report) -> String {
                 opt(x.cpu_s_per_1000_answers, 2),
                 opt(v.and_then(|v| v.cpu_s_per_1000_answers), 2),
                 x.peak_streams,
-                errors(&x.errors)
+                errors(&x.errors),
+                x.other_cpu_s / x.seconds.max(1e-9) / r.machine.cores as f64 * 100.0
             );
         }
-        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "\n`other load`: CPU used by processes outside the run during the window, as a share of the machine; above a few % the figures of that row are disturbed.\n"
+        );
         if let Some(n) = r.corpus_chunks {
             let _ = writeln!(
                 o,
-                "`+corpus`: questions over a synthetic corpus of {n} chunks (loaded through the documents API in {:.1} s); each question matches thousands of chunks.\n",
-                r.corpus_load_s.unwrap_or(0.0)
+                "`+corpus`: questions over a synthetic corpus of {n} chunks (loaded through the documents API in {:.1} s); a question's three terms occur in ~{:.0} chunks, which BM25 ranks for the top 5.\n",
+                r.corpus_load_s.unwrap_or(0.0),
+                r.corpus_question_matches.unwrap_or(0.0)
             );
         }
     }

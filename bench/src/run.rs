@@ -6,7 +6,7 @@
 //! 2. Cancellation: 50 clients that leave after 5 tokens of a 1,000-token answer, while
 //!    100 other streams run; the mock records when it saw each upstream close.
 //! 3. Retrieval: a synthetic 10,000-chunk corpus through the documents API, then 100
-//!    streams over SSE whose questions match thousands of chunks.
+//!    streams over SSE and WebSocket whose questions match a few hundred chunks each.
 //! 4. Memory: idle connections (10,000 WebSockets on the hub; idle keep-alive connections
 //!    on the relay) and streams held at once (2,000 at 200 ms per token), each on a freshly
 //!    started process, from RSS deltas.
@@ -44,6 +44,8 @@ pub struct Settings {
     pub held_pace_ms: f64,
     /// Which scenario groups to run (all by default).
     pub only: Vec<String>,
+    /// Which paths the throughput group runs (all by default).
+    pub targets: Vec<String>,
 }
 
 impl Settings {
@@ -64,6 +66,7 @@ impl Settings {
             held_tokens: 25,
             held_pace_ms: 200.0,
             only: Vec::new(),
+            targets: Vec::new(),
         }
     }
 
@@ -255,6 +258,9 @@ pub struct RunResult {
     pub cpu_us_per_token: Option<f64>,
     pub mock_cpu_s: f64,
     pub loadgen_cpu_s: f64,
+    /// CPU used by anything else on the machine in the window: other people's builds and
+    /// tests disturb every figure, so the report shows how much of that there was.
+    pub other_cpu_s: f64,
     /// Hub figure ÷ relay figure at the same concurrency.
     pub vs_relay: Option<Ratios>,
 }
@@ -343,6 +349,12 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     };
     let started = Instant::now();
     let mut report = Report::new(settings.clone(), fd_limit);
+    if report.machine.load_average_at_start > 0.5 {
+        eprintln!(
+            "warning: the machine is busy (load average {:.2}); other processes will disturb the figures",
+            report.machine.load_average_at_start
+        );
+    }
 
     let plain: std::sync::Arc<Vec<String>> = std::sync::Arc::new(
         (0..16)
@@ -365,6 +377,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         ];
         for &streams in &settings.levels {
             for target in targets {
+                if !settings.targets.is_empty()
+                    && !settings.targets.iter().any(|t| t == target.name())
+                {
+                    continue;
+                }
                 let r = throughput(&ctx, target, streams, &plain, target.name()).await?;
                 eprintln!("{}", report::one_line(&r));
                 report.runs.push(r);
@@ -394,10 +411,13 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     }
 
     if settings.wants("retrieval") {
-        let (chunks, secs, questions) = load_corpus(&ctx, settings.corpus_chunks).await?;
-        eprintln!("corpus: {chunks} chunks loaded in {secs:.1} s");
+        let (chunks, secs, questions, matched) = load_corpus(&ctx, settings.corpus_chunks).await?;
+        eprintln!(
+            "corpus: {chunks} chunks loaded in {secs:.1} s; a question's terms are in ~{matched:.0} chunks"
+        );
         report.corpus_chunks = Some(chunks);
         report.corpus_load_s = Some(secs);
+        report.corpus_question_matches = Some(matched);
         let questions = std::sync::Arc::new(questions);
         for target in [Target::HubSse, Target::HubWs] {
             let label = format!("{}+corpus", target.name());
@@ -470,6 +490,7 @@ struct Snapshot {
     target_cpu: Option<f64>,
     mock_cpu: f64,
     self_cpu: f64,
+    machine_busy: f64,
 }
 
 fn snapshot(ctx: &Ctx, target: Target) -> Snapshot {
@@ -477,6 +498,7 @@ fn snapshot(ctx: &Ctx, target: Target) -> Snapshot {
         target_cpu: ctx.pid(target).map(procstat::cpu_seconds),
         mock_cpu: procstat::cpu_seconds(ctx.mock.pid()),
         self_cpu: procstat::cpu_seconds(std::process::id()),
+        machine_busy: procstat::machine_busy_seconds(),
     }
 }
 
@@ -536,6 +558,11 @@ async fn throughput(
             .map(|c| c / stats.tokens as f64 * 1e6),
         mock_cpu_s: b.mock_cpu - a.mock_cpu,
         loadgen_cpu_s: b.self_cpu - a.self_cpu,
+        other_cpu_s: ((b.machine_busy - a.machine_busy)
+            - cpu.unwrap_or(0.0)
+            - (b.mock_cpu - a.mock_cpu)
+            - (b.self_cpu - a.self_cpu))
+            .max(0.0),
         vs_relay: None,
     })
 }
@@ -615,7 +642,7 @@ async fn cancellation(
 
 /// Loads documents until the tenant has `chunks` chunks. Returns the chunk count, the
 /// seconds it took and questions that match many of them.
-async fn load_corpus(ctx: &Ctx, chunks: usize) -> Result<(usize, f64, Vec<String>), String> {
+async fn load_corpus(ctx: &Ctx, chunks: usize) -> Result<(usize, f64, Vec<String>, f64), String> {
     let hub = ctx.hub.as_ref().ok_or("no hub")?;
     let started = Instant::now();
     let mut corpus = Corpus::new(0x5eed, 3000);
@@ -651,7 +678,8 @@ async fn load_corpus(ctx: &Ctx, chunks: usize) -> Result<(usize, f64, Vec<String
             .ok_or_else(|| format!("no chunkCount in {v}"))?;
         total += count as usize;
     }
-    Ok((total, started.elapsed().as_secs_f64(), corpus.questions(64)))
+    let (questions, matched) = corpus.questions(64);
+    Ok((total, started.elapsed().as_secs_f64(), questions, matched))
 }
 
 async fn idle(ctx: &Ctx, target: Target, n: usize) -> IdleResult {
