@@ -8,8 +8,8 @@ use std::time::Duration;
 use actix::{
     fut::wrap_future, Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
 };
-use bytes::Bytes;
-use futures_util::{stream, Stream, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::{stream, FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::chat_hub::ChatHub;
@@ -56,9 +56,28 @@ impl SseSession {
     }
 }
 
+/// Most events folded into one body chunk.
+const COALESCE_MAX: usize = 64;
+
 async fn forward(mut answer: AnswerStream, tx: mpsc::Sender<Bytes>) {
     while let Some(ev) = answer.next().await {
-        if tx.send(sse::encode(&ev)).await.is_err() {
+        let mut chunk = sse::encode(&ev);
+        // Events already waiting (the client or this worker lagged behind the upstream) go
+        // out in the same body chunk: one wake-up of the response and one write for all of
+        // them instead of one each. The frames are unchanged; only their packing is.
+        let mut batch: Option<BytesMut> = None;
+        for _ in 1..COALESCE_MAX {
+            match answer.next().now_or_never() {
+                Some(Some(ev)) => batch
+                    .get_or_insert_with(|| BytesMut::from(&chunk[..]))
+                    .extend_from_slice(&sse::encode(&ev)),
+                _ => break,
+            }
+        }
+        if let Some(batch) = batch {
+            chunk = batch.freeze();
+        }
+        if tx.send(chunk).await.is_err() {
             return;
         }
     }
