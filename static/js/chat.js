@@ -1,11 +1,12 @@
 // The chat page: sign in, pick a transport, ask; answers stream in as sanitised Markdown with
 // numbered citations, a blinking cursor, a Stop button and timing under each answer.
 
-import { api, auth, ApiError } from './api.js';
+import { api, auth, ApiError, friendlyMessage } from './api.js';
 import { createTransport, TRANSPORTS } from './transports.js';
 import { renderMarkdown } from './markdown.js';
 import { signIn } from './signin.js';
-import { el, $, clear, formatMs, formatNumber } from './ui.js';
+import { el, $, clear, formatMs, formatNumber, toast } from './ui.js';
+import { ConversationList } from './history.js';
 
 const TRANSPORT_SLOT = 'ragstream.transport';
 const TOPK_SLOT = 'ragstream.topK';
@@ -49,7 +50,7 @@ function setConversation(id) {
     // ignore
   }
   page.newChat.hidden = !conversationId && turns.length === 0;
-  document.dispatchEvent(new CustomEvent('ragstream:conversation', { detail: conversationId }));
+  sidebar.setCurrent(conversationId);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class Turn {
   }
 
   build() {
-    const kindLabel = TRANSPORTS.find((t) => t.kind === this.kind)?.label || this.kind;
+    const kindLabel = TRANSPORTS.find((t) => t.kind === this.kind)?.label;
     this.body = el('div.answer-body.markdown', { 'aria-live': 'off' });
     this.typing = el('div.typing', { 'aria-hidden': 'true' },
       el('span.dots', {}, el('i'), el('i'), el('i')),
@@ -174,7 +175,7 @@ class Turn {
     this.metrics = el('p.metrics', { 'aria-label': 'Answer timing' });
     this.actions = el('div.answer-actions');
     this.answer = el('div.answer', { dataset: { state: 'waiting', transport: this.kind } },
-      el('div.answer-head', {}, el('span.avatar', { 'aria-hidden': 'true' }), el('span.who', {}, 'ragstream'), el('span.via', {}, `via ${kindLabel}`)),
+      el('div.answer-head', {}, el('span.avatar', { 'aria-hidden': 'true' }), el('span.who', {}, 'ragstream'), el('span.via', {}, kindLabel ? `via ${kindLabel}` : 'saved')),
       this.typing, this.body, this.notice, this.sourcesBox,
       el('footer.answer-foot', {}, this.metrics, this.actions));
     this.root = el('article.turn', { id: this.id, 'aria-label': `Question ${turnCount}` },
@@ -328,6 +329,13 @@ class Turn {
   }
 
   metricValues(meta) {
+    if (this.restored) {
+      const tokens = Number.isFinite(meta.tokens) ? meta.tokens : null;
+      const ttft = Number.isFinite(meta.ttft_ms) ? meta.ttft_ms : null;
+      const total = Number.isFinite(meta.elapsed_ms) ? meta.elapsed_ms : null;
+      const rate = total && ttft !== null && tokens > 1 && total > ttft ? (tokens - 1) / ((total - ttft) / 1000) : null;
+      return { ttft, clientTtft: null, tokens, rate, total };
+    }
     const clientTtft = this.firstAt === null ? null : this.firstAt - this.sentAt;
     const ttft = Number.isFinite(meta.ttft_ms) ? meta.ttft_ms : clientTtft;
     const tokens = Number.isFinite(meta.tokens) ? meta.tokens : this.tokens;
@@ -343,14 +351,16 @@ class Turn {
     const v = this.metricValues(meta);
     clear(this.metrics);
     const item = (cls, label, value, title) => el(`span.metric.${cls}`, { title }, el('span.label', {}, label), ' ', el('b', {}, value));
-    this.metrics.append(
+    const items = [
       item('ttft', 'TTFT', formatMs(v.ttft), v.clientTtft !== null
         ? `Time to first token: ${formatMs(v.ttft)} at the hub, ${formatMs(v.clientTtft)} as seen in this browser`
         : 'Time to first token at the hub'),
       item('rate', 'Speed', v.rate === null ? '–' : `${formatNumber(v.rate, 1)} tok/s`, 'Tokens per second after the first token'),
       item('tokens', 'Tokens', formatNumber(v.tokens), 'Tokens in the answer'),
       item('total', 'Total', formatMs(v.total), 'From question to last token'),
-    );
+    ];
+    // A saved answer shows only what the hub kept.
+    this.metrics.append(...items.filter((node) => !this.restored || node.querySelector('b').textContent !== '–'));
     if (meta.provider) {
       this.metrics.append(el('span.metric.model', { title: 'Provider and model' }, `${meta.provider}${meta.model ? ` · ${meta.model}` : ''}`));
     }
@@ -388,6 +398,7 @@ class Turn {
       setBusy(false);
     }
     saveHistory();
+    sidebar.refresh();
   }
 
   toJSON() {
@@ -405,6 +416,7 @@ class Turn {
 
   static restore(saved) {
     const turn = new Turn(saved.q, saved.kind);
+    turn.restored = true;
     turn.text = saved.text || '';
     turn.tokens = 0;
     turn.onSources(saved.sources || []);
@@ -589,6 +601,7 @@ async function requireSignIn(message = '') {
     transport = null;
   }
   showStatus({ status: 'idle' });
+  sidebar.enable(false);
   const documents = await signIn({
     title: 'Sign in to ragstream',
     lead: 'Enter an API key to ask questions about your documents.',
@@ -602,6 +615,8 @@ function started(documents) {
   signedIn = true;
   enableComposer(true);
   startTransport();
+  sidebar.enable(true);
+  sidebar.setCurrent(conversationId);
   showWelcome(documents);
   page.question.focus();
 }
@@ -615,6 +630,70 @@ function keyRejected(error) {
   requireSignIn(error.friendly).finally(() => {
     rejecting = false;
   });
+}
+
+const sidebar = new ConversationList({
+  onOpen: (id) => loadConversation(id),
+  onDeleted: (id) => {
+    if (id === conversationId) newConversation();
+  },
+  onError: (e) => {
+    if (e instanceof ApiError && e.code === 'unauthorized') keyRejected(e);
+    else toast(e instanceof ApiError ? e.friendly : String(e), 'error');
+  },
+});
+
+const STORED_STATE = { complete: 'done', cancelled: 'stopped', error: 'error', interrupted: 'error', streaming: 'done' };
+
+function storedNotice(message) {
+  switch (message.status) {
+    case 'cancelled':
+      return { text: message.errorCode === 'ended_by_admin' ? friendlyMessage({ code: 'ended_by_admin' }) : 'Stopped.', kind: 'info' };
+    case 'error':
+      return { text: friendlyMessage({ code: message.errorCode || 'error' }), kind: 'error' };
+    case 'interrupted':
+      return { text: 'The hub stopped while this answer was being written.', kind: 'warn' };
+    case 'streaming':
+      return { text: 'This answer was still being written when the conversation was opened.', kind: 'info' };
+    default:
+      return null;
+  }
+}
+
+/** Replaces the page with a conversation kept by the hub. */
+async function loadConversation(id) {
+  if (current) current.stopByUser();
+  let body;
+  try {
+    body = await api(`/api/v1/conversations/${encodeURIComponent(id)}`);
+  } catch (e) {
+    sidebar.onError(e);
+    sidebar.refresh();
+    return;
+  }
+  turns.splice(0).forEach((t) => t.root.remove());
+  page.welcome.hidden = true;
+  const messages = body.messages || [];
+  for (let i = 0; i < messages.length; i += 1) {
+    if (messages[i].role !== 'user') continue;
+    const answer = messages[i + 1] && messages[i + 1].role === 'assistant' ? messages[i + 1] : null;
+    const turn = Turn.restore({
+      q: messages[i].content,
+      kind: 'saved',
+      text: answer ? answer.content : '',
+      sources: [],
+      state: answer ? STORED_STATE[answer.status] || 'done' : 'error',
+      notice: answer ? storedNotice(answer) : { text: 'This question has no answer.', kind: 'warn' },
+      meta: answer ? { ttft_ms: answer.ttftMs ?? undefined, tokens: answer.tokens ?? undefined, provider: answer.provider, model: answer.model } : null,
+    });
+    turn.actions.append(el('button.ghost.small', { type: 'button', text: 'Ask again', onclick: () => ask(turn.question) }));
+    turns.push(turn);
+    page.conversation.append(turn.root);
+  }
+  setConversation(id);
+  saveHistory();
+  requestAnimationFrame(scrollToBottom);
+  page.question.focus();
 }
 
 /** Clears the page for a new conversation (the old one stays on the hub). */

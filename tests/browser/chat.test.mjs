@@ -154,7 +154,8 @@ test('every transport answers; the choice and the earlier turns survive a reload
 
 test('questions are turns of one conversation on every transport; New chat starts another', async () => {
   const page = await newPage(browser);
-  await openSignedIn(page, hub, hub.adminKey);
+  const key = await hub.createKey('frank'); // conversations belong to a key: start with none
+  await openSignedIn(page, hub, key.key);
   const conversation = () => page.evaluate(() => sessionStorage.getItem('ragstream.conversation'));
   let id = null;
   for (const [kind, question] of [['sse', 'Who designed the Eiffel Tower?'], ['ws', 'How tall is it?'], ['json', 'When was its construction finished?']]) {
@@ -166,7 +167,7 @@ test('questions are turns of one conversation on every transport; New chat start
     if (id) assert.equal(now, id, `${kind}: the question continued the same conversation`);
     id = now;
   }
-  const stored = await hub.api(`/api/v1/conversations/${id}`);
+  const stored = await hub.api(`/api/v1/conversations/${id}`, { key: key.key });
   assert.equal(stored.messages.length, 6, 'three turns, each a question and an answer');
   assert.deepEqual(stored.messages.filter((m) => m.role === 'user').map((m) => m.content),
     ['Who designed the Eiffel Tower?', 'How tall is it?', 'When was its construction finished?']);
@@ -179,8 +180,32 @@ test('questions are turns of one conversation on every transport; New chat start
   const other = await conversation();
   assert.ok(other && other !== id, 'a new conversation');
 
+  // The sidebar lists both conversations, newest first; opening the older one brings back its turns.
+  const items = page.locator('#history-list li[data-id]');
+  await page.waitForFunction(() => document.querySelectorAll('#history-list li[data-id]').length === 2);
+  assert.equal(await items.nth(0).getAttribute('data-id'), other);
+  assert.equal(await items.nth(0).getAttribute('aria-current'), 'true');
+  assert.match(await items.nth(1).innerText(), /Who designed the Eiffel Tower\?/);
+  await items.nth(1).locator('button.open').click();
+  await page.waitForFunction(() => document.querySelectorAll('article.turn').length === 3);
+  assert.equal(await conversation(), id);
+  assert.equal(await items.nth(1).getAttribute('aria-current'), 'true');
+  assert.match(await page.locator('article.turn').nth(1).locator('.question').innerText(), /How tall is it\?/);
+  assert.match(await page.locator('article.turn').nth(1).locator('.metrics').innerText(), /Tokens\s+\d+/);
+  // ...and the next question continues it.
+  const follow = await ask(page, 'How many rivets hold it together?');
+  await waitForState(follow, 'done');
+  assert.equal(await conversation(), id);
+  assert.equal((await hub.api(`/api/v1/conversations/${id}`, { key: key.key })).messages.length, 8);
+  await screenshot(page, 'chat-conversations');
+  // It moved to the top (most recently updated); the other one is second now.
+  assert.equal(await items.nth(0).getAttribute('data-id'), id);
+  await page.locator(`#history-list li[data-id="${other}"] button.open`).click();
+  await page.waitForFunction(() => document.querySelectorAll('article.turn').length === 1);
+  assert.equal(await conversation(), other);
+
   // A conversation deleted behind the page's back: the question starts a new one, once.
-  await hub.api(`/api/v1/conversations/${other}`, { method: 'DELETE' });
+  await hub.api(`/api/v1/conversations/${other}`, { method: 'DELETE', key: key.key });
   const orphan = await ask(page, 'How long is its main span?');
   await waitForState(orphan, 'error');
   assert.match(await orphan.locator('.notice').innerText(), /no longer exists/);
@@ -204,6 +229,14 @@ test('the chat works by keyboard alone and fits a phone screen', async () => {
   const turn = page.locator('article.turn').last();
   await waitForState(turn, 'done');
   assert.match(await turn.locator('.answer-body').innerText(), /International Orange/);
+  // The conversations drawer opens from its button and closes with Escape.
+  assert.equal(await page.locator('#history').isVisible(), false);
+  await page.locator('#history-toggle').click();
+  await page.locator('#history li[data-id]').first().waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.closest('#history') !== null), true, 'focus moves into the drawer');
+  await page.keyboard.press('Escape');
+  assert.equal(await page.locator('#history').isVisible(), false);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'history-toggle');
   // Nothing is wider than the screen.
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `no horizontal scrolling (overflow ${overflow}px)`);
