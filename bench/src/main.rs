@@ -22,6 +22,7 @@ usage: ragstream-bench [--quick | --full] [options]
   --out DIR         where the report goes (default: target/bench)
   --only LIST       comma-separated groups: throughput, cancel, retrieval, memory
   --levels LIST     concurrency levels (default: 100,1000)
+  --wait-quiet S    first wait up to S seconds for the machine to be idle
   --targets LIST    paths of the throughput group: direct, relay, hub-sse, hub-ws, hub-signalr
 ";
 
@@ -88,6 +89,9 @@ fn main() -> ExitCode {
             }
             let opts = Options {
                 settings,
+                wait_quiet: value("--wait-quiet")
+                    .and_then(|s| s.parse().ok())
+                    .map(std::time::Duration::from_secs),
                 hub_bin: value("--hub")
                     .map(PathBuf::from)
                     .unwrap_or_else(procs::default_hub_bin),

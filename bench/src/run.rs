@@ -87,6 +87,8 @@ impl Settings {
 
 pub struct Options {
     pub settings: Settings,
+    /// Wait up to this long for the machine to be quiet before starting.
+    pub wait_quiet: Option<Duration>,
     pub hub_bin: PathBuf,
     pub build: bool,
     pub out_dir: PathBuf,
@@ -261,6 +263,9 @@ pub struct RunResult {
     /// CPU used by anything else on the machine in the window: other people's builds and
     /// tests disturb every figure, so the report shows how much of that there was.
     pub other_cpu_s: f64,
+    /// Tokens the mock sent during the whole run (warm-up included): the denominator for
+    /// instruction counts taken over the hub's lifetime under a profiler.
+    pub mock_tokens_sent: u64,
     /// Hub figure ÷ relay figure at the same concurrency.
     pub vs_relay: Option<Ratios>,
 }
@@ -334,6 +339,9 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             "no hub binary at {}; build it with `cargo build --release -p ragstream`",
             opts.hub_bin.display()
         ));
+    }
+    if let Some(limit) = opts.wait_quiet {
+        wait_quiet(limit).await;
     }
     let dir = std::env::temp_dir().join(format!("ragstream-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -526,6 +534,7 @@ async fn throughput(
     let b = snapshot(ctx, target);
     let peak = load.gauge.peak.load(std::sync::atomic::Ordering::Relaxed);
     let mut stats: Stats = load.stop().await;
+    let mock_tokens_sent = ctx.mock_stats().await.map(|m| m.tokens_sent).unwrap_or(0);
     if target.is_hub() {
         ctx.settle(Duration::from_secs(10)).await;
     } else {
@@ -563,6 +572,7 @@ async fn throughput(
             - (b.mock_cpu - a.mock_cpu)
             - (b.self_cpu - a.self_cpu))
             .max(0.0),
+        mock_tokens_sent,
         vs_relay: None,
     })
 }
@@ -781,4 +791,26 @@ async fn held(
         cpu_s: cpu,
         cpu_us_per_token: cpu / tokens as f64 * 1e6,
     })
+}
+
+/// Waits until the machine has been nearly idle (under 10 % busy) for five seconds in a
+/// row, or `limit` has passed: other people's builds and tests distort every figure.
+async fn wait_quiet(limit: Duration) {
+    let until = Instant::now() + limit;
+    let mut quiet = 0;
+    eprintln!("waiting for a quiet machine (up to {} s)", limit.as_secs());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    while Instant::now() < until {
+        let a = procstat::machine_busy_seconds();
+        sleep(Duration::from_secs(1)).await;
+        let busy = (procstat::machine_busy_seconds() - a) / cores;
+        quiet = if busy < 0.10 { quiet + 1 } else { 0 };
+        if quiet >= 5 {
+            eprintln!("the machine is quiet");
+            return;
+        }
+    }
+    eprintln!("the machine is still busy; running all the same");
 }
