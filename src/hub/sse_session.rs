@@ -1,16 +1,26 @@
-//! One actor per Server-Sent Events response: it owns the sending end of the response
-//! body, forwards one answer's events as SSE frames, pings while idle, and stops the answer
-//! the moment the client goes away (the body's receiver is dropped).
+//! One Server-Sent Events response: a body stream that turns one answer's events into SSE
+//! frames and pings while idle, and an actor that registers the connection with the hub and
+//! lets an administrator end it.
+//!
+//! Tokens never cross the actor: the response body polls the answer itself, so each token
+//! costs one wake-up of the response and nothing else. The actor and the body are tied both
+//! ways: when the body is dropped (the answer ended, or the client went away and actix
+//! dropped the response) the actor stops and unregisters; when the actor stops (an
+//! administrator ended the connection) the body ends, which drops the answer.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use actix::{
     fut::wrap_future, Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
 };
 use bytes::{Bytes, BytesMut};
-use futures_util::{stream, FutureExt, Stream, StreamExt};
-use tokio::sync::mpsc;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::oneshot;
+use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
 use super::chat_hub::ChatHub;
 use super::messages::{Connect, Disconnect, Terminate};
@@ -18,21 +28,21 @@ use crate::answer::AnswerStream;
 use crate::protocol::sse;
 use crate::store::KeyOwner;
 
-/// Frames buffered for the response body; beyond this the answer waits for the client.
-const BODY_BUFFER: usize = 16;
+/// Most events folded into one body chunk.
+const COALESCE_MAX: usize = 64;
 
 pub struct SseSession {
     id: u64,
     owner: KeyOwner,
     hub: Addr<ChatHub>,
-    tx: mpsc::Sender<Bytes>,
-    answer: Option<AnswerStream>,
-    heartbeat: Duration,
+    /// Held by a future of the actor's context: dropped when the actor stops, which ends
+    /// the body; resolves `closed()` when the body is dropped, which stops the actor.
+    link: Option<oneshot::Sender<()>>,
 }
 
 impl SseSession {
-    /// Starts the session and returns the response body it feeds. `id` is the one the
-    /// answer was admitted under.
+    /// Starts the session and returns the response body. `id` is the one the answer was
+    /// admitted under.
     pub fn start(
         id: u64,
         answer: AnswerStream,
@@ -40,46 +50,79 @@ impl SseSession {
         hub: Addr<ChatHub>,
         heartbeat: Duration,
     ) -> impl Stream<Item = Result<Bytes, Infallible>> {
-        let (tx, rx) = mpsc::channel(BODY_BUFFER);
+        let (link, ended) = oneshot::channel();
         SseSession {
             id,
             owner,
             hub,
-            tx,
-            answer: Some(answer),
-            heartbeat,
+            link: Some(link),
         }
         .start();
-        stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|frame| (Ok(frame), rx))
-        })
+        let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Body {
+            answer,
+            ended,
+            ping,
+            done: false,
+        }
     }
 }
 
-/// Most events folded into one body chunk.
-const COALESCE_MAX: usize = 64;
+/// The response body: the answer's frames, a `: ping` after each idle heartbeat interval.
+struct Body {
+    answer: AnswerStream,
+    /// Resolves (closed) when the session actor stops.
+    ended: oneshot::Receiver<()>,
+    ping: Interval,
+    done: bool,
+}
 
-async fn forward(mut answer: AnswerStream, tx: mpsc::Sender<Bytes>) {
-    while let Some(ev) = answer.next().await {
-        let mut chunk = sse::encode(&ev);
-        // Events already waiting (the client or this worker lagged behind the upstream) go
-        // out in the same body chunk: one wake-up of the response and one write for all of
-        // them instead of one each. The frames are unchanged; only their packing is.
-        let mut batch: Option<BytesMut> = None;
-        for _ in 1..COALESCE_MAX {
-            match answer.next().now_or_never() {
-                Some(Some(ev)) => batch
-                    .get_or_insert_with(|| BytesMut::from(&chunk[..]))
-                    .extend_from_slice(&sse::encode(&ev)),
-                _ => break,
+impl Stream for Body {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if Pin::new(&mut this.ended).poll(cx).is_ready() {
+            // An administrator ended the connection; dropping the body drops the answer.
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        match this.answer.poll_next_unpin(cx) {
+            Poll::Ready(Some(ev)) => {
+                let mut chunk = sse::encode(&ev);
+                // Events already waiting (the client or this worker lagged behind the
+                // upstream) go out in the same body chunk: one wake-up of the response and
+                // one write for all of them. The frames are unchanged; only their packing.
+                let mut batch: Option<BytesMut> = None;
+                for _ in 1..COALESCE_MAX {
+                    match this.answer.poll_next_unpin(cx) {
+                        Poll::Ready(Some(ev)) => batch
+                            .get_or_insert_with(|| BytesMut::from(&chunk[..]))
+                            .extend_from_slice(&sse::encode(&ev)),
+                        _ => break,
+                    }
+                }
+                if let Some(batch) = batch {
+                    chunk = batch.freeze();
+                }
+                // Frames are flowing: the next ping is due a whole interval from now.
+                this.ping.reset();
+                return Poll::Ready(Some(Ok(chunk)));
             }
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
         }
-        if let Some(batch) = batch {
-            chunk = batch.freeze();
+        if this.ping.poll_tick(cx).is_ready() {
+            return Poll::Ready(Some(Ok(Bytes::from_static(sse::PING))));
         }
-        if tx.send(chunk).await.is_err() {
-            return;
-        }
+        Poll::Pending
     }
 }
 
@@ -94,19 +137,14 @@ impl Actor for SseSession {
             tenant: self.owner.tenant_id.clone(),
             terminate: ctx.address().recipient(),
         });
-        if let Some(answer) = self.answer.take() {
-            let forwarding = wrap_future(forward(answer, self.tx.clone()));
-            ctx.spawn(forwarding.map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
+        // The body is dropped when the answer ends or the client disconnects (actix drops
+        // a response whose connection closed); noticing that at once is what unregisters
+        // the connection. The answer itself is dropped with the body, which stops a silent
+        // upstream within 100 ms.
+        if let Some(mut link) = self.link.take() {
+            let gone = wrap_future(async move { link.closed().await });
+            ctx.spawn(gone.map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
         }
-        // The body's receiver is dropped when the client disconnects; noticing that at once
-        // (rather than at the next write) is what stops a silent upstream within 100 ms.
-        let tx = self.tx.clone();
-        let gone = wrap_future(async move { tx.closed().await });
-        ctx.spawn(gone.map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
-        ctx.run_interval(self.heartbeat, |act, _| {
-            // A full buffer means frames are flowing; no ping needed then.
-            let _ = act.tx.try_send(Bytes::from_static(sse::PING));
-        });
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

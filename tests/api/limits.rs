@@ -100,6 +100,46 @@ async fn an_sse_client_that_disconnects_stops_its_answer_and_frees_its_slot() {
 }
 
 #[actix_web::test]
+async fn an_administrator_ending_an_sse_connection_ends_its_body_and_frees_its_slot() {
+    let app = spawn_app_with(slow(5, 100)).await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let res = app.open_sse(&app.admin_key, "How tall is the tower?").await;
+    let mut reader = SseReader::new(res);
+    assert_eq!(
+        reader.next().await.unwrap().event.as_deref(),
+        Some("sources")
+    );
+    assert_eq!(reader.next().await.unwrap().json()["done"], false);
+    let (_, list) = app
+        .get_json("/api/v1/admin/connections", &app.admin_key)
+        .await;
+    let conn = &list["connections"][0];
+    assert_eq!(conn["kind"], "sse");
+
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/admin/connections/{}", conn["id"])))
+        .insert_header(("X-API-Key", app.admin_key.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    // The body ends (the next token was seconds away) and the slot is free at once.
+    let rest = tokio::time::timeout(Duration::from_secs(1), reader.collect())
+        .await
+        .expect("the body ends");
+    assert!(
+        rest.iter()
+            .filter(|f| !f.comment)
+            .all(|f| f.json()["done"] != true),
+        "{rest:?}"
+    );
+    app.wait_for_active_streams(0, Duration::from_millis(200))
+        .await;
+    assert_eq!(app.stats().await.sse_connections, 0);
+}
+
+#[actix_web::test]
 async fn every_finished_answer_releases_its_slot() {
     let app = spawn_app_with(Options::default()).await;
     app.add_document(&app.admin_key, "Tower", TOWER).await;
