@@ -6,6 +6,8 @@
 //! for the seed ignore and `curl -N` shows; so does an agent-chat answer's first event,
 //! `conversation` (`{"conversationId":"…"}`). JSON is compact, so `data:` is always one line.
 
+use std::io::Write;
+
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -48,38 +50,52 @@ struct ConversationFrame<'a> {
     conversation_id: &'a str,
 }
 
+/// Written instead of an event that could not be serialised (none can: see below).
+const UNENCODABLE: &[u8] =
+    br#"{"done":true,"error":{"code":"internal","message":"an event could not be encoded"}}"#;
+
 pub fn encode(ev: &AnswerEvent) -> Bytes {
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(b"id: ");
-    buf.extend_from_slice(ev.seq.to_string().as_bytes());
-    buf.push(b'\n');
+    // One buffer, written in place: this runs once per token.
+    let mut buf = Vec::with_capacity(96);
+    // Writing to a Vec cannot fail.
+    let _ = writeln!(buf, "id: {}", ev.seq);
+    match &ev.event {
+        StreamEvent::Conversation(_) => buf.extend_from_slice(b"event: conversation\n"),
+        StreamEvent::Sources(_) => buf.extend_from_slice(b"event: sources\n"),
+        _ => {}
+    }
+    buf.extend_from_slice(b"data: ");
+    let data_start = buf.len();
     // Serialising these borrowed structs cannot fail: no maps with non-string keys, no
     // custom serialisers that error.
-    let json = match &ev.event {
+    let written = match &ev.event {
         StreamEvent::Conversation(conversation_id) => {
-            buf.extend_from_slice(b"event: conversation\n");
-            serde_json::to_vec(&ConversationFrame { conversation_id })
+            serde_json::to_writer(&mut buf, &ConversationFrame { conversation_id })
         }
-        StreamEvent::Sources(sources) => {
-            buf.extend_from_slice(b"event: sources\n");
-            serde_json::to_vec(&SourcesFrame { sources })
+        StreamEvent::Sources(sources) => serde_json::to_writer(&mut buf, &SourcesFrame { sources }),
+        StreamEvent::Token(token) => {
+            serde_json::to_writer(&mut buf, &TokenFrame { token, done: false })
         }
-        StreamEvent::Token(token) => serde_json::to_vec(&TokenFrame { token, done: false }),
-        StreamEvent::Done(metadata) => serde_json::to_vec(&DoneFrame {
-            token: "",
-            done: true,
-            metadata,
-        }),
-        StreamEvent::Error(error) => serde_json::to_vec(&ErrorFrame {
-            done: true,
-            error,
-            metadata: ev.partial.as_deref(),
-        }),
+        StreamEvent::Done(metadata) => serde_json::to_writer(
+            &mut buf,
+            &DoneFrame {
+                token: "",
+                done: true,
+                metadata,
+            },
+        ),
+        StreamEvent::Error(error) => serde_json::to_writer(
+            &mut buf,
+            &ErrorFrame {
+                done: true,
+                error,
+                metadata: ev.partial.as_deref(),
+            },
+        ),
     };
-    buf.extend_from_slice(b"data: ");
-    match json {
-        Ok(json) => buf.extend_from_slice(&json),
-        Err(_) => buf.extend_from_slice(br#"{"done":true,"error":{"code":"internal","message":"an event could not be encoded"}}"#),
+    if written.is_err() {
+        buf.truncate(data_start);
+        buf.extend_from_slice(UNENCODABLE);
     }
     buf.extend_from_slice(b"\n\n");
     Bytes::from(buf)
