@@ -366,7 +366,7 @@ function renderLive(data) {
       create: (s) => {
         const end = el('button.danger.small', { type: 'button', text: 'End', 'aria-label': `End stream ${s.id}` });
         end.addEventListener('click', () => endStream(s.id, end));
-        return el('tr', {}, el('td.mono'), el('td'), el('td'), el('td'), el('td.num'), el('td.actions', {}, end));
+        return el('tr', {}, el('td.mono.opt'), el('td'), el('td.opt'), el('td'), el('td.num'), el('td.actions', {}, end));
       },
       update: (tr, s) => {
         setCell(tr, 0, s.id);
@@ -388,7 +388,7 @@ function renderLive(data) {
       create: (c) => {
         const close = el('button.ghost.small', { type: 'button', text: 'Close', 'aria-label': `Close connection ${c.id}` });
         close.addEventListener('click', () => endConnection(c.id, close));
-        return el('tr', {}, el('td.mono'), el('td'), el('td'), el('td'), el('td.num'), el('td.num'), el('td.actions', {}, close));
+        return el('tr', {}, el('td.mono'), el('td'), el('td'), el('td.opt'), el('td.num'), el('td.num.opt'), el('td.actions', {}, close));
       },
       update: (tr, c) => {
         setCell(tr, 0, c.id);
@@ -440,7 +440,7 @@ async function loadDocuments() {
     key: (d) => d.id,
     columns: 5,
     empty: 'No documents yet: drop .md or .txt files above.',
-    create: (d) => el('tr', {}, el('td'), el('td.num'), el('td.num'), el('td'),
+    create: (d) => el('tr', {}, el('td'), el('td.num.opt'), el('td.num'), el('td.opt'),
       el('td.actions', {}, confirmButton('Delete', 'Really delete?', () => deleteDocument(d)))),
     update: (tr, d) => {
       setCell(tr, 0, d.title || 'Untitled');
@@ -540,7 +540,7 @@ async function loadTenants() {
     key: (t) => t.id,
     columns: 4,
     empty: 'No tenants.',
-    create: (t) => el('tr', {}, el('td'), el('td.mono'), el('td'),
+    create: (t) => el('tr', {}, el('td'), el('td.mono.opt'), el('td.opt'),
       el('td.actions', {}, el('button.ghost.small', { type: 'button', text: 'Keys', onclick: () => selectTenant(t.id, true) }))),
     update: (tr, t) => {
       setCell(tr, 0, t.name);
@@ -578,7 +578,7 @@ async function loadKeys() {
     key: (k) => `${k.id}:${k.revokedAt ? 'r' : 'a'}`,
     columns: 4,
     empty: 'No keys for this tenant yet.',
-    create: (k) => el('tr', {}, el('td'), el('td'), el('td'),
+    create: (k) => el('tr', {}, el('td'), el('td'), el('td.opt'),
       el('td.actions', {}, k.revokedAt
         ? el('span.badge.revoked', { title: formatDate(k.revokedAt) }, 'revoked')
         : confirmButton('Revoke', 'Really revoke?', () => revokeKey(k)))),

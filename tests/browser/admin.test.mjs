@@ -115,7 +115,7 @@ test('the live view shows a running answer, and End stops it with a message to i
 
   // Within a couple of seconds the live view shows it.
   const row = admin.locator('#streams tbody tr[data-key]');
-  await row.first().waitFor({ timeout: 5000 });
+  await row.first().waitFor({ timeout: 10000 });
   assert.match(await row.first().innerText(), /ws|websocket/i);
   await admin.locator('[data-card="streams"] .value', { hasText: '1' }).waitFor();
   assert.match(await admin.locator('[data-card="connections"]').innerText(), /1 WebSocket/);
@@ -123,10 +123,10 @@ test('the live view shows a running answer, and End stops it with a message to i
   await screenshot(admin, 'admin-desktop', { fullPage: true });
 
   await row.first().locator('button', { hasText: 'End' }).click();
-  await waitForState(turn, 'error', 5000);
+  await waitForState(turn, 'error', 10000);
   assert.match(await turn.locator('.notice').innerText(), /An administrator ended this answer/);
   await hub.waitForStats((s) => s.activeStreams === 0, { what: 'the ended stream to be released' });
-  await admin.locator('#streams tbody tr.empty').waitFor({ timeout: 5000 });
+  await admin.locator('#streams tbody tr.empty').waitFor({ timeout: 10000 });
   await sleep(1500);
   assert.match(await admin.locator('[data-card="answers"]').innerText(), /Answers/);
   assert.deepEqual(admin.errors, []);
@@ -147,9 +147,9 @@ test('closing a connection from the admin page makes its chat page reconnect', a
       .observe(document.querySelector('#status'), { attributes: true, attributeFilter: ['data-status'] });
   });
   const row = admin.locator('#connections tbody tr[data-key]', { hasText: 'ws' });
-  await row.waitFor({ timeout: 5000 });
+  await row.waitFor({ timeout: 10000 });
   await row.locator('button', { hasText: 'Close' }).click();
-  await reader.waitForFunction(() => window.__statuses.includes('reconnecting'), null, { timeout: 5000 });
+  await reader.waitForFunction(() => window.__statuses.includes('reconnecting'), null, { timeout: 10000 });
   await reader.locator('#status[data-status="connected"]').waitFor({ timeout: 10000 });
   const turn = await ask(reader, 'When did the Golden Gate Bridge open?');
   await waitForState(turn, 'done', 30000);

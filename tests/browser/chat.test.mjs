@@ -94,9 +94,9 @@ async function stopMidAnswer(transport) {
   } else {
     await page.locator('#stop').click();
   }
-  await waitForState(turn, 'stopped', 2000);
+  await waitForState(turn, 'stopped', 5000);
   const atStop = await body.innerText();
-  const stats = await hub.waitForStats((s) => s.activeStreams === 0, { timeout: 3000, what: 'the stream to be released' });
+  const stats = await hub.waitForStats((s) => s.activeStreams === 0, { timeout: 6000, what: 'the stream to be released' });
   assert.equal(stats.activeStreams, 0);
   await sleep(800);
   assert.equal(await body.innerText(), atStop, 'no text arrives after Stop');

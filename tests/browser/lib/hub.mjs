@@ -77,7 +77,13 @@ export class Hub {
     };
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
-    child.on('exit', () => running.delete(child));
+    child.on('exit', (code, signal) => {
+      running.delete(child);
+      if (!child.stopping) {
+        // A hub that dies by itself is a finding: say so next to the failing test.
+        process.stderr.write(`\n[hub on ${this.url} exited unexpectedly: ${code ?? signal}]\n${this.output.slice(-4000)}\n`);
+      }
+    });
     const deadline = Date.now() + 30000;
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) {
@@ -104,6 +110,7 @@ export class Hub {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));
+    child.stopping = true;
     child.kill(signal);
     const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
     await exited;
@@ -151,7 +158,7 @@ export class Hub {
   }
 
   /** Polls until `predicate(stats)` holds; returns the last stats. */
-  async waitForStats(predicate, { timeout = 5000, what = 'hub stats' } = {}) {
+  async waitForStats(predicate, { timeout = 10000, what = 'hub stats' } = {}) {
     const deadline = Date.now() + timeout;
     let last;
     for (;;) {
