@@ -476,6 +476,7 @@ page.conversation.addEventListener('click', (ev) => {
 });
 
 function setBusy(busy) {
+  document.title = busy ? 'Answering… · ragstream' : 'ragstream · chat';
   page.send.hidden = busy;
   page.stop.hidden = !busy;
   page.transportPicker.disabled = busy;

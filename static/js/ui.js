@@ -65,7 +65,7 @@ export function formatDate(value) {
 }
 
 /** A button that asks for a second click before it acts (no blocking confirm() dialogs). */
-export function confirmButton(label, confirmLabel, action, { className = 'danger small' } = {}) {
+export function confirmButton(label, confirmLabel, action, { className = 'danger-ghost small' } = {}) {
   const button = el('button', { type: 'button', class: className, text: label });
   let armed = null;
   button.addEventListener('click', async () => {
