@@ -138,7 +138,9 @@ impl Corpus {
                 let picks: Vec<usize> = (0..3).map(|_| band[self.rng.below(band.len())]).collect();
                 matched += picks.iter().map(|&i| f64::from(self.df[i])).sum::<f64>();
                 let words: Vec<&str> = picks.iter().map(|&i| self.vocab[i].as_str()).collect();
-                format!("What do the documents say about {}?", words.join(" and "))
+                // No word of the template is in the corpus: "documents" would match every
+                // chunk's title ("Synthetic document N") and rank the whole corpus.
+                format!("What is known about {}?", words.join(" and "))
             })
             .collect();
         (questions, matched / n as f64)

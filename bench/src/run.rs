@@ -481,7 +481,12 @@ pub async fn run(opts: Options) -> Result<Report, String> {
 
     report.finish(started.elapsed().as_secs_f64());
     drop(ctx);
-    let _ = std::fs::remove_dir_all(&dir);
+    // RAGSTREAM_BENCH_KEEP=1 keeps the hub's databases and logs (to study a query, say).
+    if std::env::var_os("RAGSTREAM_BENCH_KEEP").is_some() {
+        eprintln!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| e.to_string())?;
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     let md = report::markdown(&report);
