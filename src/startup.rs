@@ -120,7 +120,10 @@ impl Application {
         // A client's EOF ends its connection at once. With half-closed connections allowed,
         // actix keeps a streaming response alive until its next write fails, so a client that
         // leaves during a long wait for the first token would keep the upstream running.
-        .h1_allow_half_closed(false);
+        .h1_allow_half_closed(false)
+        // Tokens are small writes; with Nagle's algorithm one written while the previous is
+        // unacknowledged waits for the client's delayed ACK (up to 40 ms on Linux).
+        .tcp_nodelay(true);
         if workers > 0 {
             server = server.workers(workers);
         }
