@@ -84,8 +84,28 @@ pub fn default_hub_bin() -> PathBuf {
 pub fn build_hub() -> Result<(), String> {
     eprintln!("building the hub: cargo build --release -p ragstream");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "ragstream"])
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "-p", "ragstream"]);
+    // `cargo run` gives this process the bench package's own variables; passed on, they
+    // would make build scripts that track them (ring's tracks CARGO_MANIFEST_DIR) rebuild
+    // the hub's dependencies every time.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    let status = cmd
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
