@@ -105,9 +105,7 @@ pub fn build_hub() -> Result<(), String> {
             cmd.env_remove(name.as_ref());
         }
     }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err("cargo build --release -p ragstream failed".into());
     }
