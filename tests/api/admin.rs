@@ -58,14 +58,11 @@ async fn an_administrator_ends_a_running_stream_and_its_client_hears_why() {
     let stream = &list["streams"][0];
     assert_eq!(stream["transport"], "sse");
     let id = stream["id"].as_u64().unwrap();
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/admin/streams/{id}")))
-        .insert_header(("X-API-Key", app.admin_key.as_str()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(
+        app.delete(&format!("/api/v1/admin/streams/{id}"), &app.admin_key)
+            .await,
+        204
+    );
 
     let last = reader.collect().await.pop().expect("a final frame");
     let last = last.json();
@@ -74,14 +71,11 @@ async fn an_administrator_ends_a_running_stream_and_its_client_hears_why() {
     app.wait_for_active_streams(0, Duration::from_millis(500))
         .await;
 
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/admin/streams/{id}")))
-        .insert_header(("X-API-Key", app.admin_key.as_str()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 404);
+    assert_eq!(
+        app.delete(&format!("/api/v1/admin/streams/{id}"), &app.admin_key)
+            .await,
+        404
+    );
 }
 
 #[actix_web::test]

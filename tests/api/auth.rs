@@ -106,17 +106,8 @@ async fn a_key_is_shown_once_stored_hashed_and_stops_working_when_revoked() {
     let listed = list["keys"].to_string();
     assert!(!listed.contains(&key), "the plain key must not be listed");
 
-    let res = app
-        .client
-        .delete(app.url(&format!(
-            "/api/v1/admin/keys/{}",
-            created["id"].as_str().unwrap()
-        )))
-        .insert_header(("X-API-Key", app.admin_key.as_str()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    let path = format!("/api/v1/admin/keys/{}", created["id"].as_str().unwrap());
+    assert_eq!(app.delete(&path, &app.admin_key).await, 204);
     let (status, _) = app.get_json("/api/v1/documents", &key).await;
     assert_eq!(status, 401);
 
@@ -162,14 +153,11 @@ async fn one_tenant_never_sees_or_retrieves_another_tenants_documents() {
     }
     assert!(!answer["answer"].as_str().unwrap().contains("330"));
 
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/documents/{doc_a}")))
-        .insert_header(("X-API-Key", key_b.as_str()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 404);
+    assert_eq!(
+        app.delete(&format!("/api/v1/documents/{doc_a}"), &key_b)
+            .await,
+        404
+    );
     let (_, list_a) = app.get_json("/api/v1/documents", &key_a).await;
     assert_eq!(list_a["documents"].as_array().unwrap().len(), 1);
 }

@@ -438,14 +438,8 @@ async fn an_answer_ended_by_an_administrator_keeps_its_text_and_says_so() {
 
     let (_, list) = app.get_json("/api/v1/admin/streams", &app.admin_key).await;
     let stream = list["streams"][0]["id"].as_u64().expect("a running stream");
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/admin/streams/{stream}")))
-        .insert_header(("X-API-Key", app.admin_key.as_str()))
-        .send()
-        .await
-        .expect("request sent");
-    assert_eq!(res.status().as_u16(), 204);
+    let path = format!("/api/v1/admin/streams/{stream}");
+    assert_eq!(app.delete(&path, &app.admin_key).await, 204);
     let last = reader.collect().await.pop().expect("a final frame").json();
     assert_eq!(last["error"]["code"], "ended_by_admin");
 
@@ -758,14 +752,7 @@ async fn a_conversation_is_private_to_its_user_and_tenant() {
             .await
             .expect("request sent");
         assert_eq!(res.status().as_u16(), 404);
-        let res = app
-            .client
-            .delete(app.url(&path))
-            .insert_header(("X-API-Key", other.as_str()))
-            .send()
-            .await
-            .expect("request sent");
-        assert_eq!(res.status().as_u16(), 404);
+        assert_eq!(app.delete(&path, other).await, 404);
         let (_, list) = app.get_json("/api/v1/conversations", other).await;
         assert_eq!(list["total"], 0, "{list}");
 
@@ -894,14 +881,8 @@ async fn conversations_are_listed_newest_first_in_pages_renamed_and_deleted() {
     }
 
     // Delete: 204, then gone with its messages.
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/conversations/{}", ids[0])))
-        .insert_header(("X-API-Key", key))
-        .send()
-        .await
-        .expect("request sent");
-    assert_eq!(res.status().as_u16(), 204);
+    let path = format!("/api/v1/conversations/{}", ids[0]);
+    assert_eq!(app.delete(&path, key).await, 204);
     assert_eq!(conversation(&app, key, &ids[0]).await.0, 404);
     let (status, body) = chat(
         &app,

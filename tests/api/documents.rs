@@ -112,14 +112,11 @@ async fn a_deleted_document_is_gone_from_the_list_and_from_retrieval() {
         .await;
     assert_eq!(answer["sources"].as_array().unwrap().len(), 1);
 
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/documents/{id}")))
-        .insert_header(("X-API-Key", app.admin_key.as_str()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(
+        app.delete(&format!("/api/v1/documents/{id}"), &app.admin_key)
+            .await,
+        204
+    );
 
     let (_, list) = app.get_json("/api/v1/documents", &app.admin_key).await;
     assert_eq!(list["documents"].as_array().unwrap().len(), 0);
@@ -132,12 +129,9 @@ async fn a_deleted_document_is_gone_from_the_list_and_from_retrieval() {
         .await;
     assert_eq!(answer["sources"].as_array().unwrap().len(), 0);
 
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/documents/{id}")))
-        .insert_header(("X-API-Key", app.admin_key.as_str()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 404);
+    assert_eq!(
+        app.delete(&format!("/api/v1/documents/{id}"), &app.admin_key)
+            .await,
+        404
+    );
 }

@@ -149,6 +149,18 @@ impl TestApp {
         (status, parse(&body))
     }
 
+    /// Sends a DELETE with the key; returns the status.
+    pub async fn delete(&self, path: &str, key: &str) -> u16 {
+        self.client
+            .delete(self.url(path))
+            .insert_header(("X-API-Key", key))
+            .send()
+            .await
+            .expect("request sent")
+            .status()
+            .as_u16()
+    }
+
     pub async fn add_document(&self, key: &str, title: &str, text: &str) -> String {
         let (status, body) = self
             .post_json(

@@ -217,14 +217,14 @@ async fn an_administrator_ending_a_connection_sends_a_close_that_allows_reconnec
         .await;
     let conn = &list["connections"][0];
     assert_eq!(conn["protocol"], "signalr");
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/admin/connections/{}", conn["id"])))
-        .insert_header(("X-API-Key", app.admin_key.as_str()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(
+        app.delete(
+            &format!("/api/v1/admin/connections/{}", conn["id"]),
+            &app.admin_key
+        )
+        .await,
+        204
+    );
     let records = records_until(&mut ws, |v| v["type"] == 7).await;
     assert_eq!(records.last().unwrap()["allowReconnect"], true);
 }
