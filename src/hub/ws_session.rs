@@ -67,6 +67,15 @@ enum Framing {
     SignalRStream,
 }
 
+/// A question as either protocol received it, before any check.
+struct Question<'a> {
+    message: &'a str,
+    top_k: Option<i64>,
+    /// The request's optional (provider, model).
+    choice: (Option<&'a str>, Option<&'a str>),
+    conversation: Option<ConversationRef>,
+}
+
 enum Slot {
     /// Waiting for the conversation check and the hub's admission; a cancel now means the
     /// lease is dropped on arrival. The number tells this request from a later one that
@@ -200,18 +209,14 @@ impl WsSession {
                     Some(id) => id.into(),
                     None => self.auto_id(),
                 };
-                let choice = (provider.as_deref(), model.as_deref());
-                // Every question on this protocol is a conversation turn.
-                let conversation = self.conversation(conversation.as_deref());
-                self.ask(
-                    id,
-                    Framing::Plain,
-                    &message,
+                let question = Question {
+                    message: &message,
                     top_k,
-                    choice,
-                    conversation,
-                    ctx,
-                );
+                    choice: (provider.as_deref(), model.as_deref()),
+                    // Every question on this protocol is a conversation turn.
+                    conversation: Some(self.conversation(conversation.as_deref())),
+                };
+                self.ask(id, Framing::Plain, question, ctx);
             }
             Ok(ClientFrame::Cancel { id }) => {
                 if self.cancel(&id, ctx) {
@@ -384,8 +389,8 @@ impl WsSession {
         }
         let conversation = if expected == "SendMessage" {
             match arguments.get(2) {
-                None | Some(Value::Null) => self.conversation(None),
-                Some(Value::String(c)) => self.conversation(Some(c)),
+                None | Some(Value::Null) => Some(self.conversation(None)),
+                Some(Value::String(c)) => Some(self.conversation(Some(c))),
                 Some(_) => {
                     let message =
                         format!("Failed to invoke '{expected}': conversationId must be a string.");
@@ -397,23 +402,21 @@ impl WsSession {
             None
         };
         let question = question.to_owned();
-        self.ask(
-            id,
-            framing,
-            &question,
+        let question = Question {
+            message: &question,
             top_k,
-            (None, None),
+            choice: (None, None),
             conversation,
-            ctx,
-        );
+        };
+        self.ask(id, framing, question, ctx);
     }
 
     /// A turn of this key's conversation `id`, or of a new one.
-    fn conversation(&self, id: Option<&str>) -> Option<ConversationRef> {
-        Some(ConversationRef {
+    fn conversation(&self, id: Option<&str>) -> ConversationRef {
+        ConversationRef {
             user_id: self.owner.key_id.clone(),
             id: conversation_id(id),
-        })
+        }
     }
 
     // ---- shared by both protocols ----
@@ -454,18 +457,14 @@ impl WsSession {
     }
 
     /// Validates, checks the conversation (when continuing one), asks the hub for a slot,
-    /// then starts the answer. `choice` is the request's optional (provider, model).
-    #[allow(clippy::too_many_arguments)]
-    fn ask(
-        &mut self,
-        id: Rc<str>,
-        framing: Framing,
-        message: &str,
-        top_k: Option<i64>,
-        choice: (Option<&str>, Option<&str>),
-        conversation: Option<ConversationRef>,
-        ctx: &mut Context<Self>,
-    ) {
+    /// then starts the answer.
+    fn ask(&mut self, id: Rc<str>, framing: Framing, q: Question<'_>, ctx: &mut Context<Self>) {
+        let Question {
+            message,
+            top_k,
+            choice,
+            conversation,
+        } = q;
         if self.answers.contains_key(&id) {
             let msg = "an answer with this id is still running; use a new id";
             self.reject(ctx, Some(&id), &framing, "duplicate_id", msg);
