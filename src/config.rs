@@ -150,6 +150,14 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// A WebSocket that sends nothing (not even a pong) for this long is closed.
     pub client_timeout: Duration,
+    /// How long an answer whose connection was lost keeps generating for a resume, and how
+    /// long an ended answer's events stay resumable. Zero stops an answer when its client
+    /// leaves.
+    pub resume_grace: Duration,
+    /// A connection whose writes make no progress for this long is closed.
+    pub client_write_timeout: Duration,
+    /// Bound of one answer's event log; past it the oldest events are dropped.
+    pub answer_log_max_bytes: usize,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Folder of the chat and admin pages.
@@ -185,6 +193,9 @@ impl Default for Settings {
             max_document_bytes: 10 * 1024 * 1024,
             heartbeat_interval: Duration::from_secs(15),
             client_timeout: Duration::from_secs(30),
+            resume_grace: Duration::from_secs(20),
+            client_write_timeout: Duration::from_secs(30),
+            answer_log_max_bytes: 1024 * 1024,
             workers: 0,
             static_dir: default_static_dir(),
             cors_origins: Vec::new(),
@@ -305,6 +316,15 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_CLIENT_TIMEOUT_SECS", 2, 86_400)? {
             s.client_timeout = Duration::from_secs(n as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_RESUME_GRACE_SECS", 0, 3600)? {
+            s.resume_grace = Duration::from_secs(n as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_CLIENT_WRITE_TIMEOUT_SECS", 1, 3600)? {
+            s.client_write_timeout = Duration::from_secs(n as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_ANSWER_LOG_MAX_BYTES", 4096, 1 << 30)? {
+            s.answer_log_max_bytes = n as usize;
         }
         if let Some(dir) = var("RAGSTREAM_STATIC_DIR") {
             s.static_dir = PathBuf::from(dir);

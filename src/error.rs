@@ -19,6 +19,9 @@ pub enum ApiError {
     /// An unknown conversation id, or another user's: the two are not told apart.
     #[error("no such conversation")]
     ConversationNotFound,
+    /// An unknown answer id, one past its grace window, or another key's: not told apart.
+    #[error("no such answer (unknown, ended longer ago than the resume grace window, or not this key's)")]
+    AnswerNotFound,
     /// Bad input: `code` says which rule was broken.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::ConversationNotFound => "conversation_not_found",
+            ApiError::AnswerNotFound => "answer_not_found",
             ApiError::BadRequest { code, .. } => code,
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -90,7 +94,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) | ApiError::ConversationNotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::ConversationNotFound | ApiError::AnswerNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -9,7 +9,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::{Condition, Logger};
 use actix_web::{web, App, HttpServer};
 
-use crate::answer::Pipeline;
+use crate::answer::{Answers, Pipeline};
 use crate::auth::tickets::{TicketStore, TICKET_TTL};
 use crate::config::{ConfigError, Settings};
 use crate::hub::{ChatHub, Limits};
@@ -83,6 +83,8 @@ impl Application {
             providers,
             writer,
             settings.history_budget_chars,
+            Answers::new(settings.resume_grace),
+            settings.answer_log_max_bytes,
         );
         let hub = ChatHub::spawn(Limits {
             per_user: settings.max_streams_per_user,

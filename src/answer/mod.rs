@@ -1,9 +1,12 @@
 //! The answer pipeline every transport shares: retrieve → prompt → provider → events.
 //!
-//! An answer runs as its own task on the caller's worker thread and hands its events over a
-//! small bounded channel (so a slow client slows the provider instead of growing memory).
-//! Dropping the [`AnswerStream`] aborts the task, which drops the provider's stream (and so
-//! the upstream connection) and the admission lease (and so the slot) at once.
+//! An answer runs as its own task and appends its events to its own log ([`log`]); it never
+//! waits for a reader. Connections subscribe to answers through the [`registry`], each from
+//! its own cursor, so losing a connection loses a subscriber, not the answer: a detached
+//! answer keeps generating for the grace window and any connection of its key may resume
+//! it. Stopping the task (a client's stop, an administrator, nobody back in time) drops the
+//! provider's stream (and so the upstream connection) and the admission lease (and so the
+//! slot) at once.
 //!
 //! An agent-chat answer is also a turn of a conversation: before the provider is called the
 //! task stores the question and an empty assistant row (`streaming`) and reads the earlier
@@ -11,6 +14,8 @@
 //! end. An aborted answer cannot await that write, so a [`TurnRecord`] guard hands it to the
 //! store writer from its `Drop`: a cancelled answer keeps exactly the text generated so far.
 
+pub mod event_log;
+pub mod registry;
 mod request;
 
 pub use request::{
@@ -18,16 +23,17 @@ pub use request::{
     ConversationRef, ProviderChoice, DEFAULT_TOP_K, MAX_TOP_K,
 };
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_util::future::{AbortHandle, Abortable};
-use futures_util::{Stream, StreamExt};
+use futures_util::future::{select, AbortHandle, Abortable, Either};
+use futures_util::StreamExt;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use uuid::Uuid;
+
+pub use event_log::{EventLog, MemoryLog, ReadOutcome};
+pub use registry::{AnswerEntry, AnswerOwner, Answers, ResumeError, StopReason, Subscription};
+use registry::NewAnswer;
 
 use crate::error::ErrorBody;
 use crate::hub::messages::Outcome;
@@ -36,10 +42,6 @@ use crate::providers::{Delta, Prompt, Providers};
 use crate::rag::{fts_query, history};
 use crate::store::writer::{Job, WriteSlot};
 use crate::store::{FinalWrite, MessageStatus, NewTurn, Passage, Store, StoreWriter};
-
-/// Events buffered between an answer task and its session. Small on purpose: it only has to
-/// cover a write in flight; beyond it the provider waits for the client.
-const EVENT_BUFFER: usize = 32;
 
 /// Earlier messages read back for a turn: 100 exchanges, more than a budget usually lets
 /// through, so the budget decides what is sent while the read stays bounded however long
@@ -115,6 +117,9 @@ pub struct Pipeline {
     writer: StoreWriter,
     /// Characters of earlier turns a conversation answer sends (`rag::history`).
     history_budget_chars: usize,
+    answers: Arc<Answers>,
+    /// Bound of each answer's event log.
+    log_max_bytes: usize,
 }
 
 impl Pipeline {
@@ -123,12 +128,16 @@ impl Pipeline {
         providers: Arc<Providers>,
         writer: StoreWriter,
         history_budget_chars: usize,
+        answers: Arc<Answers>,
+        log_max_bytes: usize,
     ) -> Self {
         Pipeline {
             store,
             providers,
             writer,
             history_budget_chars,
+            answers,
+            log_max_bytes,
         }
     }
 
@@ -147,132 +156,153 @@ impl Pipeline {
         &self.providers
     }
 
-    /// Spawns the answer with the default provider; see [`Pipeline::start_with`].
-    pub fn start(&self, request: AnswerRequest, lease: Lease) -> AnswerStream {
-        self.start_with(request, ProviderChoice::default(), lease)
+    /// The registry of running answers, for resuming and stopping them by id.
+    pub fn answers(&self) -> &Arc<Answers> {
+        &self.answers
     }
 
-    /// Spawns the answer on the current worker thread. The lease travels with the task, so
-    /// the slot is released however the task ends: done, error, abort or panic.
-    pub fn start_with(
-        &self,
-        request: AnswerRequest,
-        choice: ProviderChoice,
-        lease: Lease,
-    ) -> AnswerStream {
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        // The hub holds the abort handle so an administrator can end this answer.
-        let (admin_abort, registration) = AbortHandle::new_pair();
+    /// Starts an answer (see [`Start`]) and returns its asker's subscription. The answer
+    /// runs as a task of its own on the current worker thread and holds the lease, so the
+    /// slot is released however it ends: done, error, stop, abandonment or panic.
+    pub fn start(&self, start: Start) -> Subscription {
+        let Start {
+            request,
+            choice,
+            lease,
+            owner,
+            ticket,
+            label,
+            cancel_on_drop,
+        } = start;
+        let id: Arc<str> = Uuid::new_v4().to_string().into();
+        let log: Arc<dyn EventLog> = MemoryLog::new(self.log_max_bytes);
+        // Two stops: the hub's (an administrator, a revocation) and the client's (a cancel,
+        // or nobody back within the grace window). Kept apart so the ending says which.
+        let (admin_abort, admin_registration) = AbortHandle::new_pair();
+        let (stop, stop_registration) = AbortHandle::new_pair();
         lease.attach(admin_abort.clone());
-        let answer = Abortable::new(
-            run(
-                self.clone(),
-                request,
-                choice,
-                lease,
-                tx,
-                admin_abort.clone(),
-            ),
-            registration,
+        let subscription = self.answers.insert(
+            NewAnswer {
+                id: id.clone(),
+                owner,
+                log: log.clone(),
+                stop,
+                ticket,
+                label,
+            },
+            cancel_on_drop,
         );
-        let task = actix_web::rt::spawn(async move {
-            let _ = answer.await;
+        let entry = subscription.entry().clone();
+        let answers = self.answers.clone();
+        let answer = run(
+            self.clone(),
+            request,
+            choice,
+            lease,
+            Emitter { log: log.clone() },
+            id.clone(),
+            admin_abort.clone(),
+        );
+        let answer = Abortable::new(Abortable::new(answer, admin_registration), stop_registration);
+        actix_web::rt::spawn(async move {
+            let ending = Ending {
+                log,
+                entry: entry.clone(),
+                admin_abort,
+            };
+            let grace = answers.grace();
+            {
+                let watchdog = std::pin::pin!(entry.abandoned(grace));
+                let answer = std::pin::pin!(answer);
+                if let Either::Right(_) = select(answer, watchdog).await {
+                    entry.stop(StopReason::Abandoned);
+                }
+            }
+            // The answer future (with its upstream and lease) is gone here; the log is
+            // kept for late readers through the grace window.
+            drop(ending);
+            if !grace.is_zero() {
+                actix_web::rt::time::sleep(grace).await;
+            }
+            answers.remove(&id);
         });
-        AnswerStream {
-            rx,
-            task,
-            admin_abort,
-            seq: 0,
-            ended: false,
-        }
+        subscription
     }
 }
 
-/// The events of one answer, ending with exactly one `Done` or `Error`.
-pub struct AnswerStream {
-    rx: mpsc::Receiver<AnswerEvent>,
-    task: tokio::task::JoinHandle<()>,
+/// What [`Pipeline::start`] needs besides the pipeline.
+pub struct Start {
+    pub request: AnswerRequest,
+    pub choice: ProviderChoice,
+    pub lease: Lease,
+    /// The key that may resume or stop it.
+    pub owner: AnswerOwner,
+    /// The stream ticket that opened it (SSE), which may then resume it.
+    pub ticket: Option<String>,
+    /// The client's request id (WebSocket), echoed when the answer is resumed.
+    pub label: Option<Arc<str>>,
+    /// The asker cannot come back for it (a plain JSON request): stop it when the asker
+    /// leaves instead of detaching it.
+    pub cancel_on_drop: bool,
+}
+
+/// Appends the terminal event of an answer that did not end on its own, whatever stopped
+/// it (a stop, an abandonment, a panic, the worker going away), so every reader sees an
+/// ending and never a silent stop.
+struct Ending {
+    log: Arc<dyn EventLog>,
+    entry: Arc<AnswerEntry>,
     admin_abort: AbortHandle,
-    seq: u64,
-    ended: bool,
 }
 
-impl Stream for AnswerStream {
-    type Item = AnswerEvent;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AnswerEvent>> {
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(ev)) => {
-                self.seq = ev.seq;
-                self.ended = ev.event.is_terminal();
-                Poll::Ready(Some(ev))
-            }
-            // The task ended without a terminal event: an administrator ended it, or it
-            // panicked. The client still gets an ending, never a silent stop.
-            Poll::Ready(None) => {
-                self.ended = true;
-                let error = if self.admin_abort.is_aborted() {
-                    ErrorBody {
-                        code: "ended_by_admin".to_owned(),
-                        message: "an administrator ended this answer".to_owned(),
-                    }
-                } else {
-                    log::error!("an answer task ended without done or error");
-                    ErrorBody {
-                        code: "internal".to_owned(),
-                        message: "the answer stopped unexpectedly".to_owned(),
-                    }
-                };
-                Poll::Ready(Some(AnswerEvent {
-                    seq: self.seq + 1,
-                    event: StreamEvent::Error(error),
-                    partial: None,
-                }))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl Drop for AnswerStream {
+impl Drop for Ending {
     fn drop(&mut self) {
-        self.task.abort();
+        if self.log.is_ended() {
+            return;
+        }
+        let (code, message) = if self.admin_abort.is_aborted() {
+            ("ended_by_admin", "an administrator ended this answer")
+        } else {
+            match self.entry.reason() {
+                StopReason::Cancelled => ("cancelled", "the answer was cancelled"),
+                StopReason::Abandoned => (
+                    "cancelled",
+                    "nobody resumed the answer within the grace window",
+                ),
+                StopReason::Running => {
+                    log::error!("an answer task ended without done or error");
+                    ("internal", "the answer stopped unexpectedly")
+                }
+            }
+        };
+        let error = ErrorBody {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        };
+        self.log.append(StreamEvent::Error(error), None);
     }
 }
 
-/// Numbers events and notices a receiver that went away.
+/// Appends an answer's events to its log; never waits for a reader.
 struct Emitter {
-    tx: mpsc::Sender<AnswerEvent>,
-    seq: u64,
+    log: Arc<dyn EventLog>,
 }
 
 impl Emitter {
-    /// False when the client is gone and the answer should stop.
-    async fn emit(&mut self, event: StreamEvent) -> bool {
-        self.emit_with(event, None).await
+    fn emit(&self, event: StreamEvent) {
+        self.log.append(event, None);
     }
 
-    async fn emit_with(&mut self, event: StreamEvent, partial: Option<Box<DoneMetadata>>) -> bool {
-        self.seq += 1;
-        self.tx
-            .send(AnswerEvent {
-                seq: self.seq,
-                event,
-                partial,
-            })
-            .await
-            .is_ok()
+    fn emit_with(&self, event: StreamEvent, partial: Option<Box<DoneMetadata>>) {
+        self.log.append(event, partial);
     }
 
-    async fn fail(&mut self, code: &str, message: impl Into<String>) {
+    fn fail(&self, code: &str, message: impl Into<String>) {
         let body = ErrorBody {
             code: code.to_owned(),
             message: message.into(),
         };
-        self.emit(StreamEvent::Error(body)).await;
+        self.emit(StreamEvent::Error(body));
     }
 }
 
@@ -372,14 +402,14 @@ async fn run(
     req: AnswerRequest,
     choice: ProviderChoice,
     lease: Lease,
-    tx: mpsc::Sender<AnswerEvent>,
+    out: Emitter,
+    answer_id: Arc<str>,
     admin_abort: AbortHandle,
 ) {
     // Held until this function returns or the task is aborted; what it records goes to
     // the hub's metrics with the release.
     let mut lease = lease;
     let started = Instant::now();
-    let mut out = Emitter { tx, seq: 0 };
 
     let provider = match choice.provider.and_then(|k| p.providers.member(k)) {
         Some(member) => member.provider.clone(),
@@ -398,8 +428,7 @@ async fn run(
         // Reserved before the rows exist, so an abort from here on still finishes them.
         let Some(slot) = p.writer.reserve().await else {
             lease.record(Outcome::failed("unavailable", started));
-            out.fail("unavailable", "the service is shutting down")
-                .await;
+            out.fail("unavailable", "the service is shutting down");
             return;
         };
         let message_id = Uuid::new_v4().to_string();
@@ -433,25 +462,18 @@ async fn run(
             Ok(None) => {
                 turn.disarm();
                 lease.record(Outcome::failed("conversation_not_found", started));
-                out.fail("conversation_not_found", "no such conversation")
-                    .await;
+                out.fail("conversation_not_found", "no such conversation");
                 return;
             }
             Err(e) => {
                 log::error!("a conversation turn could not be stored: {e}");
                 turn.disarm();
                 lease.record(Outcome::failed("storage_failed", started));
-                out.fail("storage_failed", "the conversation could not be stored")
-                    .await;
+                out.fail("storage_failed", "the conversation could not be stored");
                 return;
             }
         };
-        if !out
-            .emit(StreamEvent::Conversation(begun.conversation_id.clone()))
-            .await
-        {
-            return;
-        }
+        out.emit(StreamEvent::Conversation(begun.conversation_id.clone()));
         conversation_id = Some(begun.conversation_id);
         earlier = begun.earlier;
     }
@@ -469,17 +491,14 @@ async fn run(
                         .await;
                 }
                 lease.record(Outcome::failed("retrieval_failed", started));
-                out.fail("retrieval_failed", "the documents could not be searched")
-                    .await;
+                out.fail("retrieval_failed", "the documents could not be searched");
                 return;
             }
         },
         None => Vec::new(),
     };
     let sources = to_sources(&passages);
-    if !out.emit(StreamEvent::Sources(sources.clone())).await {
-        return;
-    }
+    out.emit(StreamEvent::Sources(sources.clone()));
 
     let prompt = Prompt {
         terms: fts_query::query_terms(&req.question),
@@ -490,7 +509,7 @@ async fn run(
     };
     drop(earlier);
     let mut meta = DoneMetadata {
-        answer_id: Uuid::new_v4().to_string(),
+        answer_id: answer_id.to_string(),
         provider: provider.name().to_owned(),
         model,
         ttft_ms: None,
@@ -516,9 +535,7 @@ async fn run(
                 if let Some(turn) = record.as_mut() {
                     turn.text(&text, meta.ttft_ms, usage.unwrap_or(counted));
                 }
-                if !out.emit(StreamEvent::Token(text)).await {
-                    return;
-                }
+                out.emit(StreamEvent::Token(text));
             }
             Ok(Delta::Start { provider, model }) => {
                 meta.provider = provider.to_owned();
@@ -555,8 +572,7 @@ async fn run(
                     elapsed_ms: meta.elapsed_ms,
                     error_code: Some(body.code.clone()),
                 });
-                out.emit_with(StreamEvent::Error(body), Some(Box::new(meta)))
-                    .await;
+                out.emit_with(StreamEvent::Error(body), Some(Box::new(meta)));
                 return;
             }
         }
@@ -574,5 +590,5 @@ async fn run(
         elapsed_ms: meta.elapsed_ms,
         error_code: None,
     });
-    out.emit(StreamEvent::Done(Box::new(meta))).await;
+    out.emit(StreamEvent::Done(Box::new(meta)));
 }

@@ -103,6 +103,19 @@ async fn resolve(req: HttpRequest, streaming: bool) -> Result<KeyOwner, ApiError
     Ok(owner)
 }
 
+/// The stream ticket in a request's query (`?ticket=`, or SignalR's `?access_token=`), if
+/// it carries one: an answer remembers the ticket that opened it, so the `EventSource`
+/// reconnecting with it may resume that answer.
+pub fn stream_ticket(req: &HttpRequest) -> Option<String> {
+    let state = app_state(req).ok()?;
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string()).ok()?;
+    ["ticket", "access_token"]
+        .iter()
+        .filter_map(|name| query.get(*name))
+        .find(|v| state.tickets.is_ticket(v))
+        .cloned()
+}
+
 /// The owner behind a streaming request's key or ticket, for handlers that check other
 /// credentials first (SignalR's `?id=`).
 pub async fn resolve_stream(req: HttpRequest) -> Result<KeyOwner, ApiError> {

@@ -2,34 +2,38 @@
 //! frames and pings while idle, and an actor that registers the connection with the hub and
 //! lets an administrator end it.
 //!
-//! Tokens never cross the actor: the response body polls the answer itself, so each token
-//! costs one wake-up of the response and nothing else. The actor and the body are tied both
+//! Tokens never cross the actor: the response body reads the answer's log itself, so a
+//! wake-up costs one chunk however many tokens waited. The actor and the body are tied both
 //! ways: when the body is dropped (the answer ended, or the client went away and actix
-//! dropped the response) the actor stops and unregisters; when the actor stops (an
-//! administrator ended the connection) the body ends, which drops the answer.
+//! dropped the response) the actor stops and unregisters, and the answer loses a
+//! subscriber (it is detached for the grace window when that was the last); when the actor
+//! stops (an administrator ended the connection) the body ends and stops the answer.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use actix::{
     fut::wrap_future, Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
 };
-use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use bytes::Bytes;
+use futures_util::Stream;
 use tokio::sync::oneshot;
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
 use super::chat_hub::ChatHub;
 use super::messages::{Connect, Disconnect, Terminate};
-use crate::answer::AnswerStream;
+use crate::answer::registry::gap_event;
+use crate::answer::{ReadOutcome, Subscription};
 use crate::protocol::sse;
+use crate::protocol::{Piece, TokenMerger};
 use crate::store::KeyOwner;
 
-/// Most events folded into one body chunk.
-const COALESCE_MAX: usize = 64;
+/// Most events read into one body chunk.
+const EVENTS_PER_CHUNK: usize = 256;
 
 pub struct SseSession {
     id: u64,
@@ -41,11 +45,11 @@ pub struct SseSession {
 }
 
 impl SseSession {
-    /// Starts the session and returns the response body. `id` is the one the answer was
-    /// admitted under.
+    /// Starts the session and returns the response body: the subscribed answer's events
+    /// past the subscription's cursor, then live ones.
     pub fn start(
         id: u64,
-        answer: AnswerStream,
+        answer: Subscription,
         owner: KeyOwner,
         hub: Addr<ChatHub>,
         heartbeat: Duration,
@@ -61,20 +65,26 @@ impl SseSession {
         let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Body {
+            answer_id: answer.answer_id().clone(),
             answer,
             ended,
             ping,
+            merger: TokenMerger::default(),
             done: false,
         }
     }
 }
 
 /// The response body: the answer's frames, a `: ping` after each idle heartbeat interval.
+/// It is the connection's one writer: on each wake-up everything past its cursor goes out
+/// in one chunk, waiting tokens merged into one frame.
 struct Body {
-    answer: AnswerStream,
+    answer: Subscription,
+    answer_id: Arc<str>,
     /// Resolves (closed) when the session actor stops.
     ended: oneshot::Receiver<()>,
     ping: Interval,
+    merger: TokenMerger,
     done: bool,
 }
 
@@ -87,35 +97,38 @@ impl Stream for Body {
             return Poll::Ready(None);
         }
         if Pin::new(&mut this.ended).poll(cx).is_ready() {
-            // An administrator ended the connection; dropping the body drops the answer.
+            // An administrator ended the connection (or revoked its key): that ends the
+            // answer too, rather than leaving it for a resume.
+            this.answer.cancel();
             this.done = true;
             return Poll::Ready(None);
         }
-        match this.answer.poll_next_unpin(cx) {
-            Poll::Ready(Some(ev)) => {
-                let mut chunk = sse::encode(&ev);
-                // Events already waiting (the client or this worker lagged behind the
-                // upstream) go out in the same body chunk: one wake-up of the response and
-                // one write for all of them. The frames are unchanged; only their packing.
-                let mut batch: Option<BytesMut> = None;
-                for _ in 1..COALESCE_MAX {
-                    match this.answer.poll_next_unpin(cx) {
-                        Poll::Ready(Some(ev)) => batch
-                            .get_or_insert_with(|| BytesMut::from(&chunk[..]))
-                            .extend_from_slice(&sse::encode(&ev)),
-                        _ => break,
-                    }
-                }
-                if let Some(batch) = batch {
-                    chunk = batch.freeze();
-                }
+        let mut chunk = Vec::new();
+        let Body {
+            answer,
+            answer_id,
+            merger,
+            ..
+        } = this;
+        let outcome = answer.poll_read(cx, EVENTS_PER_CHUNK, &mut |ev| {
+            merger.push(ev, &mut |piece| sse::encode_into(&mut chunk, answer_id, &piece));
+        });
+        match outcome {
+            Poll::Ready(ReadOutcome::Read { .. }) => {
+                merger.flush(&mut |piece| sse::encode_into(&mut chunk, answer_id, &piece));
                 // Frames are flowing: the next ping is due a whole interval from now.
                 this.ping.reset();
-                return Poll::Ready(Some(Ok(chunk)));
+                return Poll::Ready(Some(Ok(Bytes::from(chunk))));
             }
-            Poll::Ready(None) => {
+            Poll::Ready(ReadOutcome::Finished) => {
                 this.done = true;
                 return Poll::Ready(None);
+            }
+            Poll::Ready(ReadOutcome::Gap) => {
+                this.done = true;
+                let gap = gap_event(answer.cursor() + 1);
+                sse::encode_into(&mut chunk, answer_id, &Piece::Event(&gap));
+                return Poll::Ready(Some(Ok(Bytes::from(chunk))));
             }
             Poll::Pending => {}
         }

@@ -1,29 +1,38 @@
 //! One actor per WebSocket connection. Its first text frame picks the protocol: a SignalR
 //! handshake selects the SignalR JSON hub protocol, anything else the plain JSON protocol.
 //!
-//! The actor owns the socket's read side (added as its stream) and a clone of the write
-//! side. Each admitted answer is forwarded by a future spawned in the actor's context:
-//! answer events go straight from the answer task to the socket without crossing the
-//! actor's mailbox, and cancelling that future (a cancel, a close, a timeout) drops the
-//! answer, which stops the provider and releases the slot.
+//! The actor owns the socket's read side (added as its stream). It never writes: replies
+//! and the answers it starts go to the connection's [`Outbox`], whose one writer task
+//! ([`run_writer`]) owns the write side, so answer events go from the answer's log to the
+//! socket without crossing the actor's mailbox.
+//!
+//! Each inbound frame costs constant work: replies are queued (bounded), never spawned as
+//! futures; frames are rate-limited; a client that keeps sending what is refused is closed.
+//!
+//! An explicit stop (a cancel frame, a close frame, SignalR's CancelInvocation or Close)
+//! stops the answers. A connection that is lost (reset, timeout, stalled writes) only
+//! detaches them: they keep generating for the grace window, and a `resume` frame on a new
+//! socket continues them.
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    fut::wrap_future, Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
-    SpawnHandle, StreamHandler, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
+    StreamHandler, WrapFuture,
 };
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::chat_hub::ChatHub;
 use super::messages::{Admit, Connect, Disconnect, Identify, Terminate};
+use super::ws_framing::Framing;
+use super::ws_outbox::{run_writer, Feed, Outbox, Overflow, WriterEnd};
 use crate::answer::{
-    conversation_id, validate_choice, validate_question, validate_top_k, AnswerRequest,
-    AnswerStream, ConversationRef, Pipeline, StreamEvent,
+    conversation_id, validate_choice, validate_question, validate_top_k, AnswerOwner,
+    AnswerRequest, Answers, ConversationRef, Pipeline, Start,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::protocol::plain_ws::{self, ClientFrame};
@@ -35,6 +44,14 @@ use crate::store::KeyOwner;
 /// frame can be answered instead of torn down).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// Inbound frames a connection may send in a burst, and per second after it. Far above
+/// what a chat client sends (a question, a cancel, a ping every 15 s).
+const FRAME_BURST: f64 = 200.0;
+const FRAMES_PER_SECOND: f64 = 50.0;
+
+/// Malformed frames and refused requests a connection may send before it is closed.
+const MAX_STRIKES: u32 = 32;
+
 #[derive(Debug, Clone, Copy)]
 pub struct WsSettings {
     pub max_question_chars: usize,
@@ -42,6 +59,8 @@ pub struct WsSettings {
     pub heartbeat: Duration,
     /// Silence (no frame at all, pongs included) after which the socket is closed.
     pub client_timeout: Duration,
+    /// A write that makes no progress for this long closes the socket.
+    pub write_timeout: Duration,
 }
 
 enum Mode {
@@ -55,18 +74,6 @@ enum Mode {
     },
 }
 
-/// How an answer's events become frames.
-#[derive(Clone)]
-enum Framing {
-    /// `{"token":…,"id":…}` frames.
-    Plain,
-    /// `SendMessage`: `ReceiveToken`/`StreamComplete`/`Error` calls, then a Completion when
-    /// the caller gave an invocation id.
-    SignalRInvoke { completes: bool },
-    /// `AskStream`: StreamItems, then a Completion.
-    SignalRStream,
-}
-
 /// A question as either protocol received it, before any check.
 struct Question<'a> {
     message: &'a str,
@@ -76,13 +83,37 @@ struct Question<'a> {
     conversation: Option<ConversationRef>,
 }
 
-enum Slot {
-    /// Waiting for the conversation check and the hub's admission; a cancel now means the
-    /// lease is dropped on arrival. The number tells this request from a later one that
-    /// reuses its id after a cancel.
-    Admitting(u64),
-    Running(SpawnHandle),
+/// A token bucket over inbound frames.
+struct FrameBudget {
+    tokens: f64,
+    at: Instant,
 }
+
+impl FrameBudget {
+    fn new() -> Self {
+        FrameBudget {
+            tokens: FRAME_BURST,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes one frame's token; false when the client sends faster than allowed.
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.duration_since(self.at).as_secs_f64() * FRAMES_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(FRAME_BURST);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// Sent by the writer task when it ends: the socket is gone or stalled.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterEnded(WriterEnd);
 
 pub struct WsSession {
     id: u64,
@@ -90,10 +121,17 @@ pub struct WsSession {
     hub: Addr<ChatHub>,
     pipeline: Pipeline,
     settings: WsSettings,
-    ws: actix_ws::Session,
+    outbox: Outbox,
+    /// The write half, until the writer task takes it when the actor starts.
+    session: Option<actix_ws::Session>,
     mode: Mode,
-    answers: HashMap<Rc<str>, Slot>,
+    /// Requests waiting for the conversation check and the hub's admission; a cancel now
+    /// means the lease is dropped on arrival. The number tells a request from a later one
+    /// that reuses its id after a cancel. Running answers are the outbox's.
+    admitting: HashMap<Rc<str>, u64>,
     last_heard: Instant,
+    budget: FrameBudget,
+    strikes: u32,
     next_auto_id: u64,
     next_request: u64,
 }
@@ -115,46 +153,60 @@ impl WsSession {
                 hub,
                 pipeline,
                 settings,
-                ws,
+                outbox: Outbox::default(),
+                session: Some(ws),
                 mode: Mode::Undecided,
-                answers: HashMap::new(),
+                admitting: HashMap::new(),
                 last_heard: Instant::now(),
+                budget: FrameBudget::new(),
+                strikes: 0,
                 next_auto_id: 1,
                 next_request: 1,
             }
         })
     }
 
-    /// Queues a frame without waiting; the write side is bounded by actix-ws itself.
-    fn send(&self, ctx: &mut Context<Self>, text: String) {
-        let mut ws = self.ws.clone();
-        ctx.spawn(wrap_future(async move {
-            let _ = ws.text(text).await;
-        }));
+    /// Queues a reply. A client that lets replies pile up is not reading: it is closed.
+    fn send(&mut self, ctx: &mut Context<Self>, text: String) {
+        if self.outbox.text(text) == Err(Overflow) {
+            self.not_reading(ctx);
+        }
     }
 
-    /// Sends an optional last frame and the close frame, then stops the actor. The writes
-    /// run as a task of their own because a stopping actor drops its context's futures.
+    fn not_reading(&mut self, ctx: &mut Context<Self>) {
+        log::info!("websocket session {} does not read its replies", self.id);
+        self.close(ctx, None, CloseCode::Policy, "not reading replies");
+    }
+
+    /// Sends an optional last frame and the close frame (through the writer, which outlives
+    /// the actor for that), then stops the actor. Answers still running are detached.
     fn close(
-        &self,
+        &mut self,
         ctx: &mut Context<Self>,
         last_frame: Option<String>,
         code: CloseCode,
         description: &str,
     ) {
-        let ws = self.ws.clone();
         let reason = CloseReason {
             code,
             description: Some(description.to_owned()),
         };
-        actix_web::rt::spawn(async move {
-            let mut ws = ws;
-            if let Some(frame) = last_frame {
-                let _ = ws.text(frame).await;
-            }
-            let _ = ws.close(Some(reason)).await;
-        });
+        self.outbox.close(last_frame, Some(reason));
         ctx.stop();
+    }
+
+    /// Counts a malformed frame or refused request; false once the connection has had too
+    /// many and is being closed.
+    fn strike(&mut self, ctx: &mut Context<Self>) -> bool {
+        self.strikes += 1;
+        if self.strikes <= MAX_STRIKES {
+            return true;
+        }
+        log::info!("websocket session {}: too many refused frames", self.id);
+        let last = matches!(self.mode, Mode::SignalR { .. })
+            .then(|| signalr::close(Some("Too many invalid or refused messages."), false));
+        self.close(ctx, last, CloseCode::Policy, "too many refused messages");
+        false
     }
 
     fn auto_id(&mut self) -> Rc<str> {
@@ -219,21 +271,52 @@ impl WsSession {
                 self.ask(id, Framing::Plain, question, ctx);
             }
             Ok(ClientFrame::Cancel { id }) => {
-                if self.cancel(&id, ctx) {
-                    self.reject(
-                        ctx,
-                        Some(&id),
-                        &Framing::Plain,
-                        "cancelled",
-                        "the answer was cancelled",
-                    );
+                if self.cancel(&id) {
+                    let body = ErrorBody {
+                        code: "cancelled".to_owned(),
+                        message: "the answer was cancelled".to_owned(),
+                    };
+                    self.send(ctx, plain_ws::encode_error(Some(&id), &body));
                 } else {
                     let msg = "no running answer has this id";
                     self.reject(ctx, Some(&id), &Framing::Plain, "unknown_id", msg);
                 }
             }
             Ok(ClientFrame::Ping) => self.send(ctx, plain_ws::PONG.to_owned()),
+            Ok(ClientFrame::Resume {
+                id,
+                answer_id,
+                after,
+            }) => self.resume(id, &answer_id, after, ctx),
             Err(e) => self.reject(ctx, e.id.as_deref(), &Framing::Plain, e.code, &e.message),
+        }
+    }
+
+    /// Continues an answer of this key on this socket, after event `after`. Its frames
+    /// carry the id given here, else the one it was asked under.
+    fn resume(&mut self, id: Option<String>, answer_id: &str, after: u64, ctx: &mut Context<Self>) {
+        let answers = self.pipeline.answers();
+        let Some(entry) = answers.get(answer_id, &self.owner.key_id) else {
+            let message = "no such answer (unknown, ended longer ago than the resume grace window, or not this key's)";
+            let id = id.as_deref().unwrap_or(answer_id);
+            self.reject(ctx, Some(id), &Framing::Plain, "answer_not_found", message);
+            return;
+        };
+        let id: Rc<str> = match id {
+            Some(id) => id.into(),
+            None => entry
+                .label()
+                .map(|l| Rc::from(&**l))
+                .unwrap_or_else(|| Rc::from(answer_id)),
+        };
+        if self.admitting.contains_key(&id) || self.outbox.follows(&id) {
+            let msg = "an answer with this id is already on this socket";
+            self.reject(ctx, Some(&id), &Framing::Plain, "duplicate_id", msg);
+            return;
+        }
+        match Answers::resume(entry, after) {
+            Ok(answer) => self.outbox.follow(Feed::new(id, Framing::Plain, answer)),
+            Err(e) => self.reject(ctx, Some(&id), &Framing::Plain, "invalid_cursor", &e.to_string()),
         }
     }
 
@@ -321,12 +404,13 @@ impl WsSession {
             HubMessage::CancelInvocation { invocation_id } => {
                 // The caller already stopped listening; the Completion is sent all the
                 // same, as the protocol asks.
-                if self.cancel(&invocation_id, ctx) {
+                if self.cancel(&invocation_id) {
                     self.send(ctx, signalr::completion(&invocation_id, None, None));
                 }
             }
             HubMessage::Ping | HubMessage::Other(_) => {}
             HubMessage::Close => {
+                self.outbox.cancel_all();
                 self.close(ctx, None, CloseCode::Normal, "closed by the client");
                 return false;
             }
@@ -423,13 +507,16 @@ impl WsSession {
 
     /// Tells the client a request failed before its answer started.
     fn reject(
-        &self,
+        &mut self,
         ctx: &mut Context<Self>,
         id: Option<&str>,
         framing: &Framing,
         code: &str,
         message: &str,
     ) {
+        if !self.strike(ctx) {
+            return;
+        }
         let body = ErrorBody {
             code: code.to_owned(),
             message: message.to_owned(),
@@ -451,7 +538,7 @@ impl WsSession {
         }
     }
 
-    fn reject_api(&self, ctx: &mut Context<Self>, id: &str, framing: &Framing, err: &ApiError) {
+    fn reject_api(&mut self, ctx: &mut Context<Self>, id: &str, framing: &Framing, err: &ApiError) {
         let body = err.body();
         self.reject(ctx, Some(id), framing, &body.code, &body.message);
     }
@@ -465,7 +552,7 @@ impl WsSession {
             choice,
             conversation,
         } = q;
-        if self.answers.contains_key(&id) {
+        if self.admitting.contains_key(&id) || self.outbox.follows(&id) {
             let msg = "an answer with this id is still running; use a new id";
             self.reject(ctx, Some(&id), &framing, "duplicate_id", msg);
             return;
@@ -494,7 +581,7 @@ impl WsSession {
 
         let request_no = self.next_request;
         self.next_request += 1;
-        self.answers.insert(id.clone(), Slot::Admitting(request_no));
+        self.admitting.insert(id.clone(), request_no);
         // A conversation to continue must be this key's: checked here, on this worker
         // thread, before a slot is taken, so an unknown id is an error frame and not an
         // answer that fails.
@@ -535,42 +622,37 @@ impl WsSession {
             }
         };
         ctx.spawn(admission.into_actor(self).map(move |reply, act, ctx| {
-            if !matches!(act.answers.get(&id), Some(Slot::Admitting(n)) if *n == request_no) {
+            if act.admitting.get(&id) != Some(&request_no) {
                 // Cancelled while waiting: dropping the reply drops the lease.
                 return;
             }
+            act.admitting.remove(&id);
             let lease = match reply {
                 Ok(lease) => lease,
                 Err(e) => {
-                    act.answers.remove(&id);
                     act.reject_api(ctx, &id, &framing, &e);
                     return;
                 }
             };
-            let answer = act.pipeline.start_with(request, choice, lease);
-            let forward = forward(answer, id.clone(), framing, act.ws.clone());
-            let done_id = id.clone();
-            let handle = ctx.spawn(forward.into_actor(act).map(move |socket_closed, act, ctx| {
-                act.answers.remove(&done_id);
-                if socket_closed {
-                    ctx.stop();
-                }
-            }));
-            act.answers.insert(id, Slot::Running(handle));
+            let answer = act.pipeline.start(Start {
+                request,
+                choice,
+                lease,
+                owner: AnswerOwner {
+                    key_id: act.owner.key_id.clone(),
+                    tenant_id: act.owner.tenant_id.clone(),
+                },
+                ticket: None,
+                label: Some(Arc::from(&*id)),
+                cancel_on_drop: false,
+            });
+            act.outbox.follow(Feed::new(id, framing, answer));
         }));
     }
 
     /// Stops an answer; false when no answer has that id.
-    fn cancel(&mut self, id: &str, ctx: &mut Context<Self>) -> bool {
-        match self.answers.remove(id) {
-            Some(slot) => {
-                if let Slot::Running(handle) = slot {
-                    ctx.cancel_future(handle);
-                }
-                true
-            }
-            None => false,
-        }
+    fn cancel(&mut self, id: &str) -> bool {
+        self.admitting.remove(id).is_some() || self.outbox.cancel(id)
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
@@ -593,66 +675,15 @@ impl WsSession {
             return;
         }
         // SignalR clients only count messages (a WebSocket ping is invisible to them).
-        let mut ws = self.ws.clone();
-        ctx.spawn(wrap_future(async move {
-            let _ = if signalr {
-                ws.text(signalr::PING).await
-            } else {
-                ws.ping(b"").await
-            };
-        }));
-    }
-}
-
-/// Encodes one event for its framing; `None` when the framing has no use for it.
-fn encode(id: &str, framing: &Framing, event: &StreamEvent) -> Option<String> {
-    match framing {
-        Framing::Plain => Some(plain_ws::encode_event(id, event)),
-        Framing::SignalRInvoke { completes } => match event {
-            // No client method exists for them; the conversation id is also in
-            // `StreamComplete`'s metadata.
-            StreamEvent::Conversation(_) | StreamEvent::Sources(_) => None,
-            StreamEvent::Token(t) => Some(signalr::receive_token(t)),
-            StreamEvent::Done(meta) => {
-                let mut frames = signalr::stream_complete(meta);
-                if *completes {
-                    frames.push_str(&signalr::completion(id, Some(&Value::Null), None));
-                }
-                Some(frames)
-            }
-            // As the seed's hub does: the failure goes to `Error`, the method returns.
-            StreamEvent::Error(e) => {
-                let mut frames = signalr::error(&e.message);
-                if *completes {
-                    frames.push_str(&signalr::completion(id, Some(&Value::Null), None));
-                }
-                Some(frames)
-            }
-        },
-        Framing::SignalRStream => match event {
-            StreamEvent::Conversation(_) | StreamEvent::Sources(_) => None,
-            StreamEvent::Token(t) => Some(signalr::stream_item(id, t)),
-            StreamEvent::Done(_) => Some(signalr::completion(id, None, None)),
-            StreamEvent::Error(e) => Some(signalr::completion(id, None, Some(&e.message))),
-        },
-    }
-}
-
-/// Writes one answer's frames in order. Returns true when the socket is gone.
-async fn forward(
-    mut answer: AnswerStream,
-    id: Rc<str>,
-    framing: Framing,
-    mut ws: actix_ws::Session,
-) -> bool {
-    while let Some(ev) = answer.next().await {
-        if let Some(frame) = encode(&id, &framing, &ev.event) {
-            if ws.text(frame).await.is_err() {
-                return true;
-            }
+        let queued = if signalr {
+            self.outbox.text(signalr::PING.to_owned())
+        } else {
+            self.outbox.ping()
+        };
+        if queued == Err(Overflow) {
+            self.not_reading(ctx);
         }
     }
-    false
 }
 
 impl Actor for WsSession {
@@ -667,13 +698,41 @@ impl Actor for WsSession {
             terminate: ctx.address().recipient(),
         });
         ctx.run_interval(self.settings.heartbeat, |act, ctx| act.heartbeat(ctx));
+        // The writer is a task of its own, not a future of this context: it must outlive
+        // the actor long enough to send the close frame.
+        if let Some(session) = self.session.take() {
+            let outbox = self.outbox.clone();
+            let addr = ctx.address();
+            let timeout = self.settings.write_timeout;
+            actix_web::rt::spawn(async move {
+                let end = run_writer(outbox, session, timeout).await;
+                addr.do_send(WriterEnded(end));
+            });
+        }
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        // The context drops its futures after this, and with them every running answer.
+        // Ends the writer if nothing else did (the client vanished): the answers it still
+        // follows are detached with it.
+        self.outbox.close(None, None);
         self.hub.do_send(Disconnect {
             session_id: self.id,
         });
+    }
+}
+
+impl Handler<WriterEnded> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriterEnded, ctx: &mut Context<Self>) {
+        if msg.0 == WriterEnd::Stalled {
+            log::info!(
+                "websocket session {}: a write made no progress for {:?}; closing",
+                self.id,
+                self.settings.write_timeout
+            );
+        }
+        ctx.stop();
     }
 }
 
@@ -682,6 +741,8 @@ impl Handler<Terminate> for WsSession {
 
     fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
         log::info!("websocket session {} ended: {}", self.id, msg.reason);
+        // Ended from outside (an administrator, a revoked key): its answers end too.
+        self.outbox.cancel_all();
         // SignalR clients reconnect on a Close that allows it; plain clients see 1001.
         let last = matches!(
             self.mode,
@@ -697,7 +758,15 @@ impl Handler<Terminate> for WsSession {
 
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
-        self.last_heard = Instant::now();
+        let now = Instant::now();
+        self.last_heard = now;
+        if !self.budget.take(now) {
+            log::info!("websocket session {} sends frames too fast", self.id);
+            let last = matches!(self.mode, Mode::SignalR { .. })
+                .then(|| signalr::close(Some("Too many messages."), false));
+            self.close(ctx, last, CloseCode::Policy, "too many messages");
+            return;
+        }
         match item {
             Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
             Ok(AggregatedMessage::Binary(_)) => self.reject(
@@ -708,13 +777,16 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
                 "binary frames are not supported; send JSON text frames",
             ),
             Ok(AggregatedMessage::Ping(payload)) => {
-                let mut ws = self.ws.clone();
-                ctx.spawn(wrap_future(async move {
-                    let _ = ws.pong(&payload).await;
-                }));
+                if self.outbox.pong(payload) == Err(Overflow) {
+                    self.not_reading(ctx);
+                }
             }
             Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => self.close(ctx, None, CloseCode::Normal, "bye"),
+            Ok(AggregatedMessage::Close(_)) => {
+                // Saying goodbye is an explicit stop: nobody will resume these answers.
+                self.outbox.cancel_all();
+                self.close(ctx, None, CloseCode::Normal, "bye");
+            }
             Err(ProtocolError::Overflow) => {
                 let body = ErrorBody {
                     code: "message_too_large".to_owned(),

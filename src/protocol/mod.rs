@@ -4,3 +4,84 @@
 pub mod plain_ws;
 pub mod signalr;
 pub mod sse;
+
+use crate::answer::{AnswerEvent, StreamEvent};
+
+/// One frame's worth of an answer, as a connection's writer sees the events past its
+/// cursor: waiting tokens merged (their text concatenated, numbered as the last of them),
+/// every other event as it is.
+pub enum Piece<'a> {
+    Tokens { text: &'a str, last_seq: u64 },
+    Event(&'a AnswerEvent),
+}
+
+/// Merges runs of token events. Its buffer is reused from one wake-up to the next, so
+/// merging allocates nothing once it has grown to a run's size.
+#[derive(Default)]
+pub struct TokenMerger {
+    text: String,
+    last_seq: u64,
+    open: bool,
+}
+
+impl TokenMerger {
+    /// Takes the next event; hands `emit` whatever it completes.
+    pub fn push(&mut self, ev: &AnswerEvent, emit: &mut dyn FnMut(Piece<'_>)) {
+        if let StreamEvent::Token(text) = &ev.event {
+            self.text.push_str(text);
+            self.last_seq = ev.seq;
+            self.open = true;
+        } else {
+            self.flush(emit);
+            emit(Piece::Event(ev));
+        }
+    }
+
+    /// Hands over the run of tokens taken so far, if any.
+    pub fn flush(&mut self, emit: &mut dyn FnMut(Piece<'_>)) {
+        if self.open {
+            emit(Piece::Tokens {
+                text: &self.text,
+                last_seq: self.last_seq,
+            });
+            self.text.clear();
+            self.open = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(seq: u64, t: &str) -> AnswerEvent {
+        AnswerEvent {
+            seq,
+            event: StreamEvent::Token(t.into()),
+            partial: None,
+        }
+    }
+
+    #[test]
+    fn waiting_tokens_merge_into_one_piece_numbered_as_the_last() {
+        let mut merger = TokenMerger::default();
+        let mut out = Vec::new();
+        let mut emit = |p: Piece<'_>| match p {
+            Piece::Tokens { text, last_seq } => out.push(format!("{last_seq}:{text}")),
+            Piece::Event(ev) => out.push(format!("{}:event", ev.seq)),
+        };
+        for ev in [tok(2, "Hel"), tok(3, "lo")] {
+            merger.push(&ev, &mut emit);
+        }
+        let conversation = AnswerEvent {
+            seq: 4,
+            event: StreamEvent::Conversation("c".into()),
+            partial: None,
+        };
+        merger.push(&conversation, &mut emit);
+        merger.push(&tok(5, "!"), &mut emit);
+        merger.flush(&mut emit);
+        merger.flush(&mut emit);
+        assert_eq!(out, vec!["3:Hello", "4:event", "5:!"]);
+    }
+}

@@ -3,13 +3,18 @@
 //!
 //! Client: `{"message":"Hello","topK":5,"id":"c1","conversationId":"…"}` (every question is
 //! a conversation turn; without `conversationId` a new conversation starts),
-//! `{"type":"cancel","id":"c1"}`, `{"type":"ping"}`. Server: `{"conversationId":"…","id":"c1"}`
+//! `{"type":"cancel","id":"c1"}`, `{"type":"ping"}`,
+//! `{"type":"resume","answerId":"…","after":N,"id":"c1"}`. Server: `{"conversationId":"…","id":"c1"}`
 //! first, then `{"sources":[…],"id":"c1"}`, `{"token":"Hi","id":"c1"}` …
 //! `{"done":true,"id":"c1","metadata":{…}}` or `{"error":{…},"id":"c1"}`, and `{"type":"pong"}`.
+//! Every frame of an answer also carries `answerId` and `seq` (the last event it holds):
+//! the cursor a client sends back in `resume` on a new socket. Tokens that waited for the
+//! socket are merged into one frame.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::Piece;
 use crate::answer::{DoneMetadata, Source, StreamEvent};
 use crate::error::ErrorBody;
 
@@ -29,6 +34,12 @@ pub enum ClientFrame {
         id: String,
     },
     Ping,
+    /// Continue an answer (of this key) after event `after`, on this socket.
+    Resume {
+        id: Option<String>,
+        answer_id: String,
+        after: u64,
+    },
 }
 
 /// A frame that could not be understood; `id` is echoed when it could be read.
@@ -51,6 +62,9 @@ struct RawFrame {
     model: Option<Value>,
     #[serde(rename = "conversationId")]
     conversation_id: Option<Value>,
+    #[serde(rename = "answerId")]
+    answer_id: Option<Value>,
+    after: Option<Value>,
 }
 
 fn read_id(id: Option<Value>) -> Result<Option<String>, DecodeError> {
@@ -146,10 +160,34 @@ pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
             )),
         },
         "ping" => Ok(ClientFrame::Ping),
+        "resume" => {
+            let answer_id = match raw.answer_id {
+                Some(Value::String(a)) if !a.is_empty() && a.len() <= 64 => a,
+                _ => {
+                    return Err(fail(
+                        "invalid_frame",
+                        "a resume frame needs the \"answerId\" to resume",
+                    ))
+                }
+            };
+            let after = match raw.after {
+                None | Some(Value::Null) => 0,
+                Some(Value::Number(n)) => match n.as_u64() {
+                    Some(after) => after,
+                    None => return Err(fail("invalid_cursor", "after must be a whole number ≥ 0")),
+                },
+                Some(_) => return Err(fail("invalid_cursor", "after must be a whole number ≥ 0")),
+            };
+            Ok(ClientFrame::Resume {
+                id,
+                answer_id,
+                after,
+            })
+        }
         other => Err(DecodeError {
             id: id.clone(),
             code: "unknown_type",
-            message: format!("unknown frame type `{other}`; known: ask, cancel, ping"),
+            message: format!("unknown frame type `{other}`; known: ask, cancel, ping, resume"),
         }),
     }
 }
@@ -167,6 +205,10 @@ struct Out<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a ErrorBody>,
     id: Option<&'a str>,
+    #[serde(rename = "answerId", skip_serializing_if = "Option::is_none")]
+    answer_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a DoneMetadata>,
 }
@@ -178,6 +220,8 @@ const EMPTY: Out<'static> = Out {
     done: None,
     error: None,
     id: None,
+    answer_id: None,
+    seq: None,
     metadata: None,
 };
 
@@ -214,6 +258,51 @@ pub fn encode_event(id: &str, event: &StreamEvent) -> String {
         }),
         StreamEvent::Error(error) => encode_error(id, error),
     }
+}
+
+/// One frame of answer `answer_id` (merged tokens or one event), for the request `id`.
+pub fn encode_piece(id: &str, answer_id: &str, piece: &Piece<'_>) -> String {
+    let (seq, event) = match piece {
+        Piece::Tokens { text, last_seq } => {
+            return to_text(&Out {
+                token: Some(text),
+                id: Some(id),
+                answer_id: Some(answer_id),
+                seq: Some(*last_seq),
+                ..EMPTY
+            })
+        }
+        Piece::Event(ev) => (ev.seq, &ev.event),
+    };
+    let base = Out {
+        id: Some(id),
+        answer_id: Some(answer_id),
+        seq: Some(seq),
+        ..EMPTY
+    };
+    to_text(&match event {
+        StreamEvent::Conversation(conversation_id) => Out {
+            conversation_id: Some(conversation_id),
+            ..base
+        },
+        StreamEvent::Sources(sources) => Out {
+            sources: Some(sources),
+            ..base
+        },
+        StreamEvent::Token(token) => Out {
+            token: Some(token),
+            ..base
+        },
+        StreamEvent::Done(metadata) => Out {
+            done: Some(true),
+            metadata: Some(metadata),
+            ..base
+        },
+        StreamEvent::Error(error) => Out {
+            error: Some(error),
+            ..base
+        },
+    })
 }
 
 pub fn encode_error(id: Option<&str>, error: &ErrorBody) -> String {

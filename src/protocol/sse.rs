@@ -11,6 +11,7 @@ use std::io::Write;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::Piece;
 use crate::answer::{AnswerEvent, DoneMetadata, Source, StreamEvent};
 use crate::error::ErrorBody;
 
@@ -54,51 +55,81 @@ struct ConversationFrame<'a> {
 const UNENCODABLE: &[u8] =
     br#"{"done":true,"error":{"code":"internal","message":"an event could not be encoded"}}"#;
 
-pub fn encode(ev: &AnswerEvent) -> Bytes {
-    // One buffer, written in place: this runs once per token.
-    let mut buf = Vec::with_capacity(96);
+/// Appends one frame. Its `id:` is `<answerId>:<seq>`: an `EventSource` that reconnects
+/// sends it back as `Last-Event-ID`, which names both the answer and the cursor.
+pub fn encode_into(buf: &mut Vec<u8>, answer_id: &str, piece: &Piece<'_>) {
+    // Written in place into the connection's chunk: this runs once per frame.
+    let (seq, event) = match piece {
+        Piece::Tokens { last_seq, .. } => (*last_seq, None),
+        Piece::Event(ev) => (ev.seq, Some(ev)),
+    };
     // Writing to a Vec cannot fail.
-    let _ = writeln!(buf, "id: {}", ev.seq);
-    match &ev.event {
-        StreamEvent::Conversation(_) => buf.extend_from_slice(b"event: conversation\n"),
-        StreamEvent::Sources(_) => buf.extend_from_slice(b"event: sources\n"),
+    let _ = writeln!(buf, "id: {answer_id}:{seq}");
+    match event.map(|ev| &ev.event) {
+        Some(StreamEvent::Conversation(_)) => buf.extend_from_slice(b"event: conversation\n"),
+        Some(StreamEvent::Sources(_)) => buf.extend_from_slice(b"event: sources\n"),
         _ => {}
     }
     buf.extend_from_slice(b"data: ");
     let data_start = buf.len();
     // Serialising these borrowed structs cannot fail: no maps with non-string keys, no
     // custom serialisers that error.
-    let written = match &ev.event {
-        StreamEvent::Conversation(conversation_id) => {
-            serde_json::to_writer(&mut buf, &ConversationFrame { conversation_id })
-        }
-        StreamEvent::Sources(sources) => serde_json::to_writer(&mut buf, &SourcesFrame { sources }),
-        StreamEvent::Token(token) => {
-            serde_json::to_writer(&mut buf, &TokenFrame { token, done: false })
-        }
-        StreamEvent::Done(metadata) => serde_json::to_writer(
-            &mut buf,
-            &DoneFrame {
-                token: "",
-                done: true,
-                metadata,
+    let written = match (piece, event) {
+        (Piece::Tokens { text, .. }, _) => serde_json::to_writer(
+            &mut *buf,
+            &TokenFrame {
+                token: text,
+                done: false,
             },
         ),
-        StreamEvent::Error(error) => serde_json::to_writer(
-            &mut buf,
-            &ErrorFrame {
-                done: true,
-                error,
-                metadata: ev.partial.as_deref(),
-            },
-        ),
+        (_, Some(ev)) => match &ev.event {
+            StreamEvent::Conversation(conversation_id) => {
+                serde_json::to_writer(&mut *buf, &ConversationFrame { conversation_id })
+            }
+            StreamEvent::Sources(sources) => {
+                serde_json::to_writer(&mut *buf, &SourcesFrame { sources })
+            }
+            StreamEvent::Token(token) => {
+                serde_json::to_writer(&mut *buf, &TokenFrame { token, done: false })
+            }
+            StreamEvent::Done(metadata) => serde_json::to_writer(
+                &mut *buf,
+                &DoneFrame {
+                    token: "",
+                    done: true,
+                    metadata,
+                },
+            ),
+            StreamEvent::Error(error) => serde_json::to_writer(
+                &mut *buf,
+                &ErrorFrame {
+                    done: true,
+                    error,
+                    metadata: ev.partial.as_deref(),
+                },
+            ),
+        },
+        (Piece::Event(_), None) => Ok(()),
     };
     if written.is_err() {
         buf.truncate(data_start);
         buf.extend_from_slice(UNENCODABLE);
     }
     buf.extend_from_slice(b"\n\n");
+}
+
+/// One event as a whole frame (the non-merging path and tests).
+pub fn encode(answer_id: &str, ev: &AnswerEvent) -> Bytes {
+    let mut buf = Vec::with_capacity(96);
+    encode_into(&mut buf, answer_id, &Piece::Event(ev));
     Bytes::from(buf)
+}
+
+/// Splits a `Last-Event-ID` (`<answerId>:<seq>`) into the answer and the cursor.
+pub fn parse_event_id(raw: &str) -> Option<(&str, u64)> {
+    let (answer, seq) = raw.trim().rsplit_once(':')?;
+    let seq = seq.parse().ok()?;
+    (!answer.is_empty() && answer.len() <= 64).then_some((answer, seq))
 }
 
 #[cfg(test)]
@@ -108,11 +139,14 @@ mod tests {
 
     fn ev(seq: u64, event: StreamEvent) -> String {
         String::from_utf8(
-            encode(&AnswerEvent {
-                seq,
-                event,
-                partial: None,
-            })
+            encode(
+                "a1",
+                &AnswerEvent {
+                    seq,
+                    event,
+                    partial: None,
+                },
+            )
             .to_vec(),
         )
         .expect("utf-8")
@@ -122,7 +156,7 @@ mod tests {
     fn a_token_frame_has_an_id_and_the_seeds_shape() {
         assert_eq!(
             ev(2, StreamEvent::Token("Hello".into())),
-            "id: 2\ndata: {\"token\":\"Hello\",\"done\":false}\n\n"
+            "id: a1:2\ndata: {\"token\":\"Hello\",\"done\":false}\n\n"
         );
     }
 
@@ -131,7 +165,7 @@ mod tests {
         let frame = ev(3, StreamEvent::Token("a\nb\r\n".into()));
         assert_eq!(
             frame,
-            "id: 3\ndata: {\"token\":\"a\\nb\\r\\n\",\"done\":false}\n\n"
+            "id: a1:3\ndata: {\"token\":\"a\\nb\\r\\n\",\"done\":false}\n\n"
         );
         assert_eq!(frame.matches('\n').count(), 3);
     }
@@ -150,7 +184,7 @@ mod tests {
             conversation_id: None,
         };
         let frame = ev(5, StreamEvent::Done(Box::new(meta)));
-        assert!(frame.starts_with("id: 5\ndata: {\"token\":\"\",\"done\":true,\"metadata\":{"));
+        assert!(frame.starts_with("id: a1:5\ndata: {\"token\":\"\",\"done\":true,\"metadata\":{"));
         assert!(frame.contains("\"provider\":\"offline\""));
         assert!(frame.contains("\"ttft_ms\":4"));
         assert!(frame.ends_with("}}\n\n"));
@@ -167,7 +201,7 @@ mod tests {
         );
         assert_eq!(
             frame,
-            "id: 1\ndata: {\"done\":true,\"error\":{\"code\":\"upstream_timeout\",\"message\":\"slow\"}}\n\n"
+            "id: a1:1\ndata: {\"done\":true,\"error\":{\"code\":\"upstream_timeout\",\"message\":\"slow\"}}\n\n"
         );
     }
 
@@ -184,7 +218,7 @@ mod tests {
             sources: Arc::from(Vec::new()),
             conversation_id: Some("conv-1".into()),
         };
-        let frame = encode(&AnswerEvent {
+        let frame = encode("a1", &AnswerEvent {
             seq: 6,
             event: StreamEvent::Error(ErrorBody {
                 code: "upstream_overloaded".into(),
@@ -194,7 +228,7 @@ mod tests {
         });
         let frame = String::from_utf8(frame.to_vec()).unwrap();
         assert!(frame.starts_with(
-            "id: 6\ndata: {\"done\":true,\"error\":{\"code\":\"upstream_overloaded\",\"message\":\"m\"},\"metadata\":{"
+            "id: a1:6\ndata: {\"done\":true,\"error\":{\"code\":\"upstream_overloaded\",\"message\":\"m\"},\"metadata\":{"
         ));
         assert!(frame.contains("\"tokens\":3"));
         assert!(frame.contains("\"finish_reason\":\"error\""));
@@ -205,7 +239,7 @@ mod tests {
         let frame = ev(1, StreamEvent::Conversation("c-42".into()));
         assert_eq!(
             frame,
-            "id: 1\nevent: conversation\ndata: {\"conversationId\":\"c-42\"}\n\n"
+            "id: a1:1\nevent: conversation\ndata: {\"conversationId\":\"c-42\"}\n\n"
         );
         let meta = DoneMetadata {
             answer_id: "a1".into(),
@@ -227,8 +261,31 @@ mod tests {
     }
 
     #[test]
+    fn merged_tokens_are_one_frame_with_the_last_id() {
+        let mut buf = Vec::new();
+        let piece = Piece::Tokens {
+            text: "Hel\nlo",
+            last_seq: 7,
+        };
+        encode_into(&mut buf, "a1", &piece);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "id: a1:7\ndata: {\"token\":\"Hel\\nlo\",\"done\":false}\n\n"
+        );
+    }
+
+    #[test]
+    fn an_event_id_names_the_answer_and_the_cursor() {
+        assert_eq!(parse_event_id("ab-12:7"), Some(("ab-12", 7)));
+        assert_eq!(parse_event_id(" x:0 "), Some(("x", 0)));
+        assert_eq!(parse_event_id("7"), None);
+        assert_eq!(parse_event_id(":7"), None);
+        assert_eq!(parse_event_id("x:-1"), None);
+    }
+
+    #[test]
     fn sources_are_a_named_event() {
         let frame = ev(1, StreamEvent::Sources(Arc::from(Vec::new())));
-        assert_eq!(frame, "id: 1\nevent: sources\ndata: {\"sources\":[]}\n\n");
+        assert_eq!(frame, "id: a1:1\nevent: sources\ndata: {\"sources\":[]}\n\n");
     }
 }

@@ -6,12 +6,13 @@
 //! The same pipeline as `/ask` answers; the conversation is checked here, before a stream
 //! slot is taken, so an unknown (or another user's) conversation is a plain HTTP 404.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::answers::{last_event_id, resume_sse};
 use super::ask::{answer_json, answer_sse, to_request, AskParams};
 use crate::answer::{conversation_id, AnswerRequest, ConversationRef, ProviderChoice};
-use crate::auth::{Principal, StreamPrincipal};
+use crate::auth::{resolve_stream, stream_ticket, Principal, StreamPrincipal};
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store::KeyOwner;
@@ -77,11 +78,16 @@ async fn chat(
 
 async fn chat_stream_get(
     state: web::Data<AppState>,
-    StreamPrincipal(owner): StreamPrincipal,
+    req: HttpRequest,
     query: web::Query<ChatParams>,
 ) -> Result<HttpResponse, ApiError> {
+    // An EventSource reconnecting continues the turn it was reading (see `ask`).
+    if let Some((answer, after)) = last_event_id(&req)? {
+        return resume_sse(&req, &state, &answer, after).await;
+    }
+    let owner = resolve_stream(req.clone()).await?;
     let (request, choice) = turn(&state, &owner, query.into_inner()).await?;
-    answer_sse(&state, owner, request, choice).await
+    answer_sse(&state, owner, request, choice, stream_ticket(&req)).await
 }
 
 async fn chat_stream_post(
@@ -90,5 +96,5 @@ async fn chat_stream_post(
     body: web::Json<ChatParams>,
 ) -> Result<HttpResponse, ApiError> {
     let (request, choice) = turn(&state, &owner, body.into_inner()).await?;
-    answer_sse(&state, owner, request, choice).await
+    answer_sse(&state, owner, request, choice, None).await
 }

@@ -3,18 +3,19 @@
 //! before the stream starts (auth, limits, bad input) are plain HTTP errors.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::answers::{last_event_id, resume_sse, sse_response};
 use crate::answer::{
-    validate_choice, validate_question, validate_top_k, AnswerRequest, ConversationRef,
-    ProviderChoice, StreamEvent,
+    validate_choice, validate_question, validate_top_k, AnswerOwner, AnswerRequest,
+    ConversationRef, ProviderChoice, Start, StreamEvent,
 };
-use crate::auth::{Principal, StreamPrincipal};
+use crate::auth::{resolve_stream, stream_ticket, Principal, StreamPrincipal};
 use crate::error::ApiError;
-use crate::hub::{self, SseSession};
+use crate::hub;
 use crate::startup::AppState;
 use crate::store::KeyOwner;
 
@@ -81,8 +82,17 @@ pub(super) async fn answer_json(
     choice: ProviderChoice,
 ) -> Result<HttpResponse, ApiError> {
     let lease = hub::admit(&state.hub, owner, None, "json").await?;
-    // If the client leaves, actix drops this future, and with it the answer.
-    let mut answer = state.pipeline.start_with(request, choice, lease);
+    // If the client leaves, actix drops this future, and with it the subscription, which
+    // stops the answer: this client has no way to come back for it.
+    let mut answer = state.pipeline.start(Start {
+        request,
+        choice,
+        lease,
+        owner: answer_owner(owner),
+        ticket: None,
+        label: None,
+        cancel_on_drop: true,
+    });
     let mut text = String::new();
     let mut sources = None;
     let mut conversation = None;
@@ -135,11 +145,18 @@ pub(super) async fn answer_json(
 }
 
 async fn ask_stream_get(
+    req: HttpRequest,
     state: web::Data<AppState>,
-    StreamPrincipal(owner): StreamPrincipal,
     query: web::Query<AskParams>,
 ) -> Result<HttpResponse, ApiError> {
-    stream(state, owner, query.into_inner()).await
+    // A browser's EventSource that lost its connection comes back to the same URL with the
+    // last id it saw: that continues the answer it was reading, never a second answer.
+    if let Some((answer, after)) = last_event_id(&req)? {
+        return resume_sse(&req, &state, &answer, after).await;
+    }
+    let owner = resolve_stream(req.clone()).await?;
+    let (request, choice) = to_request(&state, &owner, query.into_inner(), None)?;
+    answer_sse(&state, owner, request, choice, stream_ticket(&req)).await
 }
 
 async fn ask_stream_post(
@@ -147,39 +164,37 @@ async fn ask_stream_post(
     StreamPrincipal(owner): StreamPrincipal,
     body: web::Json<AskParams>,
 ) -> Result<HttpResponse, ApiError> {
-    stream(state, owner, body.into_inner()).await
+    let (request, choice) = to_request(&state, &owner, body.into_inner(), None)?;
+    answer_sse(&state, owner, request, choice, None).await
 }
 
-async fn stream(
-    state: web::Data<AppState>,
-    owner: KeyOwner,
-    params: AskParams,
-) -> Result<HttpResponse, ApiError> {
-    let (request, choice) = to_request(&state, &owner, params, None)?;
-    answer_sse(&state, owner, request, choice).await
+/// Who may resume or stop an answer: the key that asked.
+pub(super) fn answer_owner(owner: &KeyOwner) -> AnswerOwner {
+    AnswerOwner {
+        key_id: owner.key_id.clone(),
+        tenant_id: owner.tenant_id.clone(),
+    }
 }
 
-/// Admits one answer and returns its Server-Sent Events response.
+/// Admits one answer and returns its Server-Sent Events response. `ticket` is the stream
+/// ticket that authorised it, which may then resume it.
 pub(super) async fn answer_sse(
     state: &AppState,
     owner: KeyOwner,
     request: AnswerRequest,
     choice: ProviderChoice,
+    ticket: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     let session_id = hub::next_session_id();
     let lease = hub::admit(&state.hub, &owner, Some(session_id), "sse").await?;
-    let answer = state.pipeline.start_with(request, choice, lease);
-    let body = SseSession::start(
-        session_id,
-        answer,
-        owner,
-        state.hub.clone(),
-        state.settings.heartbeat_interval,
-    );
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("Cache-Control", "no-cache"))
-        // Tells nginx and similar proxies not to buffer the stream.
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+    let answer = state.pipeline.start(Start {
+        request,
+        choice,
+        lease,
+        owner: answer_owner(&owner),
+        ticket,
+        label: None,
+        cancel_on_drop: false,
+    });
+    Ok(sse_response(state, session_id, answer, owner))
 }

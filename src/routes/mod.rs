@@ -3,6 +3,7 @@
 
 mod admin;
 mod agent;
+mod answers;
 mod ask;
 mod body;
 mod conversations;
@@ -41,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .configure(ask::configure)
             .configure(agent::configure)
+            .configure(answers::configure)
             .configure(conversations::configure)
             .configure(documents::configure)
             .configure(ws::configure)

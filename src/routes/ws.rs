@@ -53,6 +53,7 @@ async fn chat_ws(
         max_question_chars: state.settings.max_question_chars,
         heartbeat: state.settings.heartbeat_interval,
         client_timeout: state.settings.client_timeout,
+        write_timeout: state.settings.client_write_timeout,
     };
     WsSession::start(
         session,

@@ -116,12 +116,25 @@ async fn sse_streams_numbered_frames_in_the_seed_shape_and_matches_the_json_answ
     assert_eq!(headers.get("content-type").unwrap(), "text/event-stream");
     assert_eq!(headers.get("cache-control").unwrap(), "no-cache");
     assert_eq!(headers.get("x-accel-buffering").unwrap(), "no");
+    let answer_id = headers
+        .get("x-answer-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("X-Answer-Id")
+        .to_owned();
     let frames = SseReader::new(res).collect().await;
 
-    // Ids are the event sequence numbers, from 1, without gaps.
-    for (i, f) in frames.iter().enumerate() {
-        assert_eq!(f.id.as_deref(), Some((i + 1).to_string().as_str()));
+    // Ids are `<answerId>:<seq>`: the answer, then the event's sequence number, from 1 and
+    // increasing (tokens that waited for the client share one frame, numbered as the last).
+    let mut previous = 0;
+    for f in &frames {
+        let id = f.id.as_deref().expect("every frame has an id");
+        let (answer, seq) = id.rsplit_once(':').expect("answer:seq");
+        assert_eq!(answer, answer_id);
+        let seq: u64 = seq.parse().expect("a number");
+        assert!(seq > previous, "{seq} after {previous}");
+        previous = seq;
     }
+    assert!(frames[0].id.as_deref().unwrap().ends_with(":1"));
     assert_eq!(frames[0].event.as_deref(), Some("sources"));
     assert_eq!(frames[0].json()["sources"][0]["title"], "Tower");
 
@@ -138,6 +151,7 @@ async fn sse_streams_numbered_frames_in_the_seed_shape_and_matches_the_json_answ
     assert_eq!(last["done"], true);
     assert_eq!(last["token"], "");
     let meta = &last["metadata"];
+    assert_eq!(meta["answer_id"], answer_id.as_str());
     assert_eq!(meta["provider"], "offline");
     assert_eq!(meta["model"], "extractive-v1");
     assert_eq!(meta["tokens"].as_u64().unwrap() as usize, tokens.len());

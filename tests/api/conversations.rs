@@ -98,7 +98,7 @@ fn read_sse(frames: &[SseFrame]) -> (String, String, Value) {
         Some("conversation"),
         "{frames:?}"
     );
-    assert_eq!(frames[0].id.as_deref(), Some("1"));
+    assert!(frames[0].id.as_deref().is_some_and(|id| id.ends_with(":1")));
     let conversation = frames[0].json()["conversationId"]
         .as_str()
         .expect("conversationId")
@@ -633,8 +633,13 @@ async fn one_conversation_continues_over_json_sse_get_and_post_and_websocket() {
     ws.send_json(json!({"message": "When did the Golden Gate Bridge open?", "id": "w1", "conversationId": id}))
         .await;
     let frame = ws.next_json().await;
-    assert_eq!(frame, json!({"conversationId": id, "id": "w1"}));
+    let answer_id = frame["answerId"].as_str().expect("answerId").to_owned();
+    assert_eq!(
+        frame,
+        json!({"conversationId": id, "id": "w1", "answerId": answer_id, "seq": 1})
+    );
     let (text, end) = ws.answer("w1").await;
+    assert_eq!(end["answerId"], answer_id.as_str());
     assert_eq!(end["metadata"]["conversation_id"], id.as_str());
     answers.push(text);
 

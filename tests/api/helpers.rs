@@ -35,6 +35,9 @@ pub struct Options {
     pub global: usize,
     pub heartbeat: Duration,
     pub client_timeout: Duration,
+    /// How long a lost client's answer waits for a resume. Zero (stop when the client
+    /// leaves) unless a test is about resuming.
+    pub resume_grace: Duration,
     /// Any other change, applied last (providers, upstream timeouts, ...).
     pub settings: Option<EditSettings>,
 }
@@ -47,6 +50,7 @@ impl Default for Options {
             global: 1000,
             heartbeat: Duration::from_secs(5),
             client_timeout: Duration::from_secs(10),
+            resume_grace: Duration::ZERO,
             settings: None,
         }
     }
@@ -71,6 +75,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         max_streams_global: opts.global,
         heartbeat_interval: opts.heartbeat,
         client_timeout: opts.client_timeout,
+        resume_grace: opts.resume_grace,
         workers: 2,
         ..Settings::default()
     };

@@ -1,0 +1,147 @@
+//! Answers by id: `GET /api/v1/answers/{id}/stream` resumes one over Server-Sent Events
+//! (after `Last-Event-ID` or `?after=N`), `DELETE /api/v1/answers/{id}` stops one. Also the
+//! SSE response every streaming route returns, and the `Last-Event-ID` reconnect of a
+//! browser's `EventSource` to the URL that started the answer.
+//!
+//! An answer is visible to the key that asked for it only; any other id is 404, the same as
+//! an unknown one.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use crate::answer::{AnswerEntry, AnswerOwner, Answers, ResumeError, Subscription};
+use crate::auth::{resolve_stream, stream_ticket, Principal};
+use crate::error::ApiError;
+use crate::hub::{self, SseSession};
+use crate::protocol::sse;
+use crate::startup::AppState;
+use crate::store::KeyOwner;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/answers/{id}/stream", web::get().to(stream))
+        .route("/answers/{id}", web::delete().to(stop));
+}
+
+#[derive(Deserialize)]
+struct After {
+    after: Option<u64>,
+}
+
+async fn stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<After>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    // An EventSource reconnecting here sends the cursor it last saw; it wins over `after`,
+    // which only said where the first connection started.
+    let after = match last_event_id(&req)? {
+        Some((answer, seq)) if answer == id => seq,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_cursor",
+                "Last-Event-ID names another answer",
+            ))
+        }
+        None => query.after.unwrap_or(0),
+    };
+    resume_sse(&req, &state, &id, after).await
+}
+
+async fn stop(
+    state: web::Data<AppState>,
+    Principal(owner): Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let entry = state
+        .pipeline
+        .answers()
+        .get(&id, &owner.key_id)
+        .ok_or(ApiError::AnswerNotFound)?;
+    if !entry.log().is_ended() {
+        entry.stop(crate::answer::StopReason::Cancelled);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The `Last-Event-ID` header, when it is one of ours (`<answerId>:<seq>`).
+pub(super) fn last_event_id(req: &HttpRequest) -> Result<Option<(String, u64)>, ApiError> {
+    let Some(raw) = req.headers().get("Last-Event-ID") else {
+        return Ok(None);
+    };
+    let raw = raw.to_str().unwrap_or("").trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    sse::parse_event_id(raw)
+        .map(|(answer, seq)| Some((answer.to_owned(), seq)))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "Last-Event-ID must be an id this hub sent (<answerId>:<seq>)",
+            )
+        })
+}
+
+/// Continues answer `id` after event `after` as a new SSE response. The caller is the
+/// answer's key, or the `EventSource` that opened it with a ticket, reconnecting with that
+/// same (spent) ticket: it may resume that answer and no other.
+pub(super) async fn resume_sse(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+    after: u64,
+) -> Result<HttpResponse, ApiError> {
+    let answers = state.pipeline.answers();
+    let by_ticket = stream_ticket(req).and_then(|ticket| answers.get_by_ticket(id, &ticket));
+    let entry = match by_ticket {
+        Some(entry) => entry,
+        None => {
+            let owner = resolve_stream(req.clone()).await?;
+            answers
+                .get(id, &owner.key_id)
+                .ok_or(ApiError::AnswerNotFound)?
+        }
+    };
+    let owner = key_owner(&entry);
+    let subscription = Answers::resume(entry, after).map_err(|e| match e {
+        ResumeError::NotFound => ApiError::AnswerNotFound,
+        ResumeError::Gap | ResumeError::Ahead => ApiError::bad_request("invalid_cursor", e.to_string()),
+    })?;
+    Ok(sse_response(state, hub::next_session_id(), subscription, owner))
+}
+
+fn key_owner(entry: &AnswerEntry) -> KeyOwner {
+    let AnswerOwner { key_id, tenant_id } = entry.owner().clone();
+    KeyOwner {
+        key_id,
+        tenant_id,
+        is_admin: false,
+    }
+}
+
+/// The Server-Sent Events response of a subscription. `X-Answer-Id` tells the client the
+/// answer before any event does.
+pub(super) fn sse_response(
+    state: &AppState,
+    session_id: u64,
+    answer: Subscription,
+    owner: KeyOwner,
+) -> HttpResponse {
+    let answer_id = answer.answer_id().to_string();
+    let body = SseSession::start(
+        session_id,
+        answer,
+        owner,
+        state.hub.clone(),
+        state.settings.heartbeat_interval,
+    );
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        // Tells nginx and similar proxies not to buffer the stream.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .insert_header(("X-Answer-Id", answer_id))
+        .streaming(body)
+}
