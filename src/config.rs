@@ -324,7 +324,7 @@ impl Settings {
             s.client_write_timeout = Duration::from_secs(n as u64);
         }
         if let Some(n) = number(&var, "RAGSTREAM_ANSWER_LOG_MAX_BYTES", 4096, 1 << 30)? {
-            s.answer_log_max_bytes = n as usize;
+            s.answer_log_max_bytes = n;
         }
         if let Some(dir) = var("RAGSTREAM_STATIC_DIR") {
             s.static_dir = PathBuf::from(dir);

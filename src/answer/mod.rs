@@ -32,8 +32,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use event_log::{EventLog, MemoryLog, ReadOutcome};
-pub use registry::{AnswerEntry, AnswerOwner, Answers, ResumeError, StopReason, Subscription};
 use registry::NewAnswer;
+pub use registry::{AnswerEntry, AnswerOwner, Answers, ResumeError, StopReason, Subscription};
 
 use crate::error::ErrorBody;
 use crate::hub::messages::Outcome;
@@ -203,7 +203,10 @@ impl Pipeline {
             id.clone(),
             admin_abort.clone(),
         );
-        let answer = Abortable::new(Abortable::new(answer, admin_registration), stop_registration);
+        let answer = Abortable::new(
+            Abortable::new(answer, admin_registration),
+            stop_registration,
+        );
         actix_web::rt::spawn(async move {
             let ending = Ending {
                 log,

@@ -7,8 +7,6 @@ mod chat_hub;
 mod lease;
 pub mod messages;
 mod sse_session;
-mod ws_framing;
-mod ws_outbox;
 mod ws_session;
 
 pub use chat_hub::{ChatHub, HubStats, Limits};

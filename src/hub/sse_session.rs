@@ -111,7 +111,9 @@ impl Stream for Body {
             ..
         } = this;
         let outcome = answer.poll_read(cx, EVENTS_PER_CHUNK, &mut |ev| {
-            merger.push(ev, &mut |piece| sse::encode_into(&mut chunk, answer_id, &piece));
+            merger.push(ev, &mut |piece| {
+                sse::encode_into(&mut chunk, answer_id, &piece)
+            });
         });
         match outcome {
             Poll::Ready(ReadOutcome::Read { .. }) => {

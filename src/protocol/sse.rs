@@ -218,14 +218,17 @@ mod tests {
             sources: Arc::from(Vec::new()),
             conversation_id: Some("conv-1".into()),
         };
-        let frame = encode("a1", &AnswerEvent {
-            seq: 6,
-            event: StreamEvent::Error(ErrorBody {
-                code: "upstream_overloaded".into(),
-                message: "m".into(),
-            }),
-            partial: Some(Box::new(meta)),
-        });
+        let frame = encode(
+            "a1",
+            &AnswerEvent {
+                seq: 6,
+                event: StreamEvent::Error(ErrorBody {
+                    code: "upstream_overloaded".into(),
+                    message: "m".into(),
+                }),
+                partial: Some(Box::new(meta)),
+            },
+        );
         let frame = String::from_utf8(frame.to_vec()).unwrap();
         assert!(frame.starts_with(
             "id: a1:6\ndata: {\"done\":true,\"error\":{\"code\":\"upstream_overloaded\",\"message\":\"m\"},\"metadata\":{"
@@ -286,6 +289,9 @@ mod tests {
     #[test]
     fn sources_are_a_named_event() {
         let frame = ev(1, StreamEvent::Sources(Arc::from(Vec::new())));
-        assert_eq!(frame, "id: a1:1\nevent: sources\ndata: {\"sources\":[]}\n\n");
+        assert_eq!(
+            frame,
+            "id: a1:1\nevent: sources\ndata: {\"sources\":[]}\n\n"
+        );
     }
 }

@@ -24,20 +24,24 @@ use actix::{
     StreamHandler, WrapFuture,
 };
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
-use serde_json::Value;
+
+mod framing;
+mod outbox;
+mod plain;
+mod signalr_calls;
 
 use super::chat_hub::ChatHub;
 use super::messages::{Admit, Connect, Disconnect, Identify, Terminate};
-use super::ws_framing::Framing;
-use super::ws_outbox::{run_writer, Feed, Outbox, Overflow, WriterEnd};
 use crate::answer::{
     conversation_id, validate_choice, validate_question, validate_top_k, AnswerOwner,
-    AnswerRequest, Answers, ConversationRef, Pipeline, Start,
+    AnswerRequest, ConversationRef, Pipeline, Start,
 };
 use crate::error::{ApiError, ErrorBody};
-use crate::protocol::plain_ws::{self, ClientFrame};
-use crate::protocol::signalr::{self, HubMessage, RecordBuffer};
+use crate::protocol::plain_ws;
+use crate::protocol::signalr::{self, RecordBuffer};
 use crate::store::KeyOwner;
+use framing::Framing;
+use outbox::{run_writer, Feed, Outbox, Overflow, WriterEnd};
 
 /// Largest message either protocol accepts; bigger ones get an error and the socket stays
 /// open where the protocol allows (the codec itself allows more so that an oversized
@@ -235,264 +239,6 @@ impl WsSession {
             Mode::SignalR { .. } => self.on_signalr_text(text, ctx),
             _ => self.on_plain_text(text, ctx),
         }
-    }
-
-    // ---- plain protocol ----
-
-    fn on_plain_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        if text.len() > MAX_MESSAGE_BYTES {
-            let message = format!(
-                "the frame has {} bytes; the limit is {MAX_MESSAGE_BYTES}",
-                text.len()
-            );
-            self.reject(ctx, None, &Framing::Plain, "message_too_large", &message);
-            return;
-        }
-        match plain_ws::decode(text) {
-            Ok(ClientFrame::Ask {
-                id,
-                message,
-                top_k,
-                provider,
-                model,
-                conversation_id: conversation,
-            }) => {
-                let id = match id {
-                    Some(id) => id.into(),
-                    None => self.auto_id(),
-                };
-                let question = Question {
-                    message: &message,
-                    top_k,
-                    choice: (provider.as_deref(), model.as_deref()),
-                    // Every question on this protocol is a conversation turn.
-                    conversation: Some(self.conversation(conversation.as_deref())),
-                };
-                self.ask(id, Framing::Plain, question, ctx);
-            }
-            Ok(ClientFrame::Cancel { id }) => {
-                if self.cancel(&id) {
-                    let body = ErrorBody {
-                        code: "cancelled".to_owned(),
-                        message: "the answer was cancelled".to_owned(),
-                    };
-                    self.send(ctx, plain_ws::encode_error(Some(&id), &body));
-                } else {
-                    let msg = "no running answer has this id";
-                    self.reject(ctx, Some(&id), &Framing::Plain, "unknown_id", msg);
-                }
-            }
-            Ok(ClientFrame::Ping) => self.send(ctx, plain_ws::PONG.to_owned()),
-            Ok(ClientFrame::Resume {
-                id,
-                answer_id,
-                after,
-            }) => self.resume(id, &answer_id, after, ctx),
-            Err(e) => self.reject(ctx, e.id.as_deref(), &Framing::Plain, e.code, &e.message),
-        }
-    }
-
-    /// Continues an answer of this key on this socket, after event `after`. Its frames
-    /// carry the id given here, else the one it was asked under.
-    fn resume(&mut self, id: Option<String>, answer_id: &str, after: u64, ctx: &mut Context<Self>) {
-        let answers = self.pipeline.answers();
-        let Some(entry) = answers.get(answer_id, &self.owner.key_id) else {
-            let message = "no such answer (unknown, ended longer ago than the resume grace window, or not this key's)";
-            let id = id.as_deref().unwrap_or(answer_id);
-            self.reject(ctx, Some(id), &Framing::Plain, "answer_not_found", message);
-            return;
-        };
-        let id: Rc<str> = match id {
-            Some(id) => id.into(),
-            None => entry
-                .label()
-                .map(|l| Rc::from(&**l))
-                .unwrap_or_else(|| Rc::from(answer_id)),
-        };
-        if self.admitting.contains_key(&id) || self.outbox.follows(&id) {
-            let msg = "an answer with this id is already on this socket";
-            self.reject(ctx, Some(&id), &Framing::Plain, "duplicate_id", msg);
-            return;
-        }
-        match Answers::resume(entry, after) {
-            Ok(answer) => self.outbox.follow(Feed::new(id, Framing::Plain, answer)),
-            Err(e) => self.reject(ctx, Some(&id), &Framing::Plain, "invalid_cursor", &e.to_string()),
-        }
-    }
-
-    // ---- SignalR ----
-
-    fn on_signalr_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let Mode::SignalR { records, .. } = &mut self.mode else {
-            return;
-        };
-        let records = match records.push(text, MAX_MESSAGE_BYTES) {
-            Ok(records) => records,
-            Err(e) => {
-                let frame = signalr::close(
-                    Some(&format!("Connection closed with an error. {e}")),
-                    false,
-                );
-                self.close(ctx, Some(frame), CloseCode::Size, "message too large");
-                return;
-            }
-        };
-        for record in records {
-            if !self.on_signalr_record(&record, ctx) {
-                return;
-            }
-        }
-    }
-
-    /// Handles one record; false once the connection is being closed.
-    fn on_signalr_record(&mut self, record: &str, ctx: &mut Context<Self>) -> bool {
-        let Mode::SignalR { handshaken, .. } = &mut self.mode else {
-            return false;
-        };
-        if !*handshaken {
-            return match signalr::parse_handshake(record) {
-                Ok(()) => {
-                    *handshaken = true;
-                    self.send(ctx, signalr::HANDSHAKE_OK.to_owned());
-                    true
-                }
-                Err(e) => {
-                    let reply = signalr::handshake_error(&e);
-                    self.close(ctx, Some(reply), CloseCode::Policy, "handshake failed");
-                    false
-                }
-            };
-        }
-        let message = match signalr::parse_message(record) {
-            Ok(message) => message,
-            Err(e) => {
-                let error = format!("Connection closed with an error. {e}");
-                let frame = signalr::close(Some(&error), false);
-                self.close(ctx, Some(frame), CloseCode::Protocol, "invalid message");
-                return false;
-            }
-        };
-        match message {
-            HubMessage::Invocation {
-                invocation_id,
-                target,
-                arguments,
-            } => {
-                let completes = invocation_id.is_some();
-                let id: Rc<str> = match invocation_id {
-                    Some(id) => id.into(),
-                    None => self.auto_id(),
-                };
-                let framing = Framing::SignalRInvoke { completes };
-                self.signalr_call(id, framing, &target, "SendMessage", &arguments, ctx);
-            }
-            HubMessage::StreamInvocation {
-                invocation_id,
-                target,
-                arguments,
-            } => {
-                let id: Rc<str> = invocation_id.into();
-                self.signalr_call(
-                    id,
-                    Framing::SignalRStream,
-                    &target,
-                    "AskStream",
-                    &arguments,
-                    ctx,
-                );
-            }
-            HubMessage::CancelInvocation { invocation_id } => {
-                // The caller already stopped listening; the Completion is sent all the
-                // same, as the protocol asks.
-                if self.cancel(&invocation_id) {
-                    self.send(ctx, signalr::completion(&invocation_id, None, None));
-                }
-            }
-            HubMessage::Ping | HubMessage::Other(_) => {}
-            HubMessage::Close => {
-                self.outbox.cancel_all();
-                self.close(ctx, None, CloseCode::Normal, "closed by the client");
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Dispatches an invocation of `SendMessage` (type 1) or `AskStream` (type 4):
-    /// arguments are (question, topK?, conversationId?). `SendMessage` is a conversation
-    /// turn (a new conversation when the id is missing or null; the id comes back in
-    /// `StreamComplete`'s metadata); `AskStream` stays a one-off question and ignores it.
-    fn signalr_call(
-        &mut self,
-        id: Rc<str>,
-        framing: Framing,
-        target: &str,
-        expected: &str,
-        arguments: &[Value],
-        ctx: &mut Context<Self>,
-    ) {
-        if !target.eq_ignore_ascii_case(expected) {
-            let known = if expected == "SendMessage" {
-                "SendMessage (invoke/send) or AskStream (stream)"
-            } else {
-                "AskStream (stream) or SendMessage (invoke/send)"
-            };
-            let message = format!("Unknown hub method '{target}'; this hub has {known}.");
-            self.reject(ctx, Some(&id), &framing, "unknown_method", &message);
-            return;
-        }
-        let question = match arguments.first() {
-            Some(Value::String(q)) => q.as_str(),
-            _ => {
-                let message = format!(
-                    "Failed to invoke '{expected}': the first argument must be the question (a string)."
-                );
-                self.reject(ctx, Some(&id), &framing, "invalid_arguments", &message);
-                return;
-            }
-        };
-        let top_k = match arguments.get(1) {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_i64() {
-                Some(k) => Some(k),
-                None => {
-                    let message =
-                        format!("Failed to invoke '{expected}': topK must be a whole number.");
-                    self.reject(ctx, Some(&id), &framing, "invalid_top_k", &message);
-                    return;
-                }
-            },
-        };
-        if arguments.len() > 3 {
-            let message = format!(
-                "Failed to invoke '{expected}': it takes (question, topK, conversationId?), got {} arguments.",
-                arguments.len()
-            );
-            self.reject(ctx, Some(&id), &framing, "invalid_arguments", &message);
-            return;
-        }
-        let conversation = if expected == "SendMessage" {
-            match arguments.get(2) {
-                None | Some(Value::Null) => Some(self.conversation(None)),
-                Some(Value::String(c)) => Some(self.conversation(Some(c))),
-                Some(_) => {
-                    let message =
-                        format!("Failed to invoke '{expected}': conversationId must be a string.");
-                    self.reject(ctx, Some(&id), &framing, "invalid_arguments", &message);
-                    return;
-                }
-            }
-        } else {
-            None
-        };
-        let question = question.to_owned();
-        let question = Question {
-            message: &question,
-            top_k,
-            choice: (None, None),
-            conversation,
-        };
-        self.ask(id, framing, question, ctx);
     }
 
     /// A turn of this key's conversation `id`, or of a new one.

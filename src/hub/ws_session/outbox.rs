@@ -22,7 +22,7 @@ use std::time::Duration;
 use actix_ws::CloseReason;
 use bytes::Bytes;
 
-use super::ws_framing::Framing;
+use super::framing::Framing;
 use crate::answer::registry::gap_event;
 use crate::answer::{ReadOutcome, Subscription};
 use crate::protocol::{Piece, TokenMerger};
@@ -34,6 +34,8 @@ pub const MAX_QUEUED_BYTES: usize = 256 * 1024;
 /// Events read from one answer per wake-up; the rest wait for the next turn, so one fast
 /// answer cannot starve the others on the socket.
 const EVENTS_PER_TURN: usize = 256;
+/// Reads of one answer per wake-up before the writer yields to the rest of the thread.
+const TURNS_PER_WAKE: usize = 4;
 
 /// The outbox is full: the client is not reading its replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +169,11 @@ impl Outbox {
     }
 
     /// Everything ready to go out now; `Pending` when nothing is.
-    fn collect(&self, cx: &mut Context<'_>, out: &mut Vec<Outgoing>) -> Poll<Option<Option<CloseReason>>> {
+    fn collect(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Outgoing>,
+    ) -> Poll<Option<Option<CloseReason>>> {
         let mut state = self.0.borrow_mut();
         let state = &mut *state;
         out.extend(state.queued.drain(..));
@@ -196,18 +202,34 @@ impl Outbox {
                     }
                 }
             };
-            let outcome = answer.poll_read(cx, EVENTS_PER_TURN, &mut |ev| merger.push(ev, &mut emit));
-            merger.flush(&mut emit);
-            let keep = match outcome {
-                Poll::Ready(ReadOutcome::Read { ended, .. }) => !ended,
-                Poll::Ready(ReadOutcome::Finished) => false,
-                Poll::Ready(ReadOutcome::Gap) => {
-                    let gap = gap_event(answer.cursor() + 1);
-                    emit(Piece::Event(&gap));
-                    false
+            // Read until the log has nothing more (which registers this task's waker with
+            // it) or this turn's share is used up (then the task wakes itself for another
+            // turn): stopping after a read that produced no frame, with neither, would never
+            // be woken again.
+            let mut reads = 0;
+            let keep = loop {
+                let outcome =
+                    answer.poll_read(cx, EVENTS_PER_TURN, &mut |ev| merger.push(ev, &mut emit));
+                match outcome {
+                    Poll::Ready(ReadOutcome::Read { ended: true, .. })
+                    | Poll::Ready(ReadOutcome::Finished) => break false,
+                    Poll::Ready(ReadOutcome::Read { .. }) => {
+                        reads += 1;
+                        if reads == TURNS_PER_WAKE {
+                            cx.waker().wake_by_ref();
+                            break true;
+                        }
+                    }
+                    Poll::Ready(ReadOutcome::Gap) => {
+                        merger.flush(&mut emit);
+                        let gap = gap_event(answer.cursor() + 1);
+                        emit(Piece::Event(&gap));
+                        break false;
+                    }
+                    Poll::Pending => break true,
                 }
-                Poll::Pending => true,
             };
+            merger.flush(&mut emit);
             if !records.is_empty() {
                 out.push(Outgoing::Text(records));
             }
