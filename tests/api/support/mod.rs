@@ -1,3 +1,4 @@
 //! Test doubles the integration tests run the hub against.
 
+pub mod cut_proxy;
 pub mod mock_upstream;
