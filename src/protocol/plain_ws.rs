@@ -272,8 +272,10 @@ pub fn encode_piece(id: &str, answer_id: &str, piece: &Piece<'_>) -> String {
                 ..EMPTY
             })
         }
-        Piece::Event(ev) => (ev.seq, &ev.event),
+        Piece::Event(ev) => (ev.seq, ev),
     };
+    let partial = event.partial.as_deref();
+    let event = &event.event;
     let base = Out {
         id: Some(id),
         answer_id: Some(answer_id),
@@ -298,8 +300,10 @@ pub fn encode_piece(id: &str, answer_id: &str, piece: &Piece<'_>) -> String {
             metadata: Some(metadata),
             ..base
         },
+        // A provider that failed mid-answer: what it had produced (tokens, timing).
         StreamEvent::Error(error) => Out {
             error: Some(error),
+            metadata: partial,
             ..base
         },
     })

@@ -277,7 +277,7 @@ class Turn {
 
   onInterrupted() {
     this.setState('interrupted');
-    this.showNotice('Connection lost. The question will be asked again as soon as the hub is back…', 'warn');
+    this.showNotice('Connection lost. The answer will go on from here as soon as the hub is back…', 'warn');
   }
 
   onDone(meta) {
@@ -308,7 +308,8 @@ class Turn {
     this.render();
     this.showNotice(err.friendly, err.code === 'cancelled' ? 'info' : 'error');
     announce(err.friendly);
-    if (this.tokens) this.showMetrics({});
+    // A provider that broke off says what it had produced (merged frames undercount).
+    if (this.tokens) this.showMetrics(err.metadata || {});
     this.finish();
     if (err.code === 'unauthorized') keyRejected(err);
   }

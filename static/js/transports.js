@@ -277,52 +277,79 @@ class SseTransport extends HttpLink {
   }
 
   ask({ question, topK, conversationId }, handlers) {
+    // The hub names the answer (X-Answer-Id) and numbers its events (`<answerId>:<seq>`):
+    // after a lost connection the same answer is picked up where it broke off, and only
+    // an answer the hub no longer has (restarted, or gone past its grace window) is asked
+    // again.
+    let answerId = null;
     let lastSeq = 0;
     let conversation = conversationId || null;
     return runHttpAnswer(this, handlers, async (signal) => {
       let ended = false;
-      let first = true;
+      const onEvent = ({ event, data, id }) => {
+        const at = id.lastIndexOf(':');
+        const seq = at > 0 ? Number(id.slice(at + 1)) : Number.NaN;
+        if (Number.isFinite(seq)) {
+          if (seq <= lastSeq) return;
+          lastSeq = seq;
+        }
+        const body = parseJson(data);
+        if (!body) return;
+        if (event === 'conversation' || (typeof body.conversationId === 'string' && body.token === undefined && !body.done)) {
+          conversation = body.conversationId;
+          handlers.onConversation(body.conversationId);
+        } else if (event === 'sources' || Array.isArray(body.sources) && body.token === undefined && !body.done) {
+          handlers.onSources(body.sources || []);
+        } else if (body.error) {
+          ended = true;
+          const error = new ApiError({ code: body.error.code, message: body.error.message });
+          error.metadata = body.metadata || null;
+          handlers.onError(error);
+        } else if (body.done) {
+          ended = true;
+          handlers.onDone(body.metadata || {});
+        } else if (typeof body.token === 'string') {
+          handlers.onToken(body.token);
+        }
+      };
+      const onOpen = (response) => {
+        this.reportUp();
+        const id = response.headers.get('X-Answer-Id');
+        if (id && id !== answerId) {
+          if (answerId) handlers.onRestart();
+          answerId = id;
+          lastSeq = 0;
+        }
+      };
+      if (answerId) {
+        const ticket = await streamTicket(signal);
+        this.reportUp();
+        try {
+          await streamEvents(`/api/v1/answers/${encodeURIComponent(answerId)}/stream?ticket=${encodeURIComponent(ticket)}`, {
+            headers: { 'Last-Event-ID': `${answerId}:${lastSeq}` },
+            signal,
+            onOpen,
+            onEvent,
+          });
+          return ended;
+        } catch (e) {
+          if (!(e instanceof ApiError) || e.status !== 404) throw e;
+          // The hub no longer has it: ask again below.
+          answerId = null;
+          lastSeq = 0;
+          handlers.onRestart();
+        }
+      }
       const ticket = await streamTicket(signal);
       this.reportUp();
-      const headers = lastSeq > 0 ? { 'Last-Event-ID': String(lastSeq) } : {};
       const body = { message: question, topK };
       if (conversation) body.conversationId = conversation;
       await streamEvents(`/api/v1/agent/chat/stream?ticket=${encodeURIComponent(ticket)}`, {
         method: 'POST',
         body,
-        headers,
         signal,
-        onOpen: () => this.reportUp(),
-        onEvent: ({ event, data, id }) => {
-          const seq = Number.parseInt(id, 10);
-          if (Number.isFinite(seq)) {
-            if (first && lastSeq > 0) {
-              // A hub that cannot resume starts the answer again from event 1.
-              if (seq <= 1) handlers.onRestart();
-              else if (seq <= lastSeq) return;
-            } else if (seq <= lastSeq) {
-              return;
-            }
-            first = false;
-            lastSeq = seq;
-          }
-          const body = parseJson(data);
-          if (!body) return;
-          if (event === 'conversation' || (typeof body.conversationId === 'string' && body.token === undefined && !body.done)) {
-            conversation = body.conversationId;
-            handlers.onConversation(body.conversationId);
-          } else if (event === 'sources' || Array.isArray(body.sources) && body.token === undefined && !body.done) {
-            handlers.onSources(body.sources || []);
-          } else if (body.error) {
-            ended = true;
-            handlers.onError(new ApiError({ code: body.error.code, message: body.error.message }));
-          } else if (body.done) {
-            ended = true;
-            handlers.onDone(body.metadata || {});
-          } else if (typeof body.token === 'string') {
-            handlers.onToken(body.token);
-          }
-        },
+        onOpen,
+        onEvent,
       });
       return ended;
     });
@@ -453,9 +480,26 @@ class WsTransport extends Link {
       if (frame.error && !frame.id) console.warn('ragstream: hub error frame', frame.error.code);
       return;
     }
-    if (answer.interrupted) {
-      answer.interrupted = false;
+    if (frame.error && frame.error.code === 'answer_not_found' && answer.resuming) {
+      // The hub no longer has the answer (restarted, or past its grace window): ask again.
+      answer.resuming = false;
+      answer.answerId = null;
+      answer.seq = 0;
       answer.handlers.onRestart();
+      this.send(answer.frame);
+      return;
+    }
+    answer.resuming = false;
+    answer.interrupted = false;
+    if (typeof frame.answerId === 'string' && frame.answerId !== answer.answerId) {
+      if (answer.answerId) answer.handlers.onRestart();
+      answer.answerId = frame.answerId;
+      answer.seq = 0;
+    }
+    if (Number.isFinite(frame.seq)) {
+      // A resumed answer never repeats what arrived before the break.
+      if (frame.seq <= answer.seq) return;
+      answer.seq = frame.seq;
     }
     if (typeof frame.conversationId === 'string' && frame.token === undefined && !frame.done && !frame.error && !frame.sources) {
       // A resent question continues the conversation its first attempt started.
@@ -463,7 +507,9 @@ class WsTransport extends Link {
       answer.handlers.onConversation(frame.conversationId);
     } else if (frame.error) {
       this.answers.delete(frame.id);
-      answer.handlers.onError(new ApiError({ code: frame.error.code, message: frame.error.message }));
+      const error = new ApiError({ code: frame.error.code, message: frame.error.message });
+      error.metadata = frame.metadata || null;
+      answer.handlers.onError(error);
     } else if (frame.done) {
       this.answers.delete(frame.id);
       answer.handlers.onDone(frame.metadata || {});
@@ -482,7 +528,8 @@ class WsTransport extends Link {
     }
   }
 
-  /** After a (re)connect: ask again every unfinished answer, then anything queued. */
+  /** After a (re)connect: resume every unfinished answer (or ask again one that never
+   * started), then send anything queued. */
   flush() {
     const queued = this.outbox.splice(0);
     const pending = new Set(queued.map((f) => f.id));
@@ -494,7 +541,12 @@ class WsTransport extends Link {
           answer.handlers.onError(new ApiError({ network: true, code: 'network' }));
           continue;
         }
-        queued.push(answer.frame);
+        if (answer.answerId) {
+          answer.resuming = true;
+          queued.push({ type: 'resume', id, answerId: answer.answerId, after: answer.seq });
+        } else {
+          queued.push(answer.frame);
+        }
       }
     }
     queued.forEach((f) => this.send(f));
@@ -512,7 +564,7 @@ class WsTransport extends Link {
     const id = `c${this.seq}-${Math.random().toString(36).slice(2, 8)}`;
     const frame = { message: question, topK, id };
     if (conversationId) frame.conversationId = conversationId;
-    this.answers.set(id, { handlers, frame, interrupted: false, resumes: 0 });
+    this.answers.set(id, { handlers, frame, interrupted: false, resumes: 0, answerId: null, seq: 0, resuming: false });
     this.send(frame);
     return {
       stop: () => {

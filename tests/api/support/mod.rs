@@ -2,3 +2,4 @@
 
 pub mod cut_proxy;
 pub mod mock_upstream;
+pub mod raw_ws;

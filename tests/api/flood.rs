@@ -1,0 +1,166 @@
+//! Clients that try to stall the hub: a flood of tiny frames, replies never read, requests
+//! that keep being refused. Each costs the hub constant work per frame and ends with the
+//! connection closed (1008), while other tenants' answers start on time.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::helpers::{spawn_app_with, Options, SseReader, TestApp, BRIDGE, TOWER};
+use crate::support::raw_ws::{self, close_code, frame, repeated, PING, TEXT};
+
+const FLOOD_FRAMES: usize = 100_000;
+const POLICY_VIOLATION: u16 = 1008;
+
+fn hub_addr(app: &TestApp) -> SocketAddr {
+    app.base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address")
+}
+
+/// The flavours of flood: WebSocket pings, plain-protocol pings, SignalR pings.
+fn floods() -> Vec<(&'static str, Option<Vec<u8>>, Vec<u8>)> {
+    vec![
+        ("websocket pings", None, repeated(PING, b"", FLOOD_FRAMES)),
+        (
+            "plain pings",
+            None,
+            repeated(TEXT, br#"{"type":"ping"}"#, FLOOD_FRAMES),
+        ),
+        (
+            "signalr pings",
+            Some(frame(TEXT, b"{\"protocol\":\"json\",\"version\":1}\x1e")),
+            repeated(TEXT, b"{\"type\":6}\x1e", FLOOD_FRAMES),
+        ),
+    ]
+}
+
+/// Opens a socket and writes the whole flood without reading a byte; returns the close code
+/// the hub sent.
+async fn flood(
+    hub: SocketAddr,
+    key: String,
+    prologue: Option<Vec<u8>>,
+    frames: Vec<u8>,
+) -> Option<u16> {
+    let stream = raw_ws::connect(hub, &key).await;
+    let (mut read, mut write) = stream.into_split();
+    if let Some(first) = prologue {
+        write.write_all(&first).await.expect("prologue");
+    }
+    // In a task of its own: a hub that stopped reading blocks this write, it does not fail it.
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&frames).await;
+        write
+    });
+    let code = close_code(&mut read, Duration::from_secs(20)).await;
+    writer.abort();
+    code
+}
+
+#[actix_web::test]
+async fn a_socket_that_floods_frames_without_reading_is_closed_with_1008() {
+    let app = spawn_app_with(Options::default()).await;
+    for (name, prologue, frames) in floods() {
+        let code = flood(hub_addr(&app), app.admin_key.clone(), prologue, frames).await;
+        assert_eq!(code, Some(POLICY_VIOLATION), "{name}");
+    }
+    // The hub forgot them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.stats().await.connections > 0 {
+        assert!(Instant::now() < deadline, "flooders still registered");
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_socket_that_keeps_sending_what_is_refused_is_closed_after_a_bounded_number() {
+    let app = spawn_app_with(Options::default()).await;
+    let mut stream = raw_ws::connect(hub_addr(&app), &app.admin_key).await;
+    // Slow enough for the rate limit, each one refused (not JSON).
+    let mut closed = None;
+    for sent in 1..=100 {
+        if stream.write_all(&frame(TEXT, b"not json")).await.is_err() {
+            closed = Some(sent);
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+    }
+    let code = close_code(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(
+        code,
+        Some(POLICY_VIOLATION),
+        "closed after {closed:?} frames"
+    );
+}
+
+/// Milliseconds from asking to the first token of another tenant's SSE answer.
+async fn time_to_first_token(app: &TestApp, key: &str) -> u128 {
+    let start = Instant::now();
+    let mut reader = SseReader::new(
+        app.open_sse(key, "When did the Golden Gate Bridge open?")
+            .await,
+    );
+    while let Some(frame) = reader.next().await {
+        if !frame.comment && frame.event.is_none() && frame.json()["token"].is_string() {
+            return start.elapsed().as_millis();
+        }
+    }
+    panic!("the answer had no token");
+}
+
+fn median(mut v: Vec<u128>) -> u128 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+#[actix_web::test]
+async fn another_tenants_answers_start_on_time_while_sockets_flood_the_hub() {
+    let app = spawn_app_with(Options {
+        pace: Duration::from_millis(1),
+        ..Options::default()
+    })
+    .await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let (_, neighbour) = app.new_tenant("quiet neighbour").await;
+    app.add_document(&neighbour, "Bridge", BRIDGE).await;
+
+    let mut normal = Vec::new();
+    for _ in 0..5 {
+        normal.push(time_to_first_token(&app, &neighbour).await);
+    }
+    let normal = median(normal);
+
+    let flooders: Vec<_> = floods()
+        .into_iter()
+        .map(|(_, prologue, frames)| {
+            tokio::spawn(flood(
+                hub_addr(&app),
+                app.admin_key.clone(),
+                prologue,
+                frames,
+            ))
+        })
+        .collect();
+    let mut during = Vec::new();
+    for _ in 0..5 {
+        during.push(time_to_first_token(&app, &neighbour).await);
+        let healthz = app
+            .client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(healthz.status().as_u16(), 200);
+    }
+    let during = median(during);
+    eprintln!(
+        "neighbour's time to first token: {normal} ms normally, {during} ms during the floods"
+    );
+    assert!(during <= normal + 100, "{during} ms against {normal} ms");
+    for flooder in flooders {
+        assert_eq!(flooder.await.expect("flooder"), Some(POLICY_VIOLATION));
+    }
+}

@@ -1,0 +1,95 @@
+//! A WebSocket client at the byte level, for what a well-behaved client library will not
+//! do: send a hundred thousand frames in one write, and never read.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const TEXT: u8 = 0x1;
+pub const CLOSE: u8 = 0x8;
+pub const PING: u8 = 0x9;
+
+/// Opens `/api/v1/chat/ws` with the key in a header; panics unless the hub upgrades.
+pub async fn connect(hub: SocketAddr, key: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(hub).await.expect("connects");
+    let request = format!(
+        "GET /api/v1/chat/ws HTTP/1.1\r\nHost: {hub}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {key}\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("upgrade sent");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.expect("response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+}
+
+/// One masked client frame (payloads under 126 bytes).
+pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut out = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// `count` copies of a frame, as one buffer.
+pub fn repeated(opcode: u8, payload: &[u8], count: usize) -> Vec<u8> {
+    let one = frame(opcode, payload);
+    let mut out = Vec::with_capacity(one.len() * count);
+    for _ in 0..count {
+        out.extend_from_slice(&one);
+    }
+    out
+}
+
+/// Reads server frames until a close frame or the end of the connection; returns the close
+/// code, if a close frame came.
+pub async fn close_code<R: AsyncRead + Unpin>(stream: &mut R, limit: Duration) -> Option<u16> {
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            // Parse whole frames from the front of the buffer.
+            while buf.len() >= 2 {
+                let opcode = buf[0] & 0x0f;
+                let (len, header) = match buf[1] & 0x7f {
+                    126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                    127 if buf.len() >= 10 => {
+                        let mut n = [0u8; 8];
+                        n.copy_from_slice(&buf[2..10]);
+                        (u64::from_be_bytes(n) as usize, 10)
+                    }
+                    126 | 127 => break,
+                    n => (n as usize, 2),
+                };
+                if buf.len() < header + len {
+                    break;
+                }
+                if opcode == CLOSE {
+                    let payload = &buf[header..header + len];
+                    return (payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                }
+                buf.drain(..header + len);
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .expect("the hub closed within the limit")
+}
