@@ -20,8 +20,11 @@ fn hub_addr(app: &TestApp) -> SocketAddr {
         .expect("address")
 }
 
+/// A flood: its name, a first frame (the SignalR handshake), and the frames.
+type Flood = (&'static str, Option<Vec<u8>>, Vec<u8>);
+
 /// The flavours of flood: WebSocket pings, plain-protocol pings, SignalR pings.
-fn floods() -> Vec<(&'static str, Option<Vec<u8>>, Vec<u8>)> {
+fn floods() -> Vec<Flood> {
     vec![
         ("websocket pings", None, repeated(PING, b"", FLOOD_FRAMES)),
         (
