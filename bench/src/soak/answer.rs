@@ -159,6 +159,10 @@ impl Plan {
     }
 }
 
+/// The SignalR client's keep-alive interval (the official client's is 15 s; the soak's hub
+/// gives up on a silent client after 10 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(3);
+
 fn count_tokens(text: &str) -> u32 {
     memchr::memmem::find_iter(text.as_bytes(), TOKEN_MARK).count() as u32
 }
@@ -452,7 +456,16 @@ async fn signalr(c: &mut Conn, plan: &Plan, shape: &Shape, act: &mut Act) -> (Ou
     let mut tokens = 0u32;
     // `SendMessage` says how it went with a client call before its Completion.
     let mut said: Option<Outcome> = None;
+    // As the official client does, a ping now and then, so that the hub does not take a
+    // long answer's silent listener for a dead one.
+    let mut pinged = Instant::now();
     loop {
+        if pinged.elapsed() > KEEP_ALIVE {
+            pinged = Instant::now();
+            if c.send(&ws_frame(0x1, b"{\"type\":6}\x1e")).await.is_err() {
+                return (Outcome::Closed, Reuse::Drop);
+            }
+        }
         let msg = match c.ws_next().await {
             Ok((0x1, msg)) => msg,
             Ok(_) => continue,
