@@ -232,34 +232,6 @@ fn to_text(out: &Out<'_>) -> String {
     })
 }
 
-pub fn encode_event(id: &str, event: &StreamEvent) -> String {
-    let id = Some(id);
-    match event {
-        StreamEvent::Conversation(conversation_id) => to_text(&Out {
-            conversation_id: Some(conversation_id),
-            id,
-            ..EMPTY
-        }),
-        StreamEvent::Sources(sources) => to_text(&Out {
-            sources: Some(sources),
-            id,
-            ..EMPTY
-        }),
-        StreamEvent::Token(token) => to_text(&Out {
-            token: Some(token),
-            id,
-            ..EMPTY
-        }),
-        StreamEvent::Done(metadata) => to_text(&Out {
-            done: Some(true),
-            id,
-            metadata: Some(metadata),
-            ..EMPTY
-        }),
-        StreamEvent::Error(error) => encode_error(id, error),
-    }
-}
-
 /// One frame of answer `answer_id` (merged tokens or one event), for the request `id`.
 pub fn encode_piece(id: &str, answer_id: &str, piece: &Piece<'_>) -> String {
     let (seq, event) = match piece {
@@ -322,6 +294,7 @@ pub const PONG: &str = r#"{"type":"pong"}"#;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::answer::AnswerEvent;
 
     #[test]
     fn a_question_frame_decodes_with_its_id_and_top_k() {
@@ -419,11 +392,27 @@ mod tests {
     #[test]
     fn events_encode_to_the_pinned_shapes() {
         assert_eq!(
-            encode_event("c1", &StreamEvent::Conversation("conv-1".into())),
+            encode_piece(
+                "c1",
+                "a1",
+                &Piece::Event(&AnswerEvent {
+                    seq: 1,
+                    event: StreamEvent::Conversation("conv-1".into()),
+                    partial: None
+                })
+            ),
             r#"{"conversationId":"conv-1","id":"c1"}"#
         );
         assert_eq!(
-            encode_event("c1", &StreamEvent::Token("Hi".into())),
+            encode_piece(
+                "c1",
+                "a1",
+                &Piece::Event(&AnswerEvent {
+                    seq: 1,
+                    event: StreamEvent::Token("Hi".into()),
+                    partial: None
+                })
+            ),
             r#"{"token":"Hi","id":"c1"}"#
         );
         let err = ErrorBody {
@@ -431,7 +420,15 @@ mod tests {
             message: "m".into(),
         };
         assert_eq!(
-            encode_event("c1", &StreamEvent::Error(err.clone())),
+            encode_piece(
+                "c1",
+                "a1",
+                &Piece::Event(&AnswerEvent {
+                    seq: 1,
+                    event: StreamEvent::Error(err.clone()),
+                    partial: None
+                })
+            ),
             r#"{"error":{"code":"too_many_streams","message":"m"},"id":"c1"}"#
         );
         assert_eq!(

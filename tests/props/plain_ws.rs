@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
+use ragstream::answer::AnswerEvent;
 use ragstream::answer::{DoneMetadata, Source, StreamEvent};
 use ragstream::error::ErrorBody;
-use ragstream::protocol::plain_ws::{decode, encode_error, encode_event, ClientFrame};
+use ragstream::protocol::plain_ws::{decode, encode_error, encode_piece, ClientFrame};
 use ragstream::protocol::signalr;
+use ragstream::protocol::Piece;
 use serde_json::{json, Value};
 
 use crate::gen::{json_value, object_text, text};
@@ -195,20 +197,20 @@ proptest! {
         sources in vec(source(), 0..3),
         tokens in any::<u32>(),
     ) {
-        let v = parse(&encode_event(&id, &StreamEvent::Token(token.clone())))?;
+        let v = parse(&encode_piece(&id, "a1", &Piece::Event(&AnswerEvent { seq: 1, event: StreamEvent::Token(token.clone()), partial: None })))?;
         prop_assert_eq!(v, json!({"token": token, "id": id}));
 
-        let v = parse(&encode_event(&id, &StreamEvent::Conversation(conversation.clone())))?;
+        let v = parse(&encode_piece(&id, "a1", &Piece::Event(&AnswerEvent { seq: 1, event: StreamEvent::Conversation(conversation.clone()), partial: None })))?;
         prop_assert_eq!(v, json!({"conversationId": conversation, "id": id}));
 
         let body = ErrorBody { code: code.clone(), message: message.clone() };
-        let v = parse(&encode_event(&id, &StreamEvent::Error(body.clone())))?;
+        let v = parse(&encode_piece(&id, "a1", &Piece::Event(&AnswerEvent { seq: 1, event: StreamEvent::Error(body.clone()), partial: None })))?;
         prop_assert_eq!(v, json!({"error": {"code": code, "message": message}, "id": id}));
         let v = parse(&encode_error(None, &body))?;
         prop_assert_eq!(v, json!({"error": {"code": code, "message": message}, "id": null}));
 
         let sources: Arc<[Source]> = Arc::from(sources);
-        let v = parse(&encode_event(&id, &StreamEvent::Sources(sources.clone())))?;
+        let v = parse(&encode_piece(&id, "a1", &Piece::Event(&AnswerEvent { seq: 1, event: StreamEvent::Sources(sources.clone()), partial: None })))?;
         prop_assert_eq!(&v["id"], &json!(id));
         let got = v["sources"].as_array().expect("an array");
         prop_assert_eq!(got.len(), sources.len());
@@ -224,7 +226,7 @@ proptest! {
         }
 
         let done = meta("a-1".into(), u64::from(tokens), sources.clone());
-        let v = parse(&encode_event(&id, &StreamEvent::Done(Box::new(done))))?;
+        let v = parse(&encode_piece(&id, "a1", &Piece::Event(&AnswerEvent { seq: 1, event: StreamEvent::Done(Box::new(done)), partial: None })))?;
         prop_assert_eq!(&v["done"], &json!(true));
         prop_assert_eq!(&v["id"], &json!(id));
         prop_assert_eq!(&v["metadata"]["answer_id"], &json!("a-1"));

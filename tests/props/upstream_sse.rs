@@ -259,7 +259,7 @@ proptest! {
         let mut bytes = Vec::new();
         for (i, event) in events.into_iter().enumerate() {
             let ev = AnswerEvent { seq: i as u64 + 1, event, partial: None };
-            bytes.extend_from_slice(&sse::encode(&ev));
+            bytes.extend_from_slice(&sse::encode("a1", &ev));
         }
         bytes.extend_from_slice(sse::PING);
         let got = decode(&cut_bytes(&bytes, &at), 1 << 20).expect("decodes");
