@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::chat_hub::ChatHub;
+use super::connection_slots::ConnectionSlot;
 use super::messages::{Admit, Connect, Disconnect, Identify, Terminate};
 use crate::answer::{
     conversation_id, validate_choice, validate_question, validate_top_k, AnswerRequest,
@@ -96,6 +97,8 @@ pub struct WsSession {
     last_heard: Instant,
     next_auto_id: u64,
     next_request: u64,
+    /// This connection's place under the per-key cap, given back when the session ends.
+    _slot: ConnectionSlot,
 }
 
 impl WsSession {
@@ -106,6 +109,7 @@ impl WsSession {
         hub: Addr<ChatHub>,
         pipeline: Pipeline,
         settings: WsSettings,
+        slot: ConnectionSlot,
     ) -> Addr<WsSession> {
         WsSession::create(|ctx| {
             ctx.add_stream(stream);
@@ -121,6 +125,7 @@ impl WsSession {
                 last_heard: Instant::now(),
                 next_auto_id: 1,
                 next_request: 1,
+                _slot: slot,
             }
         })
     }
@@ -682,7 +687,7 @@ impl Handler<Terminate> for WsSession {
 
     fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
         log::info!("websocket session {} ended: {}", self.id, msg.reason);
-        // SignalR clients reconnect on a Close that allows it; plain clients see 1001.
+        // SignalR clients reconnect on a Close that allows it; plain clients see the code.
         let last = matches!(
             self.mode,
             Mode::SignalR {
@@ -690,8 +695,8 @@ impl Handler<Terminate> for WsSession {
                 ..
             }
         )
-        .then(|| signalr::close(Some(msg.reason), true));
-        self.close(ctx, last, CloseCode::Away, msg.reason);
+        .then(|| signalr::close(Some(msg.reason), msg.allow_reconnect));
+        self.close(ctx, last, msg.code, msg.reason);
     }
 }
 
