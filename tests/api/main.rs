@@ -12,6 +12,8 @@ mod helpers;
 mod limits;
 mod pages;
 mod providers;
+mod revocation;
+mod roles;
 mod signalr;
 mod support;
 mod tickets;
