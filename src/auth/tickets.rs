@@ -5,7 +5,7 @@
 //! step hands out connection tokens the same way. Both live in memory only: a restart
 //! invalidates them, which a one-minute lifetime makes harmless.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,16 @@ const PURGE_ABOVE: usize = 1024;
 pub struct TicketStore {
     prefix: &'static str,
     ttl: Duration,
-    entries: Mutex<HashMap<String, (KeyOwner, Instant)>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    tickets: HashMap<String, (KeyOwner, Instant)>,
+    /// Keys revoked while this process runs. A request that authenticated just before a
+    /// revocation may issue its ticket just after it; this is what keeps that ticket dead.
+    /// Small: one id per revocation, and revoked keys never authenticate again.
+    revoked_keys: HashSet<String>,
 }
 
 impl TicketStore {
@@ -30,8 +39,17 @@ impl TicketStore {
         TicketStore {
             prefix,
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
+    }
+
+    /// Ends every unused ticket of a revoked key, and any it is issued from now on.
+    pub fn forget_key(&self, key_id: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.revoked_keys.insert(key_id.to_owned());
+        entries
+            .tickets
+            .retain(|_, (owner, _)| owner.key_id != key_id);
     }
 
     pub fn issue(&self, owner: KeyOwner) -> String {
@@ -40,18 +58,20 @@ impl TicketStore {
         // A poisoned lock only means another thread panicked mid-insert; the map is still
         // a valid map, so keep serving.
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() > PURGE_ABOVE {
-            entries.retain(|_, (_, expires)| *expires > now);
+        if entries.tickets.len() > PURGE_ABOVE {
+            entries.tickets.retain(|_, (_, expires)| *expires > now);
         }
-        entries.insert(ticket.clone(), (owner, now + self.ttl));
+        entries
+            .tickets
+            .insert(ticket.clone(), (owner, now + self.ttl));
         ticket
     }
 
     /// Returns the owner once; a second redeem, or one after expiry, gets nothing.
     pub fn redeem(&self, ticket: &str) -> Option<KeyOwner> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (owner, expires) = entries.remove(ticket)?;
-        (expires > Instant::now()).then_some(owner)
+        let (owner, expires) = entries.tickets.remove(ticket)?;
+        (expires > Instant::now() && !entries.revoked_keys.contains(&owner.key_id)).then_some(owner)
     }
 
     pub fn is_ticket(&self, value: &str) -> bool {
@@ -68,6 +88,7 @@ mod tests {
             key_id: "k".into(),
             tenant_id: "t".into(),
             is_admin: false,
+            is_operator: false,
         }
     }
 
@@ -79,6 +100,20 @@ mod tests {
         assert_eq!(store.redeem(&t), Some(owner()));
         assert_eq!(store.redeem(&t), None);
         assert_eq!(store.redeem("rst_unknown"), None);
+    }
+
+    #[test]
+    fn a_revoked_keys_tickets_die_even_those_issued_after_the_revocation() {
+        let store = TicketStore::new("rst_", TICKET_TTL);
+        let mut other = owner();
+        other.key_id = "other".into();
+        let before = store.issue(owner());
+        let kept = store.issue(other.clone());
+        store.forget_key("k");
+        let after = store.issue(owner());
+        assert_eq!(store.redeem(&before), None);
+        assert_eq!(store.redeem(&after), None);
+        assert_eq!(store.redeem(&kept), Some(other));
     }
 
     #[test]

@@ -39,6 +39,18 @@ async fn chat_ws(
             .ok_or(ApiError::NotFound("connection"))?,
         None => resolve_stream(req.clone()).await?,
     };
+    // Taken before the upgrade and held by the session: a key's concurrent upgrades cannot
+    // all pass a check that none of them has counted yet.
+    let slot = state
+        .connection_slots
+        .try_take(&owner.key_id)
+        .ok_or_else(|| ApiError::TooManyStreams {
+            code: "too_many_connections",
+            message: format!(
+                "this API key already has {} WebSocket connections open; close one first",
+                state.connection_slots.limit()
+            ),
+        })?;
     let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
         ApiError::bad_request(
             "websocket_required",
@@ -62,6 +74,7 @@ async fn chat_ws(
         state.hub.clone(),
         state.pipeline.clone(),
         settings,
+        slot,
     );
     Ok(response)
 }

@@ -14,6 +14,8 @@ mod limits;
 mod pages;
 mod providers;
 mod resume;
+mod revocation;
+mod roles;
 mod signalr;
 mod support;
 mod tickets;

@@ -31,6 +31,7 @@ mod plain;
 mod signalr_calls;
 
 use super::chat_hub::ChatHub;
+use super::connection_slots::ConnectionSlot;
 use super::messages::{Admit, Connect, Disconnect, Identify, Terminate};
 use crate::answer::{
     conversation_id, validate_choice, validate_question, validate_top_k, AnswerOwner,
@@ -138,6 +139,8 @@ pub struct WsSession {
     strikes: u32,
     next_auto_id: u64,
     next_request: u64,
+    /// This connection's place under the per-key cap, given back when the session ends.
+    _slot: ConnectionSlot,
 }
 
 impl WsSession {
@@ -148,6 +151,7 @@ impl WsSession {
         hub: Addr<ChatHub>,
         pipeline: Pipeline,
         settings: WsSettings,
+        slot: ConnectionSlot,
     ) -> Addr<WsSession> {
         WsSession::create(|ctx| {
             ctx.add_stream(stream);
@@ -166,6 +170,7 @@ impl WsSession {
                 strikes: 0,
                 next_auto_id: 1,
                 next_request: 1,
+                _slot: slot,
             }
         })
     }
@@ -489,7 +494,7 @@ impl Handler<Terminate> for WsSession {
         log::info!("websocket session {} ended: {}", self.id, msg.reason);
         // Ended from outside (an administrator, a revoked key): its answers end too.
         self.outbox.cancel_all();
-        // SignalR clients reconnect on a Close that allows it; plain clients see 1001.
+        // SignalR clients reconnect on a Close that allows it; plain clients see the code.
         let last = matches!(
             self.mode,
             Mode::SignalR {
@@ -497,8 +502,8 @@ impl Handler<Terminate> for WsSession {
                 ..
             }
         )
-        .then(|| signalr::close(Some(msg.reason), true));
-        self.close(ctx, last, CloseCode::Away, msg.reason);
+        .then(|| signalr::close(Some(msg.reason), msg.allow_reconnect));
+        self.close(ctx, last, msg.code, msg.reason);
     }
 }
 
