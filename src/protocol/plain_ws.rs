@@ -390,6 +390,36 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_frame_names_the_answer_and_the_cursor() {
+        assert_eq!(
+            decode(r#"{"type":"resume","answerId":"a-1","after":7,"id":"c9"}"#),
+            Ok(ClientFrame::Resume {
+                id: Some("c9".into()),
+                answer_id: "a-1".into(),
+                after: 7,
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"resume","answerId":"a-1"}"#),
+            Ok(ClientFrame::Resume {
+                id: None,
+                answer_id: "a-1".into(),
+                after: 0,
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"resume"}"#).unwrap_err().code,
+            "invalid_frame"
+        );
+        assert_eq!(
+            decode(r#"{"type":"resume","answerId":"a","after":-1}"#)
+                .unwrap_err()
+                .code,
+            "invalid_cursor"
+        );
+    }
+
+    #[test]
     fn events_encode_to_the_pinned_shapes() {
         assert_eq!(
             encode_piece(
@@ -401,7 +431,7 @@ mod tests {
                     partial: None
                 })
             ),
-            r#"{"conversationId":"conv-1","id":"c1"}"#
+            r#"{"conversationId":"conv-1","id":"c1","answerId":"a1","seq":1}"#
         );
         assert_eq!(
             encode_piece(
@@ -413,7 +443,15 @@ mod tests {
                     partial: None
                 })
             ),
-            r#"{"token":"Hi","id":"c1"}"#
+            r#"{"token":"Hi","id":"c1","answerId":"a1","seq":1}"#
+        );
+        let merged = Piece::Tokens {
+            text: "Hi there",
+            last_seq: 7,
+        };
+        assert_eq!(
+            encode_piece("c1", "a1", &merged),
+            r#"{"token":"Hi there","id":"c1","answerId":"a1","seq":7}"#
         );
         let err = ErrorBody {
             code: "too_many_streams".into(),
@@ -429,7 +467,7 @@ mod tests {
                     partial: None
                 })
             ),
-            r#"{"error":{"code":"too_many_streams","message":"m"},"id":"c1"}"#
+            r#"{"error":{"code":"too_many_streams","message":"m"},"id":"c1","answerId":"a1","seq":1}"#
         );
         assert_eq!(
             encode_error(None, &err),
