@@ -36,6 +36,8 @@ struct ActiveStream {
     started: Instant,
     /// Set once the answer task exists; lets an administrator end it.
     abort: Option<futures_util::future::AbortHandle>,
+    /// Set with `abort`: the answer's id and whether anyone reads it.
+    answer: Option<std::sync::Arc<crate::answer::AnswerEntry>>,
 }
 
 /// Rolling figures fed by the outcomes that come back with each release.
@@ -263,6 +265,8 @@ impl ChatHub {
                 session_id: s.session_id,
                 transport: s.transport,
                 age_ms: s.started.elapsed().as_millis() as u64,
+                answer_id: s.answer.as_ref().map(|a| a.id().to_string()),
+                detached: s.answer.as_ref().is_some_and(|a| a.subscribers() == 0),
             })
             .collect();
         list.sort_by_key(|s| s.id);
@@ -330,6 +334,7 @@ impl Handler<Admit> for ChatHub {
                 transport: msg.transport,
                 started: Instant::now(),
                 abort: None,
+                answer: None,
             },
         );
         Ok(Lease {
@@ -442,6 +447,7 @@ impl Handler<Attach> for ChatHub {
                 msg.abort.abort();
             }
             stream.abort = Some(msg.abort);
+            stream.answer = Some(msg.answer);
         }
     }
 }

@@ -58,6 +58,8 @@ impl Outcome {
 pub struct Attach {
     pub lease_id: u64,
     pub abort: futures_util::future::AbortHandle,
+    /// The answer, for the admin view (its id, and whether anyone is reading it).
+    pub answer: std::sync::Arc<crate::answer::AnswerEntry>,
 }
 
 /// Asked by the admin routes: end one answer. Replies whether it was running (and, with a
@@ -87,6 +89,9 @@ pub struct StreamInfo {
     pub session_id: Option<u64>,
     pub transport: &'static str,
     pub age_ms: u64,
+    pub answer_id: Option<String>,
+    /// Its connection was lost: it runs on for the resume grace window with nobody reading.
+    pub detached: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]

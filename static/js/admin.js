@@ -390,7 +390,8 @@ function renderLive(data) {
         setCell(tr, 0, s.id);
         setCell(tr, 1, userName(s.user));
         setCell(tr, 2, tenantName(s.tenant));
-        setCell(tr, 3, s.transport || '–');
+        // A detached answer lost its connection and waits for a resume.
+        setCell(tr, 3, s.detached ? `${s.transport || '–'} · detached` : (s.transport || '–'));
         setCell(tr, 4, formatMs(s.ageMs));
       },
     });
