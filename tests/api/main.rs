@@ -17,6 +17,7 @@ mod resume;
 mod revocation;
 mod roles;
 mod signalr;
+mod slow_clients;
 mod support;
 mod tickets;
 mod ws;
