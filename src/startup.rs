@@ -161,18 +161,22 @@ impl Application {
 }
 
 /// Lets pages on the configured origins call the API, SignalR's negotiate included (its
-/// client sends credentials and custom headers, so preflights must succeed).
+/// client sends credentials and custom headers, so preflights must succeed). `*` never
+/// allows credentials: any page may call with a key or ticket, none with the browser's
+/// cookies (which the hub refuses cross-origin anyway).
 fn cors(origins: &[String]) -> actix_cors::Cors {
-    let any = origins.iter().any(|o| o == "*");
-    let allowed: Vec<String> = origins.to_vec();
-    actix_cors::Cors::default()
-        .allowed_origin_fn(move |origin, _| {
-            any || origin
-                .to_str()
-                .is_ok_and(|o| allowed.iter().any(|a| a == o))
-        })
+    let cors = actix_cors::Cors::default()
         .allow_any_method()
         .allow_any_header()
-        .supports_credentials()
-        .max_age(3600)
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        return cors.allow_any_origin().send_wildcard();
+    }
+    let allowed: Vec<String> = origins.to_vec();
+    cors.allowed_origin_fn(move |origin, _| {
+        origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a == o))
+    })
+    .supports_credentials()
 }

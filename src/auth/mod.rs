@@ -3,9 +3,11 @@
 //! Every `/api` route takes an API key as `X-API-Key` or `Authorization: Bearer`. The
 //! streaming routes (SSE, WebSocket, SignalR negotiate) also take a single-use stream
 //! ticket, and accept either from the query (`?ticket=`, or `?access_token=` as the
-//! SignalR client sends it), because browsers cannot set headers on those requests. An
-//! optional `X-Tenant-Id` must match the key's tenant.
+//! SignalR client sends it), because browsers cannot set headers on those requests. A
+//! request with neither may carry a browser session cookie ([`session`]), same-origin only.
+//! An optional `X-Tenant-Id` must match the key's tenant.
 
+pub mod session;
 pub mod tickets;
 
 use std::collections::HashMap;
@@ -75,7 +77,11 @@ pub(crate) fn app_state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiEr
 
 async fn resolve(req: HttpRequest, streaming: bool) -> Result<KeyOwner, ApiError> {
     let state = app_state(&req)?;
-    let credential = presented(&req, streaming)?.ok_or(ApiError::Unauthorized)?;
+    let Some(credential) = presented(&req, streaming)? else {
+        // No key and no ticket: a browser's session cookie (same-origin requests only).
+        let owner = session::resolve(&req, state).await?;
+        return tenant_checked(&req, owner);
+    };
     let owner = if state.tickets.is_ticket(&credential) {
         if !streaming {
             return Err(ApiError::Forbidden(
@@ -93,7 +99,12 @@ async fn resolve(req: HttpRequest, streaming: bool) -> Result<KeyOwner, ApiError
             .await?
             .ok_or(ApiError::Unauthorized)?
     };
-    if let Some(tenant) = header(&req, TENANT_HEADER)? {
+    tenant_checked(&req, owner)
+}
+
+/// An optional `X-Tenant-Id` must name the owner's tenant.
+fn tenant_checked(req: &HttpRequest, owner: KeyOwner) -> Result<KeyOwner, ApiError> {
+    if let Some(tenant) = header(req, TENANT_HEADER)? {
         if tenant != owner.tenant_id {
             return Err(ApiError::Forbidden(
                 "X-Tenant-Id does not match the API key's tenant",

@@ -9,6 +9,7 @@ mod conversations;
 mod documents;
 mod health;
 mod pages;
+mod session;
 mod tickets;
 mod ws;
 
@@ -45,6 +46,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(documents::configure)
             .configure(ws::configure)
             .configure(tickets::configure)
+            .configure(session::configure)
             .configure(admin::configure),
     )
     .default_service(web::to(|| async {

@@ -55,3 +55,39 @@ async fn without_configured_origins_no_cross_origin_access_is_granted() {
         .unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
 }
+
+#[actix_web::test]
+async fn a_wildcard_origin_never_allows_credentials() {
+    let app = spawn_app_with(with_origin("*")).await;
+    let res = app
+        .client
+        .request(
+            awc::http::Method::OPTIONS,
+            app.url("/api/v1/chat/ws/negotiate?negotiateVersion=1"),
+        )
+        .insert_header(("Origin", "http://anywhere.example"))
+        .insert_header(("Access-Control-Request-Method", "POST"))
+        .insert_header(("Access-Control-Request-Headers", "authorization"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let h = res.headers();
+    assert_eq!(h.get("access-control-allow-origin").unwrap(), "*");
+    assert!(h.get("access-control-allow-credentials").is_none());
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .insert_header(("Origin", "http://anywhere.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers().get("access-control-allow-origin").unwrap(),
+        "*"
+    );
+    assert!(res
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+}

@@ -12,6 +12,7 @@ mod helpers;
 mod limits;
 mod pages;
 mod providers;
+mod session;
 mod signalr;
 mod support;
 mod tickets;
