@@ -2,7 +2,7 @@
 // answers and connections that can be ended, documents (drag and drop upload), tenants and
 // API keys.
 
-import { api, auth, ApiError, streamTicket } from './api.js';
+import { api, session, ApiError } from './api.js';
 import { streamEvents } from './sse.js';
 import { Backoff } from './transports.js';
 import { signIn } from './signin.js';
@@ -224,8 +224,7 @@ class LiveFeed {
       watchdog = setTimeout(() => controller.abort(), WATCHDOG_MS);
     };
     try {
-      const ticket = await streamTicket(controller.signal);
-      await streamEvents(`/api/v1/admin/events?ticket=${encodeURIComponent(ticket)}`, {
+      await streamEvents('/api/v1/admin/events', {
         signal: controller.signal,
         onOpen: () => {
           kick();
@@ -673,10 +672,10 @@ function showForbidden() {
   page.switchKey.focus();
 }
 
-/** Checks the key: resolves to 'admin' or 'forbidden'; rejects for 401 and network errors. */
-async function checkKey(key) {
+/** Checks the signed-in key: resolves to 'admin' or 'forbidden'; rejects for 401 and network errors. */
+async function checkAccess() {
   try {
-    await api('/api/v1/admin/stats', { key });
+    await api('/api/v1/admin/stats');
     return 'admin';
   } catch (e) {
     if (e instanceof ApiError && e.status === 403) return 'forbidden';
@@ -715,7 +714,7 @@ async function requireSignIn(message = '') {
     title: 'ragstream admin',
     lead: 'Sign in with an admin API key.',
     message,
-    validate: checkKey,
+    validate: checkAccess,
   });
   start(role);
 }
@@ -724,37 +723,46 @@ let rejecting = false;
 function keyRejected(error) {
   if (rejecting) return;
   rejecting = true;
-  auth.clear();
+  session.forget();
   requireSignIn(error.friendly).finally(() => {
     rejecting = false;
   });
 }
 
-page.signout.addEventListener('click', () => {
-  auth.clear();
+/** Signs out on the hub (the cookie stops working for every tab), then asks for a key. */
+async function signOut(button) {
+  button.disabled = true;
+  try {
+    await session.end();
+  } catch (e) {
+    toast(`Not signed out: ${e instanceof ApiError ? e.friendly : String(e)}`, 'error', 6000);
+    return;
+  } finally {
+    button.disabled = false;
+  }
   requireSignIn();
-});
-page.switchKey.addEventListener('click', () => {
-  auth.clear();
-  requireSignIn();
-});
+}
+
+page.signout.addEventListener('click', () => signOut(page.signout));
+page.switchKey.addEventListener('click', () => signOut(page.switchKey));
 
 async function boot() {
   setUpDropzone();
-  const key = auth.key;
-  if (!key) {
-    requireSignIn();
-    return;
-  }
   try {
-    start(await checkKey(key));
+    if (!(await session.current())) {
+      requireSignIn();
+      return;
+    }
+    start(await checkAccess());
   } catch (e) {
     if (e instanceof ApiError && e.code === 'unauthorized') {
-      auth.clear();
+      session.forget();
       requireSignIn(e.friendly);
-    } else {
+    } else if (session.probably) {
       // The hub is unreachable right now: show the page and let the feed reconnect.
       start('admin');
+    } else {
+      requireSignIn(e instanceof ApiError ? e.friendly : String(e));
     }
   }
 }

@@ -1,7 +1,7 @@
 // The chat page: sign in, pick a transport, ask; answers stream in as sanitised Markdown with
 // numbered citations, a blinking cursor, a Stop button and timing under each answer.
 
-import { api, auth, ApiError, friendlyMessage } from './api.js';
+import { api, session, ApiError, friendlyMessage } from './api.js';
 import { createTransport, TRANSPORTS } from './transports.js';
 import { renderMarkdown } from './markdown.js';
 import { signIn } from './signin.js';
@@ -569,8 +569,8 @@ document.addEventListener('keydown', (ev) => {
 // ---------------------------------------------------------------------------------------------
 // Sign-in
 
-async function loadDocuments(key) {
-  return api('/api/v1/documents', { key });
+async function loadDocuments() {
+  return api('/api/v1/documents');
 }
 
 function showWelcome(documents) {
@@ -626,7 +626,7 @@ let rejecting = false;
 function keyRejected(error) {
   if (rejecting) return;
   rejecting = true;
-  auth.clear();
+  session.forget();
   if (current) current.stopByUser();
   requireSignIn(error.friendly).finally(() => {
     rejecting = false;
@@ -715,8 +715,17 @@ page.newChat.addEventListener('click', () => {
   page.question.focus();
 });
 
-page.signout.addEventListener('click', () => {
-  auth.clear();
+page.signout.addEventListener('click', async () => {
+  page.signout.disabled = true;
+  try {
+    // On the hub, so the cookie stops working for every tab of this browser.
+    await session.end();
+  } catch (e) {
+    toast(`Not signed out: ${e instanceof ApiError ? e.friendly : String(e)}`, 'error');
+    return;
+  } finally {
+    page.signout.disabled = false;
+  }
   // The next person at this tab does not see this conversation.
   newConversation();
   requireSignIn();
@@ -745,20 +754,21 @@ async function boot() {
   }
   page.newChat.hidden = !conversationId && turns.length === 0;
   if (turns.length) requestAnimationFrame(scrollToBottom);
-  const key = auth.key;
-  if (!key) {
-    requireSignIn();
-    return;
-  }
   try {
-    started(await loadDocuments(key));
+    if (!(await session.current())) {
+      requireSignIn();
+      return;
+    }
+    started(await loadDocuments());
   } catch (e) {
     if (e instanceof ApiError && e.code === 'unauthorized') {
-      auth.clear();
+      session.forget();
       requireSignIn(e.friendly);
-    } else {
-      // The hub is down or busy: keep the key, show the status and let the link reconnect.
+    } else if (session.probably) {
+      // The hub is down or busy: stay signed in, show the status and let the link reconnect.
       started(null);
+    } else {
+      requireSignIn(e instanceof ApiError ? e.friendly : String(e));
     }
   }
 }

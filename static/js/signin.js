@@ -1,12 +1,14 @@
-// The sign-in dialog shared by the chat and admin pages. The key is checked against the hub,
-// then kept in sessionStorage (this tab only, gone when it closes); never in a URL or a log.
+// The sign-in dialog shared by the chat and admin pages. The key is sent once to
+// POST /api/v1/session, which answers with an HttpOnly session cookie, and then forgotten:
+// it is never stored, kept in a variable, put in a URL or logged.
 
-import { auth, ApiError } from './api.js';
+import { session, ApiError } from './api.js';
 import { el } from './ui.js';
 
 /**
- * Shows the dialog until `validate(key)` resolves. Resolves to what validate returned.
- * `message` is shown above the form (e.g. why the previous key stopped working).
+ * Shows the dialog until the hub accepts a key and `validate()` (which runs signed in)
+ * resolves. Resolves to what validate returned. `message` is shown above the form (e.g. why
+ * the previous session ended).
  */
 export function signIn({ title = 'Sign in', lead = '', message = '', validate }) {
   return new Promise((resolve) => {
@@ -39,7 +41,7 @@ export function signIn({ title = 'Sign in', lead = '', message = '', validate })
       el('p.help#signin-help', {},
         'At first start the hub prints an admin key for the default tenant (',
         el('code', {}, 'rsk_…'),
-        '). The key stays in this browser tab only.'),
+        '). The page does not keep the key: the hub signs this browser in with a cookie that scripts cannot read.'),
       el('div.form-actions', {}, submit));
     const dialog = el('dialog.signin', { 'aria-labelledby': 'signin-title' }, form);
     form.querySelector('h1').id = 'signin-title';
@@ -57,8 +59,9 @@ export function signIn({ title = 'Sign in', lead = '', message = '', validate })
       submit.disabled = true;
       submit.textContent = 'Checking…';
       try {
-        const result = await validate(key);
-        auth.set(key);
+        await session.start(key);
+        input.value = '';
+        const result = await validate();
         dialog.close();
         dialog.remove();
         resolve(result);
