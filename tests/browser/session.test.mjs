@@ -187,6 +187,32 @@ test("the seed's useSSE hook, unchanged, streams an answer token by token with t
   await page.context().close();
 });
 
+test("the seed's useWebSocket hook, unchanged, streams over SignalR with the session cookie and no token", async () => {
+  const question = 'When did the Golden Gate Bridge open?';
+  const expected = await hub.api('/api/v1/ask', { method: 'POST', body: { question, topK: 5 } });
+  const page = await newPage(browser);
+  // Not signed in: negotiate is refused and the hook reports it.
+  await page.goto(`${hub.url}${SEED_PAGES.useWebSocket}`);
+  await page.locator('#connected', { hasText: 'error' }).waitFor();
+  page.errors.length = 0; // the client and the hook log that refusal with console.error
+
+  await openSignedIn(page, hub, hub.adminKey);
+  await page.goto(`${hub.url}${SEED_PAGES.useWebSocket}`);
+  await page.locator('#connected').filter({ hasText: /^connected$/ }).waitFor();
+  const before = page.requests.length;
+  await page.locator('#question').fill(question);
+  await page.locator('#ask').click();
+  await page.locator('#state', { hasText: 'done' }).waitFor({ timeout: 30000 });
+  assert.equal(await page.locator('#answer').innerText(), expected.answer);
+  const { connections } = await hub.api('/api/v1/admin/connections');
+  assert.equal(connections.filter((c) => c.protocol === 'signalr').length, 1, 'one SignalR connection');
+  const urls = page.requests.slice(0, before).filter((u) => u.includes('/api/v1/chat/ws'));
+  assert.ok(urls.some((u) => u.includes('/negotiate')), urls.join('\n'));
+  assert.ok(!urls.some((u) => u.includes('access_token') || u.includes('ticket=') || u.includes(hub.adminKey)), urls.join('\n'));
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test("the seed's StreamingChat, unchanged, shows an answer after a cookie sign-in", async () => {
   // The component reopens its EventSource on every render (see fixtures/UseSSEProbe.tsx), so
   // it can only finish an answer that arrives in one piece: this hub answers at once.

@@ -1,7 +1,8 @@
 // The seed's React client as a page of the hub's own origin, for the session tests.
 //
-// `seed/hooks/useSSE.ts` and `seed/components/StreamingChat.tsx` are the seed's code,
-// copied verbatim (not edited); `fixtures/UseSSEProbe.tsx` is ours, around the hook. They
+// `seed/hooks/useSSE.ts`, `seed/hooks/useWebSocket.ts` and `seed/components/StreamingChat.tsx`
+// are the seed's code, copied verbatim (not edited); `fixtures/*.tsx` are ours, around the
+// hooks. They
 // are transpiled and bundled with React (from this folder's node_modules) by esbuild at test
 // time, into a test-only static folder: the repository's static/ files linked one by one,
 // plus `seed/<page>.html` and `seed/<page>.js` for each page below.
@@ -18,10 +19,11 @@ import { REPO } from './hub.mjs';
 
 const HERE = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Each page mounts one component: the seed's StreamingChat, or the probe around its hook. */
+/** Each page mounts one component: the seed's StreamingChat, or a probe around a seed hook. */
 const PAGES = {
   'streaming-chat': ['./seed/components/StreamingChat', 'StreamingChat'],
   'use-sse': ['./fixtures/UseSSEProbe', 'UseSSEProbe'],
+  'use-websocket': ['./fixtures/UseWebSocketProbe', 'UseWebSocketProbe'],
 };
 
 function entry(module, name) {
@@ -48,6 +50,7 @@ function html(name) {
 export const SEED_PAGES = {
   streamingChat: '/static/seed/streaming-chat.html',
   useSSE: '/static/seed/use-sse.html',
+  useWebSocket: '/static/seed/use-websocket.html',
 };
 
 /**
