@@ -143,9 +143,11 @@ pub fn check_origin(req: &HttpRequest, vouched: bool) -> Result<(), ApiError> {
     };
     let mut same_origin = false;
     if let Some(site) = header_text("Sec-Fetch-Site")? {
+        // `none`: a navigation the user started (typed, bookmarked), fine for reading only.
+        let typed = site.eq_ignore_ascii_case("none") && !is_unsafe(req);
         if site.eq_ignore_ascii_case("same-origin") {
             same_origin = true;
-        } else if !(site.eq_ignore_ascii_case("none") && !is_unsafe(req)) {
+        } else if !typed {
             return Err(CROSS_ORIGIN);
         }
     }
