@@ -152,7 +152,13 @@ pub fn check_origin(req: &HttpRequest, vouched: bool) -> Result<(), ApiError> {
         }
     }
     if let Some(origin) = header_text(header::ORIGIN.as_str())? {
-        if !origin_matches(origin, req.connection_info().host()) {
+        // The Host header itself, not X-Forwarded-Host: a page may add that header to its
+        // own requests (after a CORS preflight), but never Host.
+        let host = match header_text(header::HOST.as_str())? {
+            Some(host) => host,
+            None => req.uri().authority().map_or("", |a| a.as_str()),
+        };
+        if !origin_matches(origin, host) {
             return Err(CROSS_ORIGIN);
         }
         same_origin = true;
@@ -254,6 +260,10 @@ mod tests {
             .insert_header(("Origin", "http://hub:8080"))
             .insert_header(("Sec-Fetch-Site", "same-site"));
         assert!(check_origin(&sibling.to_http_request(), true).is_err());
+        let forged = post()
+            .insert_header(("Origin", "http://hub:9090"))
+            .insert_header(("X-Forwarded-Host", "hub:9090"));
+        assert!(check_origin(&forged.to_http_request(), true).is_err());
     }
 
     #[test]
