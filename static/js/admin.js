@@ -703,7 +703,7 @@ async function start(role) {
   feed.start();
 }
 
-async function requireSignIn(message = '') {
+async function requireSignIn(message = '', elsewhere = null) {
   if (feed) feed.stop();
   feed = null;
   showPanels(false);
@@ -715,6 +715,7 @@ async function requireSignIn(message = '') {
     lead: 'Sign in with an admin API key.',
     message,
     validate: checkAccess,
+    signedIn: elsewhere,
   });
   start(role);
 }
@@ -748,6 +749,11 @@ page.switchKey.addEventListener('click', () => signOut(page.switchKey));
 
 async function boot() {
   setUpDropzone();
+  if (!session.probably) {
+    // Not signed in from this tab: ask at once, unless the hub says another tab signed in.
+    requireSignIn('', session.current().then(Boolean, () => false));
+    return;
+  }
   try {
     if (!(await session.current())) {
       requireSignIn();

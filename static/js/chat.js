@@ -594,7 +594,7 @@ function enableComposer(on) {
   page.signout.hidden = !on;
 }
 
-async function requireSignIn(message = '') {
+async function requireSignIn(message = '', elsewhere = null) {
   signedIn = false;
   enableComposer(false);
   if (transport) {
@@ -608,6 +608,7 @@ async function requireSignIn(message = '') {
     lead: 'Enter an API key to ask questions about your documents.',
     message,
     validate: loadDocuments,
+    signedIn: elsewhere,
   });
   started(documents);
 }
@@ -754,6 +755,11 @@ async function boot() {
   }
   page.newChat.hidden = !conversationId && turns.length === 0;
   if (turns.length) requestAnimationFrame(scrollToBottom);
+  if (!session.probably) {
+    // Not signed in from this tab: ask at once, unless the hub says another tab signed in.
+    requireSignIn('', session.current().then(Boolean, () => false));
+    return;
+  }
   try {
     if (!(await session.current())) {
       requireSignIn();

@@ -8,9 +8,10 @@ import { el } from './ui.js';
 /**
  * Shows the dialog until the hub accepts a key and `validate()` (which runs signed in)
  * resolves. Resolves to what validate returned. `message` is shown above the form (e.g. why
- * the previous session ended).
+ * the previous session ended). When `signedIn` (a promise) resolves true, the browser turned
+ * out to be signed in already (another tab): the dialog closes as if a key had been accepted.
  */
-export function signIn({ title = 'Sign in', lead = '', message = '', validate }) {
+export function signIn({ title = 'Sign in', lead = '', message = '', validate, signedIn = null }) {
   return new Promise((resolve) => {
     const input = el('input#api-key', {
       type: 'password',
@@ -81,5 +82,19 @@ export function signIn({ title = 'Sign in', lead = '', message = '', validate })
     document.body.append(dialog);
     dialog.showModal();
     input.focus();
+    if (signedIn) {
+      signedIn.then(async (yes) => {
+        if (!yes || !dialog.isConnected || submit.disabled) return;
+        try {
+          const result = await validate();
+          if (!dialog.isConnected) return;
+          dialog.close();
+          dialog.remove();
+          resolve(result);
+        } catch {
+          // Not usable after all: the dialog stays.
+        }
+      }, () => {});
+    }
   });
 }

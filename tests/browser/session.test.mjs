@@ -130,6 +130,11 @@ test('the chat page signs in with an HttpOnly cookie and keeps no key; a reload 
   assert.equal(me.keyName, 'grace');
   assert.equal(me.isAdmin, false);
   assert.equal(await page.evaluate(() => document.cookie.includes('ragstream_session')), false);
+  // Another tab of the same browser is signed in too: the dialog shows, then goes by itself.
+  const tab = await page.context().newPage();
+  await tab.goto(hub.url);
+  await tab.locator('#status[data-status="connected"]').waitFor();
+  await tab.locator('dialog.signin').waitFor({ state: 'detached' });
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
