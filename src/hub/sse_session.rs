@@ -9,9 +9,11 @@
 //! subscriber (it is detached for the grace window when that was the last); when the actor
 //! stops (an administrator ended the connection) the body ends and stops the answer.
 
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -42,6 +44,32 @@ pub struct SseSession {
     /// Held by a future of the actor's context: dropped when the actor stops, which ends
     /// the body; resolves `closed()` when the body is dropped, which stops the actor.
     link: Option<oneshot::Sender<()>>,
+    /// Shared with the body, which is the only writer of the connection.
+    reading: Rc<Reading>,
+    write_timeout: Duration,
+}
+
+/// The body's subscription and when actix last asked it for bytes. actix polls a body only
+/// when the connection can take more, so a body with events waiting that has not been
+/// polled for the write timeout belongs to a client that stopped reading: the session then
+/// takes the subscription away (the answer is detached, its log freed for this reader) and
+/// unregisters. SSE cannot close a socket that takes no writes; this releases everything
+/// the hub holds for it.
+struct Reading {
+    answer: RefCell<Option<Subscription>>,
+    polled: Cell<Instant>,
+}
+
+impl Reading {
+    fn stalled(&self, write_timeout: Duration) -> bool {
+        if self.polled.get().elapsed() < write_timeout {
+            return false;
+        }
+        self.answer
+            .borrow()
+            .as_ref()
+            .is_some_and(|a| !a.is_finished() && a.entry().log().last_seq() > a.cursor())
+    }
 }
 
 impl SseSession {
@@ -53,20 +81,28 @@ impl SseSession {
         owner: KeyOwner,
         hub: Addr<ChatHub>,
         heartbeat: Duration,
+        write_timeout: Duration,
     ) -> impl Stream<Item = Result<Bytes, Infallible>> {
         let (link, ended) = oneshot::channel();
+        let answer_id = answer.answer_id().clone();
+        let reading = Rc::new(Reading {
+            answer: RefCell::new(Some(answer)),
+            polled: Cell::new(Instant::now()),
+        });
         SseSession {
             id,
             owner,
             hub,
             link: Some(link),
+            reading: reading.clone(),
+            write_timeout,
         }
         .start();
         let mut ping = interval_at(Instant::now() + heartbeat, heartbeat);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Body {
-            answer_id: answer.answer_id().clone(),
-            answer,
+            answer_id,
+            reading,
             ended,
             ping,
             merger: TokenMerger::default(),
@@ -79,7 +115,7 @@ impl SseSession {
 /// It is the connection's one writer: on each wake-up everything past its cursor goes out
 /// in one chunk, waiting tokens merged into one frame.
 struct Body {
-    answer: Subscription,
+    reading: Rc<Reading>,
     answer_id: Arc<str>,
     /// Resolves (closed) when the session actor stops.
     ended: oneshot::Receiver<()>,
@@ -96,19 +132,24 @@ impl Stream for Body {
         if this.done {
             return Poll::Ready(None);
         }
+        this.reading.polled.set(Instant::now());
+        let reading = this.reading.clone();
+        let mut answer = reading.answer.borrow_mut();
+        let Some(answer) = answer.as_mut() else {
+            // Taken away: the client had stopped reading.
+            this.done = true;
+            return Poll::Ready(None);
+        };
         if Pin::new(&mut this.ended).poll(cx).is_ready() {
             // An administrator ended the connection (or revoked its key): that ends the
             // answer too, rather than leaving it for a resume.
-            this.answer.cancel();
+            answer.cancel();
             this.done = true;
             return Poll::Ready(None);
         }
         let mut chunk = Vec::new();
         let Body {
-            answer,
-            answer_id,
-            merger,
-            ..
+            answer_id, merger, ..
         } = this;
         let outcome = answer.poll_read(cx, EVENTS_PER_CHUNK, &mut |ev| {
             merger.push(ev, &mut |piece| {
@@ -160,6 +201,18 @@ impl Actor for SseSession {
             let gone = wrap_future(async move { link.closed().await });
             ctx.spawn(gone.map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
         }
+        let check = (self.write_timeout / 4).max(Duration::from_millis(100));
+        ctx.run_interval(check, |act, ctx| {
+            if act.reading.stalled(act.write_timeout) {
+                log::info!(
+                    "sse session {}: no write for {:?}; its answer is detached",
+                    act.id,
+                    act.write_timeout
+                );
+                act.reading.answer.borrow_mut().take();
+                ctx.stop();
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

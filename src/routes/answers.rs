@@ -144,6 +144,7 @@ pub(super) fn sse_response(
         owner,
         state.hub.clone(),
         state.settings.heartbeat_interval,
+        state.settings.client_write_timeout,
     );
     HttpResponse::Ok()
         .content_type("text/event-stream")

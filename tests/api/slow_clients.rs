@@ -122,3 +122,78 @@ async fn five_hundred_clients_that_never_read_cost_bounded_memory_and_give_every
     );
     drop(sockets);
 }
+
+#[actix_web::test]
+async fn an_sse_client_that_stops_reading_loses_its_answer_after_the_write_timeout_and_grace() {
+    let mock = MockUpstream::start(Flavor::OpenAi).await;
+    let token = "y".repeat(10_000);
+    mock.set_default(Reply::Stream {
+        // 20 MB: far more than the kernel buffers between the two sockets hold (loopback
+        // send buffers grow to 4 MB).
+        tokens: std::iter::repeat_n(token, 2000).collect(),
+        pace: Duration::from_millis(1),
+        ending: Ending::Complete,
+        usage: 2000,
+    });
+    let url = mock.base_url.clone();
+    let write_timeout = Duration::from_secs(1);
+    let grace = Duration::from_secs(1);
+    let app = spawn_app_with(Options {
+        resume_grace: grace,
+        settings: Some(Box::new(move |s| {
+            s.providers = vec![ProviderKind::OpenAi];
+            s.openai = Some(OpenAiSettings {
+                api_key: Secret::new("sk-mock"),
+                base_url: url,
+                model: "gpt-test".into(),
+            });
+            s.client_write_timeout = write_timeout;
+        })),
+        ..Options::default()
+    })
+    .await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+
+    // A client with a tiny receive buffer that asks and never reads a byte.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("buffer size");
+    let mut stream = socket.connect(hub_addr(&app)).await.expect("connects");
+    let request = format!(
+        "GET /api/v1/ask/stream?question=How%20tall%20is%20it%3F HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\n\r\n",
+        hub_addr(&app),
+        app.admin_key
+    );
+    stream.write_all(request.as_bytes()).await.expect("asked");
+    let asked = Instant::now();
+
+    // The session lets go of the answer once its writes have stalled for the timeout...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = app.stats().await;
+        if stats.sse_connections == 0 && stats.active_streams == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled SSE connection is still registered"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let released = asked.elapsed();
+    assert!(released >= write_timeout, "{released:?}");
+    // ... and the answer, detached, is stopped when the grace window passes unresumed.
+    let log = mock.wait_for_stream_end(Duration::from_secs(10)).await;
+    let (at, end) = log.end.expect("ended");
+    assert_eq!(
+        end,
+        StreamEnd::Disconnected,
+        "stopped before its 2000 tokens"
+    );
+    assert!(at.saturating_duration_since(asked) >= write_timeout + grace);
+    app.wait_for_active_streams(0, Duration::from_secs(1)).await;
+    eprintln!(
+        "released {released:?} after the ask; upstream closed {:?} after it",
+        at.saturating_duration_since(asked)
+    );
+    drop(stream);
+}
