@@ -56,6 +56,16 @@ impl Default for Options {
     }
 }
 
+/// Points the hub at a mock OpenAI upstream as its only provider.
+pub fn use_mock_openai(s: &mut Settings, base_url: String) {
+    s.providers = vec![ragstream::config::ProviderKind::OpenAi];
+    s.openai = Some(ragstream::config::OpenAiSettings {
+        api_key: ragstream::config::Secret::new("sk-mock"),
+        base_url,
+        model: "gpt-test".into(),
+    });
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }

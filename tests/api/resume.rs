@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use awc::ws;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use ragstream::config::{OpenAiSettings, ProviderKind, Secret};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, Options, SseFrame, SseReader, TestApp, TOWER};
+use crate::helpers::{
+    spawn_app_with, use_mock_openai, Options, SseFrame, SseReader, TestApp, TOWER,
+};
 use crate::support::cut_proxy::CutProxy;
 use crate::support::mock_upstream::{Flavor, MockUpstream, Reply, StreamEnd};
 
@@ -38,12 +39,7 @@ async fn app_with_mock(grace: Duration) -> (TestApp, MockUpstream) {
     let app = spawn_app_with(Options {
         resume_grace: grace,
         settings: Some(Box::new(move |s| {
-            s.providers = vec![ProviderKind::OpenAi];
-            s.openai = Some(OpenAiSettings {
-                api_key: Secret::new("sk-mock"),
-                base_url: url,
-                model: "gpt-test".into(),
-            });
+            use_mock_openai(s, url);
         })),
         ..Options::default()
     })

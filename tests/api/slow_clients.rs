@@ -5,10 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ragstream::config::{OpenAiSettings, ProviderKind, Secret};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{spawn_app_with, Options, TestApp, TOWER};
+use crate::helpers::{spawn_app_with, use_mock_openai, Options, TestApp, TOWER};
 use crate::support::mock_upstream::{Ending, Flavor, MockUpstream, Reply, StreamEnd};
 use crate::support::raw_ws::{connect_small_buffer, frame, TEXT};
 
@@ -52,12 +51,7 @@ async fn five_hundred_clients_that_never_read_cost_bounded_memory_and_give_every
         global: CLIENTS * 2,
         resume_grace: grace,
         settings: Some(Box::new(move |s| {
-            s.providers = vec![ProviderKind::OpenAi];
-            s.openai = Some(OpenAiSettings {
-                api_key: Secret::new("sk-mock"),
-                base_url: url,
-                model: "gpt-test".into(),
-            });
+            use_mock_openai(s, url);
             s.client_write_timeout = write_timeout;
             s.max_connections_per_user = CLIENTS * 2;
             s.answer_log_max_bytes = 128 * 1024;
@@ -141,12 +135,7 @@ async fn an_sse_client_that_stops_reading_loses_its_answer_after_the_write_timeo
     let app = spawn_app_with(Options {
         resume_grace: grace,
         settings: Some(Box::new(move |s| {
-            s.providers = vec![ProviderKind::OpenAi];
-            s.openai = Some(OpenAiSettings {
-                api_key: Secret::new("sk-mock"),
-                base_url: url,
-                model: "gpt-test".into(),
-            });
+            use_mock_openai(s, url);
             s.client_write_timeout = write_timeout;
         })),
         ..Options::default()
