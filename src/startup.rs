@@ -10,9 +10,9 @@ use actix_web::middleware::{Condition, Logger};
 use actix_web::{web, App, HttpServer};
 
 use crate::answer::{Answers, Pipeline};
-use crate::auth::tickets::{TicketStore, TICKET_TTL};
+use crate::auth::tickets::{ConnectionGrant, TicketStore, TICKET_TTL};
 use crate::config::{ConfigError, Settings};
-use crate::hub::{ChatHub, Limits};
+use crate::hub::{ChatHub, Limits, LogicalConnections};
 use crate::providers::Providers;
 use crate::routes;
 use crate::store::{Store, StoreWriter};
@@ -29,7 +29,9 @@ pub struct AppState {
     /// Single-use stream tickets for browsers (`?ticket=`).
     pub tickets: TicketStore,
     /// SignalR connection tokens handed out by negotiate, redeemed by `?id=`.
-    pub connection_tokens: TicketStore,
+    pub connection_tokens: TicketStore<ConnectionGrant>,
+    /// SignalR connections with stateful reconnect, which a `?id=` may come back to.
+    pub signalr_connections: Arc<LogicalConnections>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,7 @@ impl Application {
             settings,
             tickets: TicketStore::new("rst_", TICKET_TTL),
             connection_tokens: TicketStore::new("rsc_", TICKET_TTL),
+            signalr_connections: LogicalConnections::new(),
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

@@ -2,8 +2,10 @@
 //!
 //! Browsers cannot put headers on `EventSource` or WebSocket requests, so they trade their
 //! key for a ticket (`POST /api/v1/stream-tickets`) and pass `?ticket=`. SignalR's negotiate
-//! step hands out connection tokens the same way. Both live in memory only: a restart
-//! invalidates them, which a one-minute lifetime makes harmless.
+//! step hands out connection tokens the same way ([`ConnectionGrant`]). Both live in memory
+//! only: a restart invalidates them, which a one-minute lifetime makes harmless. (A
+//! connection with SignalR stateful reconnect keeps its token valid for its own reconnects
+//! while it lives: that is the hub's `LogicalConnections`, not this store.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,13 +21,21 @@ pub const TICKET_TTL: Duration = Duration::from_secs(60);
 /// Purging on every issue would be O(n) per ticket; past this many entries it is worth it.
 const PURGE_ABOVE: usize = 1024;
 
-pub struct TicketStore {
-    prefix: &'static str,
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (KeyOwner, Instant)>>,
+/// What a SignalR connection token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionGrant {
+    pub owner: KeyOwner,
+    /// Negotiate agreed to stateful reconnect.
+    pub stateful: bool,
 }
 
-impl TicketStore {
+pub struct TicketStore<T = KeyOwner> {
+    prefix: &'static str,
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (T, Instant)>>,
+}
+
+impl<T> TicketStore<T> {
     pub fn new(prefix: &'static str, ttl: Duration) -> Self {
         TicketStore {
             prefix,
@@ -34,7 +44,7 @@ impl TicketStore {
         }
     }
 
-    pub fn issue(&self, owner: KeyOwner) -> String {
+    pub fn issue(&self, owner: T) -> String {
         let ticket = format!("{}{}", self.prefix, Uuid::new_v4().simple());
         let now = Instant::now();
         // A poisoned lock only means another thread panicked mid-insert; the map is still
@@ -48,7 +58,7 @@ impl TicketStore {
     }
 
     /// Returns the owner once; a second redeem, or one after expiry, gets nothing.
-    pub fn redeem(&self, ticket: &str) -> Option<KeyOwner> {
+    pub fn redeem(&self, ticket: &str) -> Option<T> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let (owner, expires) = entries.remove(ticket)?;
         (expires > Instant::now()).then_some(owner)

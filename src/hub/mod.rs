@@ -12,7 +12,7 @@ mod ws_session;
 pub use chat_hub::{ChatHub, HubStats, Limits};
 pub use lease::Lease;
 pub use sse_session::SseSession;
-pub use ws_session::{WsSession, WsSettings};
+pub use ws_session::{pump, LogicalConnections, Reattach, ReconnectGrant, WsSession, WsSettings};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
