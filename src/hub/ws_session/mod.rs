@@ -638,6 +638,12 @@ impl WsSession {
                 };
                 self.close(ctx, Some(frame), CloseCode::Size, "frame too large");
             }
+            Err(ProtocolError::Io(e)) if self.stateful.is_some() && self.outbox.is_resumable() => {
+                // The connection broke under the frame (a reset, an unfinished frame): a lost
+                // socket, which the client's stateful reconnect comes back from.
+                log::debug!("websocket session {} lost its socket: {e}", self.id);
+                self.detach(None, ctx);
+            }
             Err(e) => {
                 log::debug!("websocket session {} protocol error: {e}", self.id);
                 self.close(ctx, None, CloseCode::Protocol, "protocol error");
