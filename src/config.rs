@@ -141,6 +141,8 @@ pub struct Settings {
     pub offline_pace: Duration,
     pub max_streams_per_user: usize,
     pub max_streams_global: usize,
+    /// Open WebSocket connections per API key; over it the upgrade is refused (429).
+    pub max_connections_per_user: usize,
     pub max_question_chars: usize,
     /// Characters of earlier conversation turns sent with a question; the oldest turns are
     /// dropped first. 0 sends no history.
@@ -191,6 +193,7 @@ impl Default for Settings {
             offline_pace: Duration::from_millis(25),
             max_streams_per_user: 5,
             max_streams_global: 1000,
+            max_connections_per_user: 20,
             max_question_chars: 4000,
             history_budget_chars: 12_000,
             max_document_bytes: 10 * 1024 * 1024,
@@ -305,6 +308,9 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_MAX_STREAMS_GLOBAL", 1, 10_000_000)? {
             s.max_streams_global = n;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_MAX_CONNECTIONS_PER_USER", 1, 100_000)? {
+            s.max_connections_per_user = n;
         }
         if let Some(n) = number(&var, "RAGSTREAM_MAX_QUESTION_CHARS", 1, 1_000_000)? {
             s.max_question_chars = n;
@@ -551,6 +557,7 @@ mod tests {
         assert_eq!(s.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.database_url, "sqlite://data/ragstream.db");
         assert_eq!(s.max_streams_per_user, 5);
+        assert_eq!(s.max_connections_per_user, 20);
         assert_eq!(s.providers, vec![ProviderKind::Offline]);
         assert!(s.openai.is_none() && s.anthropic.is_none());
     }

@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
         // Printed, not logged: it appears once, on the terminal of the person who started
         // the hub, and only its hash is stored.
         println!();
-        println!("  Admin API key for the `default` tenant (shown once, store it now):");
+        println!("  Operator API key, administers every tenant (shown once, store it now):");
         println!();
         println!("      {key}");
         println!();

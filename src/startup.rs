@@ -12,10 +12,10 @@ use actix_web::{web, App, HttpServer};
 use crate::answer::{Answers, Pipeline};
 use crate::auth::tickets::{ConnectionGrant, TicketStore, TICKET_TTL};
 use crate::config::{ConfigError, Settings};
-use crate::hub::{ChatHub, Limits, LogicalConnections};
+use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
 use crate::providers::Providers;
 use crate::routes;
-use crate::store::{Store, StoreWriter};
+use crate::store::{Bootstrap, Store, StoreWriter};
 
 /// How long a stopping hub waits for the final writes of the answers the stop cut short.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,6 +30,8 @@ pub struct AppState {
     pub tickets: TicketStore,
     /// SignalR connection tokens handed out by negotiate, redeemed by `?id=`.
     pub connection_tokens: TicketStore<ConnectionGrant>,
+    /// The per-key cap on open WebSocket connections.
+    pub connection_slots: ConnectionSlots,
     /// SignalR connections with stateful reconnect, which a `?id=` may come back to.
     pub signalr_connections: Arc<LogicalConnections>,
 }
@@ -66,9 +68,20 @@ impl Application {
             );
         }
         let tenant = store.ensure_default_tenant().await?;
-        let generated_admin_key = store
+        let generated_admin_key = match store
             .bootstrap_admin(&tenant, settings.admin_key.as_deref())
-            .await?;
+            .await?
+        {
+            Bootstrap::Ready => None,
+            Bootstrap::Generated(key) => Some(key),
+            Bootstrap::Revoked { at } => {
+                log::warn!(
+                    "RAGSTREAM_ADMIN_KEY was revoked at {at} and stays revoked; \
+                     set a new value to register a new operator key"
+                );
+                None
+            }
+        };
 
         let providers = Arc::new(Providers::from_settings(&settings)?);
         log::info!(
@@ -96,6 +109,7 @@ impl Application {
         let listener = TcpListener::bind(settings.addr)?;
         let port = listener.local_addr()?.port();
         let workers = settings.workers;
+        let connection_slots = ConnectionSlots::new(settings.max_connections_per_user);
         let state = web::Data::new(AppState {
             store,
             pipeline,
@@ -103,6 +117,7 @@ impl Application {
             settings,
             tickets: TicketStore::new("rst_", TICKET_TTL),
             connection_tokens: TicketStore::new("rsc_", TICKET_TTL),
+            connection_slots,
             signalr_connections: LogicalConnections::new(),
         });
         let app_state = state.clone();
@@ -167,17 +182,20 @@ impl Application {
 
 /// Lets pages on the configured origins call the API, SignalR's negotiate included (its
 /// client sends credentials and custom headers, so preflights must succeed).
+///
+/// `*` answers a literal `*` and never allows credentials: a page on any origin (`null`
+/// included) may call with a key or a ticket it holds, never with the browser's ambient
+/// credentials. A list reflects only the origins on it, with credentials.
 fn cors(origins: &[String]) -> actix_cors::Cors {
-    let any = origins.iter().any(|o| o == "*");
-    let allowed: Vec<String> = origins.to_vec();
-    actix_cors::Cors::default()
-        .allowed_origin_fn(move |origin, _| {
-            any || origin
-                .to_str()
-                .is_ok_and(|o| allowed.iter().any(|a| a == o))
-        })
+    let base = actix_cors::Cors::default()
         .allow_any_method()
         .allow_any_header()
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        return base.allow_any_origin().send_wildcard();
+    }
+    origins
+        .iter()
+        .fold(base, |cors, origin| cors.allowed_origin(origin))
         .supports_credentials()
-        .max_age(3600)
 }

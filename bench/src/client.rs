@@ -391,7 +391,8 @@ pub async fn connect_for(spec: &Spec, local: Option<IpAddr>) -> Result<Conn, Str
     Ok(c)
 }
 
-enum Body {
+/// How a response body is framed.
+pub enum Body {
     Chunked(Chunked),
     Length(usize),
     UntilClose,
@@ -414,7 +415,18 @@ impl Conn {
         })
     }
 
-    async fn read_more(&mut self) -> Result<(), String> {
+    /// Drops the connection with a TCP reset: a client that vanished (a crashed tab, a
+    /// lost network) rather than one that said goodbye.
+    pub fn abort(self) {
+        let _ = self.s.set_zero_linger();
+    }
+
+    /// Closes the connection in order (FIN): a client that left on purpose.
+    pub async fn shut(mut self) {
+        let _ = self.s.shutdown().await;
+    }
+
+    pub async fn read_more(&mut self) -> Result<(), String> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(8192);
         }
@@ -425,7 +437,7 @@ impl Conn {
         }
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.s
             .write_all(bytes)
             .await
@@ -445,7 +457,7 @@ impl Conn {
         }
     }
 
-    fn body_for(head: &ResponseHead) -> Body {
+    pub fn body_for(head: &ResponseHead) -> Body {
         if head.chunked {
             Body::Chunked(Chunked::default())
         } else if let Some(n) = head.content_length {
@@ -456,7 +468,7 @@ impl Conn {
     }
 
     /// Appends the next body bytes to `out`; true when the body has ended.
-    async fn body_step(&mut self, body: &mut Body, out: &mut Vec<u8>) -> Result<bool, String> {
+    pub async fn body_step(&mut self, body: &mut Body, out: &mut Vec<u8>) -> Result<bool, String> {
         loop {
             if !self.buf.is_empty() {
                 match body {
@@ -662,7 +674,7 @@ impl Conn {
 
     // ---- WebSocket ----
 
-    async fn ws_upgrade(&mut self, spec: &Spec) -> Result<(), String> {
+    pub async fn ws_upgrade(&mut self, spec: &Spec) -> Result<(), String> {
         let req = format!(
             "GET /api/v1/chat/ws HTTP/1.1\r\nhost: {}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\nx-api-key: {}\r\n\r\n",
             spec.addr, spec.key
@@ -675,7 +687,7 @@ impl Conn {
         Ok(())
     }
 
-    async fn signalr_handshake(&mut self) -> Result<(), String> {
+    pub async fn signalr_handshake(&mut self) -> Result<(), String> {
         self.send(&ws_frame(0x1, b"{\"protocol\":\"json\",\"version\":1}\x1e"))
             .await?;
         loop {
@@ -689,7 +701,7 @@ impl Conn {
     }
 
     /// The next data or close message; answers pings on the way.
-    async fn ws_next(&mut self) -> Result<(u8, Bytes), String> {
+    pub async fn ws_next(&mut self) -> Result<(u8, Bytes), String> {
         loop {
             if let Some((fin, op, header, len)) = parse_ws_header(&self.buf) {
                 if self.buf.len() >= header + len {

@@ -7,6 +7,7 @@
 //! - [`procs`], [`procstat`]: the processes under test and their `/proc` figures.
 //! - [`corpus`]: the synthetic corpus for the retrieval figure.
 //! - [`run`]: the scenarios; [`report`]: the table and the JSON.
+//! - [`soak`]: thousands of answers with faults injected, and the checks after them.
 
 pub mod client;
 pub mod corpus;
@@ -17,3 +18,4 @@ pub mod procstat;
 pub mod relay;
 pub mod report;
 pub mod run;
+pub mod soak;

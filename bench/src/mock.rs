@@ -11,6 +11,10 @@
 //! starting with [`RECORD_PREFIX`] are also recorded one by one with the wall-clock time
 //! the close was seen, which the load generator compares with the time it left.
 //!
+//! A request whose body names a [`Fault`] (`soakfault…`, put in the question by the soak)
+//! gets that fault instead of the configured answer: a reset mid-stream, an HTTP 500, a
+//! stall, or a long answer of large tokens.
+//!
 //! Control: `POST /mock/config` (a [`MockConfig`] as JSON), `GET /mock/stats`,
 //! `POST /mock/reset`.
 
@@ -34,6 +38,56 @@ pub const TOKEN: &str = "_t_ ";
 pub const TOKEN_MARK: &[u8] = b"_t_";
 /// Ids the mock records stream by stream (for the cancellation figures).
 pub const RECORD_PREFIX: &str = "benchleave";
+/// What names a [`Fault`] in a request body.
+pub const FAULT_PREFIX: &str = "soakfault";
+
+/// A misbehaviour of the upstream, asked for by a request (see [`Fault::marker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// A TCP reset after this many tokens.
+    Reset(u32),
+    /// `500 Internal Server Error` with an OpenAI-shaped error body, before any token.
+    Status500,
+    /// Silence after this many tokens, the connection held open until the client leaves.
+    Stall(u32),
+    /// This many tokens of about 1 KiB each, as fast as the client takes them: enough to
+    /// fill the socket buffers of a client that stops reading.
+    Long(u32),
+}
+
+impl Fault {
+    /// The word that asks for this fault; it must reach the upstream request's body (the
+    /// hub puts the question there).
+    pub fn marker(self) -> String {
+        match self {
+            Fault::Reset(n) => format!("{FAULT_PREFIX}reset{n}"),
+            Fault::Status500 => format!("{FAULT_PREFIX}status500"),
+            Fault::Stall(n) => format!("{FAULT_PREFIX}stall{n}"),
+            Fault::Long(n) => format!("{FAULT_PREFIX}long{n}"),
+        }
+    }
+
+    fn find(body: &[u8]) -> Option<Fault> {
+        let at = memchr::memmem::find(body, FAULT_PREFIX.as_bytes())?;
+        let rest = &body[at + FAULT_PREFIX.len()..];
+        let letters = rest.iter().take_while(|b| b.is_ascii_lowercase()).count();
+        let digits = rest[letters..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let n: u32 = std::str::from_utf8(&rest[letters..letters + digits])
+            .ok()?
+            .parse()
+            .ok()?;
+        match &rest[..letters] {
+            b"reset" => Some(Fault::Reset(n)),
+            b"status" if n == 500 => Some(Fault::Status500),
+            b"stall" => Some(Fault::Stall(n)),
+            b"long" => Some(Fault::Long(n)),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MockConfig {
@@ -70,6 +124,12 @@ pub struct MockStats {
     pub cancelled: u64,
     pub tokens_sent: u64,
     pub recorded: Vec<StreamEnd>,
+    /// Streams in progress now: after a run, any left is an upstream the client kept open.
+    #[serde(default)]
+    pub active: u64,
+    /// Requests that asked for a [`Fault`].
+    #[serde(default)]
+    pub faults: u64,
 }
 
 #[derive(Default)]
@@ -80,6 +140,24 @@ struct Shared {
     cancelled: AtomicU64,
     tokens_sent: AtomicU64,
     recorded: Mutex<Vec<StreamEnd>>,
+    active: AtomicU64,
+    faults: AtomicU64,
+}
+
+/// A stream in progress; dropping it takes it off the count however the stream ends.
+struct Active<'a>(&'a AtomicU64);
+
+impl<'a> Active<'a> {
+    fn new(n: &'a AtomicU64) -> Self {
+        n.fetch_add(1, Relaxed);
+        Active(n)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 pub fn unix_us() -> u64 {
@@ -99,6 +177,20 @@ fn token_chunk() -> Vec<u8> {
     http::push_chunk(&mut out, data.as_bytes());
     out
 }
+
+/// A token of about 1 KiB (the marker, then filler), for [`Fault::Long`].
+fn long_token_chunk() -> Vec<u8> {
+    let filler = "x".repeat(1000);
+    let data = format!(
+        "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"mock\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{TOKEN}{filler} \"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
+    );
+    let mut out = Vec::new();
+    http::push_chunk(&mut out, data.as_bytes());
+    out
+}
+
+const ERROR_500: &[u8] =
+    br#"{"error":{"message":"the mock failed on purpose","type":"server_error","code":null}}"#;
 
 fn tail_chunks(tokens: u32) -> Vec<u8> {
     let data = format!(
@@ -160,6 +252,8 @@ async fn connection(mut s: TcpStream, sh: Arc<Shared>, token: Arc<Vec<u8>>) -> i
                     cancelled: sh.cancelled.load(Relaxed),
                     tokens_sent: sh.tokens_sent.load(Relaxed),
                     recorded: sh.recorded.lock().map(|r| r.clone()).unwrap_or_default(),
+                    active: sh.active.load(Relaxed),
+                    faults: sh.faults.load(Relaxed),
                 };
                 let body = serde_json::to_vec(&stats).unwrap_or_default();
                 s.write_all(&http::response(200, "application/json", &body))
@@ -180,7 +274,13 @@ async fn connection(mut s: TcpStream, sh: Arc<Shared>, token: Arc<Vec<u8>>) -> i
                 }
             },
             ("POST", "/mock/reset") => {
-                for c in [&sh.requests, &sh.completed, &sh.cancelled, &sh.tokens_sent] {
+                for c in [
+                    &sh.requests,
+                    &sh.completed,
+                    &sh.cancelled,
+                    &sh.tokens_sent,
+                    &sh.faults,
+                ] {
                     c.store(0, Relaxed);
                 }
                 if let Ok(mut r) = sh.recorded.lock() {
@@ -200,14 +300,69 @@ async fn connection(mut s: TcpStream, sh: Arc<Shared>, token: Arc<Vec<u8>>) -> i
     }
 }
 
-/// Streams one answer. False when the client closed the connection.
+/// Streams one answer. False when the connection is to be closed (the client closed it,
+/// or a fault reset it).
 async fn stream(s: &mut TcpStream, sh: &Shared, token: &[u8], body: &[u8]) -> bool {
-    let config = sh.config.lock().map(|c| *c).unwrap_or_default();
+    let mut config = sh.config.lock().map(|c| *c).unwrap_or_default();
     sh.requests.fetch_add(1, Relaxed);
+    let fault = Fault::find(body);
+    if fault.is_some() {
+        sh.faults.fetch_add(1, Relaxed);
+    }
+    let _active = Active::new(&sh.active);
     let id = request_id(body);
     let start = Instant::now();
     let mut sent = 0u32;
-    let completed = run_stream(s, config, token, start, &mut sent).await;
+    let long;
+    let mut token = token;
+    let mut stop = None;
+    match fault {
+        Some(Fault::Status500) => {
+            return s
+                .write_all(&http::response(500, "application/json", ERROR_500))
+                .await
+                .is_ok();
+        }
+        Some(Fault::Reset(n)) => stop = Some((n, true)),
+        Some(Fault::Stall(n)) => stop = Some((n, false)),
+        Some(Fault::Long(n)) => {
+            long = long_token_chunk();
+            token = &long;
+            config.tokens = n;
+            config.pace_us = 0;
+        }
+        None => {}
+    }
+    if let Some((n, _)) = stop {
+        config.tokens = config.tokens.max(n + 1);
+    }
+    let completed = run_stream(s, config, token, start, &mut sent, stop.map(|(n, _)| n)).await;
+    match stop {
+        Some((_, true)) => {
+            // A reset, not a FIN: what a crashed upstream or a dropped proxy looks like.
+            let _ = s.set_zero_linger();
+            sh.tokens_sent.fetch_add(u64::from(sent), Relaxed);
+            sh.cancelled.fetch_add(1, Relaxed);
+            return false;
+        }
+        Some((_, false)) if completed => {
+            // Stalled: say nothing until the client gives up and closes.
+            let mut probe = [0u8; 256];
+            let wait = async {
+                loop {
+                    match s.read(&mut probe).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(600), wait).await;
+            sh.tokens_sent.fetch_add(u64::from(sent), Relaxed);
+            sh.cancelled.fetch_add(1, Relaxed);
+            return false;
+        }
+        _ => {}
+    }
     sh.tokens_sent.fetch_add(u64::from(sent), Relaxed);
     if completed {
         sh.completed.fetch_add(1, Relaxed);
@@ -234,6 +389,7 @@ async fn run_stream(
     token: &[u8],
     start: Instant,
     sent: &mut u32,
+    stop_after: Option<u32>,
 ) -> bool {
     if s.write_all(HEAD).await.is_err() {
         return false;
@@ -255,6 +411,10 @@ async fn run_stream(
                 },
                 _ = sleep_until(due) => break,
             }
+        }
+        if stop_after == Some(i) {
+            // The caller resets or stalls from here; true: the client is still there.
+            return true;
         }
         if wr.write_all(token).await.is_err() {
             return false;

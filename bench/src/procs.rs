@@ -151,6 +151,8 @@ pub async fn start_hub(
         .env("OPENAI_MODEL", "mock")
         .env("RAGSTREAM_MAX_STREAMS_PER_USER", "100000")
         .env("RAGSTREAM_MAX_STREAMS_GLOBAL", "100000")
+        // Every client of a run uses the one admin key.
+        .env("RAGSTREAM_MAX_CONNECTIONS_PER_USER", "100000")
         // Idle benchmark sockets send nothing for a while; the default 30 s would close
         // them mid-measurement.
         .env("RAGSTREAM_CLIENT_TIMEOUT_SECS", "600")

@@ -180,7 +180,6 @@ impl Pipeline {
         // or nobody back within the grace window). Kept apart so the ending says which.
         let (admin_abort, admin_registration) = AbortHandle::new_pair();
         let (stop, stop_registration) = AbortHandle::new_pair();
-        lease.attach(admin_abort.clone());
         let subscription = self.answers.insert(
             NewAnswer {
                 id: id.clone(),
@@ -193,6 +192,7 @@ impl Pipeline {
             cancel_on_drop,
         );
         let entry = subscription.entry().clone();
+        lease.attach(admin_abort.clone(), entry.clone());
         let answers = self.answers.clone();
         let answer = run(
             self.clone(),

@@ -230,18 +230,18 @@ impl Answers {
         Ok(Subscription::new(entry, after, false))
     }
 
-    /// Ends every answer of a key (its revocation). Returns how many were running.
-    pub fn stop_all_of(&self, key_id: &str) -> usize {
-        let entries: Vec<Arc<AnswerEntry>> = self
+    /// Forgets every answer of a revoked key, so none can be resumed (the hub ends the
+    /// ones still running). Their readers finish what they are reading.
+    pub fn forget_key(&self, key_id: &str) {
+        let forgotten: Vec<Arc<str>> = self
             .lock()
             .values()
-            .filter(|e| e.owner.key_id == key_id && !e.log.is_ended())
-            .cloned()
+            .filter(|e| e.owner.key_id == key_id)
+            .map(|e| e.id.clone())
             .collect();
-        for entry in &entries {
-            entry.stop(StopReason::Cancelled);
+        for id in forgotten {
+            self.remove(&id);
         }
-        entries.len()
     }
 
     /// Answers registered now (running or in their grace window).

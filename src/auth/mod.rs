@@ -2,9 +2,11 @@
 //!
 //! Every `/api` route takes an API key as `X-API-Key` or `Authorization: Bearer`. The
 //! streaming routes (SSE, WebSocket, SignalR negotiate) also take a single-use stream
-//! ticket, and accept either from the query (`?ticket=`, or `?access_token=` as the
-//! SignalR client sends it), because browsers cannot set headers on those requests. An
-//! optional `X-Tenant-Id` must match the key's tenant.
+//! ticket, in a header or in the query (`?ticket=`, or `?access_token=` as the SignalR
+//! client sends it), because browsers cannot set headers on those requests. Only tickets
+//! may travel in a URL: URLs end up in proxy logs and browser history, so a long-lived key
+//! there is refused (401) without being looked up. An optional `X-Tenant-Id` must match the
+//! key's tenant.
 
 pub mod tickets;
 
@@ -44,13 +46,25 @@ fn header(req: &HttpRequest, name: &str) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn presented(req: &HttpRequest, allow_query: bool) -> Result<Option<String>, ApiError> {
+/// A credential and whether it came from the URL.
+struct Presented {
+    value: String,
+    in_url: bool,
+}
+
+fn presented(req: &HttpRequest, allow_query: bool) -> Result<Option<Presented>, ApiError> {
+    let from_header = |value| {
+        Some(Presented {
+            value,
+            in_url: false,
+        })
+    };
     if let Some(key) = header(req, API_KEY_HEADER)? {
-        return Ok(Some(key));
+        return Ok(from_header(key));
     }
     if let Some(auth) = header(req, "Authorization")? {
         return match auth.strip_prefix("Bearer ") {
-            Some(token) => Ok(Some(token.trim().to_owned())),
+            Some(token) => Ok(from_header(token.trim().to_owned())),
             None => Err(ApiError::Unauthorized),
         };
     }
@@ -61,7 +75,10 @@ fn presented(req: &HttpRequest, allow_query: bool) -> Result<Option<String>, Api
             })?;
         for name in ["ticket", "access_token"] {
             if let Some(v) = query.get(name).filter(|v| !v.is_empty()) {
-                return Ok(Some(v.clone()));
+                return Ok(Some(Presented {
+                    value: v.clone(),
+                    in_url: true,
+                }));
             }
         }
     }
@@ -75,7 +92,10 @@ pub(crate) fn app_state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiEr
 
 async fn resolve(req: HttpRequest, streaming: bool) -> Result<KeyOwner, ApiError> {
     let state = app_state(&req)?;
-    let credential = presented(&req, streaming)?.ok_or(ApiError::Unauthorized)?;
+    let Presented {
+        value: credential,
+        in_url,
+    } = presented(&req, streaming)?.ok_or(ApiError::Unauthorized)?;
     let owner = if state.tickets.is_ticket(&credential) {
         if !streaming {
             return Err(ApiError::Forbidden(
@@ -86,6 +106,8 @@ async fn resolve(req: HttpRequest, streaming: bool) -> Result<KeyOwner, ApiError
             .tickets
             .redeem(&credential)
             .ok_or(ApiError::Unauthorized)?
+    } else if in_url {
+        return Err(ApiError::Unauthorized);
     } else {
         state
             .store

@@ -4,7 +4,7 @@
 //! It runs on an arbiter of its own, so no worker's load delays an admission, and it only
 //! ever handles a few messages per answer.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient};
@@ -14,7 +14,7 @@ use super::lease::Lease;
 use super::messages::{
     AdminView, Admit, AdmitError, Attach, Connect, ConnectionInfo, Disconnect, EndConnection,
     EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome, Release,
-    StreamInfo, Terminate,
+    RevokeKey, StreamInfo, Terminate, UnwatchKey, WatchKey,
 };
 
 /// Time-to-first-token samples kept for the percentiles.
@@ -36,6 +36,8 @@ struct ActiveStream {
     started: Instant,
     /// Set once the answer task exists; lets an administrator end it.
     abort: Option<futures_util::future::AbortHandle>,
+    /// Set with `abort`: the answer's id and whether anyone reads it.
+    answer: Option<std::sync::Arc<crate::answer::AnswerEntry>>,
 }
 
 /// Rolling figures fed by the outcomes that come back with each release.
@@ -95,6 +97,20 @@ impl MetricsState {
     }
 }
 
+/// One tenant's counters and metrics, for its admins' view.
+#[derive(Default)]
+struct TenantTally {
+    admitted: u64,
+    refused: u64,
+    released: u64,
+    metrics: MetricsState,
+}
+
+/// Whether a registry entry is visible to an admin scoped to `tenant` (`None`: every tenant).
+fn in_scope(tenant: Option<&str>, of: &str) -> bool {
+    tenant.is_none_or(|t| t == of)
+}
+
 struct SessionInfo {
     kind: &'static str,
     protocol: Option<&'static str>,
@@ -129,6 +145,12 @@ pub struct ChatHub {
     refused_total: u64,
     released_total: u64,
     metrics: MetricsState,
+    tenants: HashMap<String, TenantTally>,
+    /// Responses that end when their key is revoked (the admin event feed), by watch id:
+    /// (key id, where to send [`Terminate`]).
+    watchers: HashMap<u64, (String, Recipient<Terminate>)>,
+    /// Keys revoked while this hub runs; see [`RevokeKey`].
+    revoked: HashSet<String>,
 }
 
 impl ChatHub {
@@ -143,34 +165,70 @@ impl ChatHub {
             refused_total: 0,
             released_total: 0,
             metrics: MetricsState::default(),
+            tenants: HashMap::new(),
+            watchers: HashMap::new(),
+            revoked: HashSet::new(),
         }
     }
 
-    fn stats(&self) -> HubStats {
+    fn tally(&mut self, tenant: &str) -> &mut TenantTally {
+        self.tenants.entry(tenant.to_owned()).or_default()
+    }
+
+    /// The counters of one tenant, or of the whole hub (`None`).
+    fn stats(&self, tenant: Option<&str>) -> HubStats {
+        let sessions = || {
+            self.sessions
+                .values()
+                .filter(move |s| in_scope(tenant, &s.tenant))
+        };
+        let streams = || {
+            self.streams
+                .values()
+                .filter(move |s| in_scope(tenant, &s.tenant))
+        };
+        let (admitted_total, refused_total, released_total) = match tenant {
+            None => (self.admitted_total, self.refused_total, self.released_total),
+            Some(t) => self
+                .tenants
+                .get(t)
+                .map_or((0, 0, 0), |t| (t.admitted, t.refused, t.released)),
+        };
         let mut stats = HubStats {
-            connections: self.sessions.len(),
-            ws_connections: self.sessions.values().filter(|s| s.kind == "ws").count(),
-            sse_connections: self.sessions.values().filter(|s| s.kind == "sse").count(),
-            active_streams: self.streams.len(),
-            admitted_total: self.admitted_total,
-            refused_total: self.refused_total,
-            released_total: self.released_total,
+            connections: sessions().count(),
+            ws_connections: sessions().filter(|s| s.kind == "ws").count(),
+            sse_connections: sessions().filter(|s| s.kind == "sse").count(),
+            active_streams: streams().count(),
+            admitted_total,
+            refused_total,
+            released_total,
             ..HubStats::default()
         };
-        for s in self.sessions.values() {
+        for s in sessions() {
             *stats
                 .connections_by_tenant
                 .entry(s.tenant.clone())
                 .or_default() += 1;
         }
-        for s in self.streams.values() {
+        for s in streams() {
             *stats.streams_by_user.entry(s.user.clone()).or_default() += 1;
             *stats.streams_by_tenant.entry(s.tenant.clone()).or_default() += 1;
         }
         stats
     }
 
-    fn connections(&self) -> Vec<ConnectionInfo> {
+    fn metrics(&mut self, tenant: Option<&str>) -> Metrics {
+        match tenant {
+            None => self.metrics.snapshot(),
+            Some(t) => self
+                .tenants
+                .get_mut(t)
+                .map(|t| t.metrics.snapshot())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn connections(&self, tenant: Option<&str>) -> Vec<ConnectionInfo> {
         let mut per_session: HashMap<u64, usize> = HashMap::new();
         for s in self.streams.values() {
             if let Some(id) = s.session_id {
@@ -180,6 +238,7 @@ impl ChatHub {
         let mut list: Vec<ConnectionInfo> = self
             .sessions
             .iter()
+            .filter(|(_, s)| in_scope(tenant, &s.tenant))
             .map(|(id, s)| ConnectionInfo {
                 id: *id,
                 kind: s.kind,
@@ -194,10 +253,11 @@ impl ChatHub {
         list
     }
 
-    fn streams(&self) -> Vec<StreamInfo> {
+    fn streams(&self, tenant: Option<&str>) -> Vec<StreamInfo> {
         let mut list: Vec<StreamInfo> = self
             .streams
             .iter()
+            .filter(|(_, s)| in_scope(tenant, &s.tenant))
             .map(|(id, s)| StreamInfo {
                 id: *id,
                 user: s.user.clone(),
@@ -205,10 +265,26 @@ impl ChatHub {
                 session_id: s.session_id,
                 transport: s.transport,
                 age_ms: s.started.elapsed().as_millis() as u64,
+                answer_id: s.answer.as_ref().map(|a| a.id().to_string()),
+                detached: s.answer.as_ref().is_some_and(|a| a.subscribers() == 0),
             })
             .collect();
         list.sort_by_key(|s| s.id);
         list
+    }
+
+    /// Ends the running answers of a revoked key: each ends with an error event (the
+    /// client hears why) and releases its slot. Returns the connections those answers
+    /// stream to. Answers admitted but not yet attached are ended when they attach.
+    fn end_running_answers_of(&self, key_id: &str) -> HashSet<u64> {
+        let mut sessions = HashSet::new();
+        for stream in self.streams.values().filter(|s| s.user == key_id) {
+            if let Some(abort) = &stream.abort {
+                abort.abort();
+                sessions.extend(stream.session_id);
+            }
+        }
+        sessions
     }
 
     /// Starts the hub on a thread of its own.
@@ -226,8 +302,12 @@ impl Handler<Admit> for ChatHub {
     type Result = Result<Lease, AdmitError>;
 
     fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
+        if self.revoked.contains(&msg.user) {
+            return Err(AdmitError::KeyRevoked);
+        }
         if self.streams.len() >= self.limits.global {
             self.refused_total += 1;
+            self.tally(&msg.tenant).refused += 1;
             return Err(AdmitError::Global {
                 limit: self.limits.global,
             });
@@ -235,6 +315,7 @@ impl Handler<Admit> for ChatHub {
         let count = self.per_user.entry(msg.user.clone()).or_insert(0);
         if *count >= self.limits.per_user {
             self.refused_total += 1;
+            self.tally(&msg.tenant).refused += 1;
             return Err(AdmitError::PerUser {
                 limit: self.limits.per_user,
             });
@@ -243,6 +324,7 @@ impl Handler<Admit> for ChatHub {
         let id = self.next_lease;
         self.next_lease += 1;
         self.admitted_total += 1;
+        self.tally(&msg.tenant).admitted += 1;
         self.streams.insert(
             id,
             ActiveStream {
@@ -252,6 +334,7 @@ impl Handler<Admit> for ChatHub {
                 transport: msg.transport,
                 started: Instant::now(),
                 abort: None,
+                answer: None,
             },
         );
         Ok(Lease {
@@ -271,6 +354,9 @@ impl Handler<Release> for ChatHub {
             return;
         };
         self.released_total += 1;
+        let tally = self.tally(&stream.tenant);
+        tally.released += 1;
+        tally.metrics.record(msg.outcome.clone());
         self.metrics.record(msg.outcome);
         if let Some(count) = self.per_user.get_mut(&stream.user) {
             *count -= 1;
@@ -285,6 +371,11 @@ impl Handler<Connect> for ChatHub {
     type Result = ();
 
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
+        if self.revoked.contains(&msg.user) {
+            // Authenticated just before its key was revoked: it ends before it is listed.
+            msg.terminate.do_send(Terminate::key_revoked());
+            return;
+        }
         let info = SessionInfo {
             kind: msg.kind,
             protocol: None,
@@ -319,27 +410,28 @@ impl Handler<GetStats> for ChatHub {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.stats())
+        MessageResult(self.stats(None))
     }
 }
 
 impl Handler<ListConnections> for ChatHub {
     type Result = MessageResult<ListConnections>;
 
-    fn handle(&mut self, _: ListConnections, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.connections())
+    fn handle(&mut self, msg: ListConnections, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.connections(msg.tenant.as_deref()))
     }
 }
 
 impl Handler<GetAdminView> for ChatHub {
     type Result = MessageResult<GetAdminView>;
 
-    fn handle(&mut self, _: GetAdminView, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: GetAdminView, _: &mut Context<Self>) -> Self::Result {
+        let tenant = msg.tenant.as_deref();
         MessageResult(AdminView {
-            stats: self.stats(),
-            connections: self.connections(),
-            streams: self.streams(),
-            metrics: self.metrics.snapshot(),
+            stats: self.stats(tenant),
+            connections: self.connections(tenant),
+            streams: self.streams(tenant),
+            metrics: self.metrics(tenant),
         })
     }
 }
@@ -350,7 +442,12 @@ impl Handler<Attach> for ChatHub {
     fn handle(&mut self, msg: Attach, _: &mut Context<Self>) {
         // A lease released before its attach arrived belongs to a task already ending.
         if let Some(stream) = self.streams.get_mut(&msg.lease_id) {
+            if self.revoked.contains(&stream.user) {
+                // Admitted just before its key was revoked.
+                msg.abort.abort();
+            }
             stream.abort = Some(msg.abort);
+            stream.answer = Some(msg.answer);
         }
     }
 }
@@ -364,6 +461,7 @@ impl Handler<EndStream> for ChatHub {
         match self
             .streams
             .get(&msg.lease_id)
+            .filter(|s| in_scope(msg.tenant.as_deref(), &s.tenant))
             .and_then(|s| s.abort.as_ref())
         {
             Some(abort) => {
@@ -379,14 +477,60 @@ impl Handler<EndConnection> for ChatHub {
     type Result = bool;
 
     fn handle(&mut self, msg: EndConnection, _: &mut Context<Self>) -> bool {
-        match self.sessions.get(&msg.session_id) {
+        match self
+            .sessions
+            .get(&msg.session_id)
+            .filter(|s| in_scope(msg.tenant.as_deref(), &s.tenant))
+        {
             Some(session) => {
-                session.terminate.do_send(Terminate {
-                    reason: "closed by an administrator",
-                });
+                session.terminate.do_send(Terminate::by_administrator());
                 true
             }
             None => false,
         }
+    }
+}
+
+impl Handler<RevokeKey> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: RevokeKey, _: &mut Context<Self>) {
+        let key_id = msg.key_id;
+        let answered = self.end_running_answers_of(&key_id);
+        for (id, session) in self.sessions.iter().filter(|(_, s)| s.user == key_id) {
+            // An SSE response ends with its answer's error event; ending the session too
+            // would cut the response before that event is written.
+            if session.kind == "sse" && answered.contains(id) {
+                continue;
+            }
+            session.terminate.do_send(Terminate::key_revoked());
+        }
+        for (owner, terminate) in self.watchers.values() {
+            if *owner == key_id {
+                terminate.do_send(Terminate::key_revoked());
+            }
+        }
+        self.revoked.insert(key_id);
+    }
+}
+
+impl Handler<WatchKey> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchKey, _: &mut Context<Self>) {
+        if self.revoked.contains(&msg.key_id) {
+            msg.terminate.do_send(Terminate::key_revoked());
+            return;
+        }
+        self.watchers
+            .insert(msg.watch_id, (msg.key_id, msg.terminate));
+    }
+}
+
+impl Handler<UnwatchKey> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnwatchKey, _: &mut Context<Self>) {
+        self.watchers.remove(&msg.watch_id);
     }
 }

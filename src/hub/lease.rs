@@ -1,8 +1,11 @@
+use std::sync::Arc;
+
 use actix::Addr;
 use futures_util::future::AbortHandle;
 
 use super::chat_hub::ChatHub;
 use super::messages::{Attach, Outcome, Release};
+use crate::answer::AnswerEntry;
 
 /// An admitted stream's slot. Dropping it releases the slot, so every way an answer can
 /// end (done, error, cancel, disconnect, panic, an admission reply nobody received)
@@ -20,11 +23,12 @@ impl Lease {
         self.id
     }
 
-    /// Lets the hub end this answer (the admin's "end stream").
-    pub fn attach(&self, abort: AbortHandle) {
+    /// Lets the hub end this answer (the admin's "end stream") and show it.
+    pub fn attach(&self, abort: AbortHandle, answer: Arc<AnswerEntry>) {
         self.hub.do_send(Attach {
             lease_id: self.id,
             abort,
+            answer,
         });
     }
 

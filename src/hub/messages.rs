@@ -1,6 +1,7 @@
 //! Every message the ChatHub accepts, and the one it sends to sessions. None is per token.
 
 use actix::{Message, Recipient};
+use actix_ws::CloseCode;
 use serde::Serialize;
 
 use super::chat_hub::HubStats;
@@ -57,19 +58,27 @@ impl Outcome {
 pub struct Attach {
     pub lease_id: u64,
     pub abort: futures_util::future::AbortHandle,
+    /// The answer, for the admin view (its id, and whether anyone is reading it).
+    pub answer: std::sync::Arc<crate::answer::AnswerEntry>,
 }
 
-/// Asked by the admin routes: end one answer. Replies whether it was running.
+/// Asked by the admin routes: end one answer. Replies whether it was running (and, with a
+/// tenant, whether it was that tenant's: another tenant's answer is as unknown).
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct EndStream {
     pub lease_id: u64,
+    /// `None` for an operator: any tenant's.
+    pub tenant: Option<String>,
 }
 
-/// Asked by the admin routes: the full live view in one round trip.
+/// Asked by the admin routes: the live view in one round trip, of one tenant or of all
+/// (`None`, for an operator).
 #[derive(Message)]
 #[rtype(result = "AdminView")]
-pub struct GetAdminView;
+pub struct GetAdminView {
+    pub tenant: Option<String>,
+}
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,6 +89,9 @@ pub struct StreamInfo {
     pub session_id: Option<u64>,
     pub transport: &'static str,
     pub age_ms: u64,
+    pub answer_id: Option<String>,
+    /// Its connection was lost: it runs on for the resume grace window with nobody reading.
+    pub detached: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -138,25 +150,81 @@ pub struct Disconnect {
 #[rtype(result = "HubStats")]
 pub struct GetStats;
 
-/// Asked by the admin routes: every open connection.
+/// Asked by the admin routes: the open connections of one tenant, or of all (`None`).
 #[derive(Message)]
 #[rtype(result = "Vec<ConnectionInfo>")]
-pub struct ListConnections;
+pub struct ListConnections {
+    pub tenant: Option<String>,
+}
 
-/// Asked by the admin routes: end one connection. Replies whether it existed.
+/// Asked by the admin routes: end one connection. Replies whether it existed (and, with a
+/// tenant, was that tenant's).
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct EndConnection {
     pub session_id: u64,
+    /// `None` for an operator: any tenant's.
+    pub tenant: Option<String>,
 }
 
-/// Sent by the hub to a session that must end (an administrator closed it). The session
-/// tells its client the way its protocol allows (SignalR: a Close message that allows
-/// reconnecting) and stops, which cancels its answers.
+/// Sent by the revoke route: the key is revoked. Its sessions are closed with
+/// [`Terminate::key_revoked`], its running answers end with an error, and from now on the
+/// hub refuses it an admission or a connection (a request that authenticated just before
+/// the revocation may arrive just after it).
 #[derive(Message)]
+#[rtype(result = "()")]
+pub struct RevokeKey {
+    pub key_id: String,
+}
+
+/// Sent by a long-lived response that is not a session (the admin event feed), so that
+/// revoking its key ends it too.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchKey {
+    pub watch_id: u64,
+    pub key_id: String,
+    pub terminate: Recipient<Terminate>,
+}
+
+/// Sent when a [`WatchKey`] response ends, whatever ended it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnwatchKey {
+    pub watch_id: u64,
+}
+
+/// Sent by the hub to a session that must end. The session tells its client the way its
+/// protocol allows (plain WebSocket: the close code and reason; SignalR: a Close message,
+/// then the close frame) and stops, which cancels its answers.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
 #[rtype(result = "()")]
 pub struct Terminate {
     pub reason: &'static str,
+    /// The WebSocket close code.
+    pub code: CloseCode,
+    /// Whether a SignalR client may reconnect.
+    pub allow_reconnect: bool,
+}
+
+impl Terminate {
+    /// An administrator closed the connection: the client may come back (1001).
+    pub fn by_administrator() -> Terminate {
+        Terminate {
+            reason: "closed by an administrator",
+            code: CloseCode::Away,
+            allow_reconnect: true,
+        }
+    }
+
+    /// The connection's key was revoked: coming back cannot help (1008, policy).
+    pub fn key_revoked() -> Terminate {
+        Terminate {
+            reason: "api key revoked",
+            code: CloseCode::Policy,
+            allow_reconnect: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -177,6 +245,8 @@ pub enum AdmitError {
     PerUser { limit: usize },
     #[error("the hub is at its limit of {limit} concurrent answers; retry shortly")]
     Global { limit: usize },
+    #[error("the API key was revoked")]
+    KeyRevoked,
 }
 
 impl From<AdmitError> for ApiError {
@@ -184,6 +254,7 @@ impl From<AdmitError> for ApiError {
         let code = match e {
             AdmitError::PerUser { .. } => "too_many_streams",
             AdmitError::Global { .. } => "server_busy",
+            AdmitError::KeyRevoked => return ApiError::Unauthorized,
         };
         ApiError::TooManyStreams {
             code,

@@ -4,12 +4,16 @@
 //! their sockets and turn answer events into frames of their protocol.
 
 mod chat_hub;
+mod connection_slots;
+mod key_watch;
 mod lease;
 pub mod messages;
 mod sse_session;
 mod ws_session;
 
 pub use chat_hub::{ChatHub, HubStats, Limits};
+pub use connection_slots::{ConnectionSlot, ConnectionSlots};
+pub use key_watch::KeyWatch;
 pub use lease::Lease;
 pub use sse_session::SseSession;
 pub use ws_session::{pump, LogicalConnections, Reattach, ReconnectGrant, WsSession, WsSettings};

@@ -15,6 +15,9 @@ pub enum Piece<'a> {
     Event(&'a AnswerEvent),
 }
 
+/// Largest merged token text in one frame (a single bigger token still goes whole).
+pub const MAX_MERGED_BYTES: usize = 4096;
+
 /// Merges runs of token events. Its buffer is reused from one wake-up to the next, so
 /// merging allocates nothing once it has grown to a run's size.
 #[derive(Default)]
@@ -28,6 +31,11 @@ impl TokenMerger {
     /// Takes the next event; hands `emit` whatever it completes.
     pub fn push(&mut self, ev: &AnswerEvent, emit: &mut dyn FnMut(Piece<'_>)) {
         if let StreamEvent::Token(text) = &ev.event {
+            // A frame stays small however far the reader lags: what a stalled connection
+            // holds in its write queues is bounded by the frame size, not the answer's.
+            if self.open && self.text.len() + text.len() > MAX_MERGED_BYTES {
+                self.flush(emit);
+            }
             self.text.push_str(text);
             self.last_seq = ev.seq;
             self.open = true;
@@ -83,5 +91,22 @@ mod tests {
         merger.flush(&mut emit);
         merger.flush(&mut emit);
         assert_eq!(out, vec!["3:Hello", "4:event", "5:!"]);
+    }
+
+    #[test]
+    fn a_merged_frame_stays_under_its_size_bound() {
+        let mut merger = TokenMerger::default();
+        let mut sizes = Vec::new();
+        let mut emit = |p: Piece<'_>| {
+            if let Piece::Tokens { text, .. } = p {
+                sizes.push(text.len());
+            }
+        };
+        let big = "x".repeat(1000);
+        for seq in 1..=10 {
+            merger.push(&tok(seq, &big), &mut emit);
+        }
+        merger.flush(&mut emit);
+        assert_eq!(sizes, vec![4000, 4000, 2000]);
     }
 }

@@ -232,34 +232,6 @@ fn to_text(out: &Out<'_>) -> String {
     })
 }
 
-pub fn encode_event(id: &str, event: &StreamEvent) -> String {
-    let id = Some(id);
-    match event {
-        StreamEvent::Conversation(conversation_id) => to_text(&Out {
-            conversation_id: Some(conversation_id),
-            id,
-            ..EMPTY
-        }),
-        StreamEvent::Sources(sources) => to_text(&Out {
-            sources: Some(sources),
-            id,
-            ..EMPTY
-        }),
-        StreamEvent::Token(token) => to_text(&Out {
-            token: Some(token),
-            id,
-            ..EMPTY
-        }),
-        StreamEvent::Done(metadata) => to_text(&Out {
-            done: Some(true),
-            id,
-            metadata: Some(metadata),
-            ..EMPTY
-        }),
-        StreamEvent::Error(error) => encode_error(id, error),
-    }
-}
-
 /// One frame of answer `answer_id` (merged tokens or one event), for the request `id`.
 pub fn encode_piece(id: &str, answer_id: &str, piece: &Piece<'_>) -> String {
     let (seq, event) = match piece {
@@ -322,6 +294,7 @@ pub const PONG: &str = r#"{"type":"pong"}"#;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::answer::AnswerEvent;
 
     #[test]
     fn a_question_frame_decodes_with_its_id_and_top_k() {
@@ -417,22 +390,84 @@ mod tests {
     }
 
     #[test]
-    fn events_encode_to_the_pinned_shapes() {
+    fn a_resume_frame_names_the_answer_and_the_cursor() {
         assert_eq!(
-            encode_event("c1", &StreamEvent::Conversation("conv-1".into())),
-            r#"{"conversationId":"conv-1","id":"c1"}"#
+            decode(r#"{"type":"resume","answerId":"a-1","after":7,"id":"c9"}"#),
+            Ok(ClientFrame::Resume {
+                id: Some("c9".into()),
+                answer_id: "a-1".into(),
+                after: 7,
+            })
         );
         assert_eq!(
-            encode_event("c1", &StreamEvent::Token("Hi".into())),
-            r#"{"token":"Hi","id":"c1"}"#
+            decode(r#"{"type":"resume","answerId":"a-1"}"#),
+            Ok(ClientFrame::Resume {
+                id: None,
+                answer_id: "a-1".into(),
+                after: 0,
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"resume"}"#).unwrap_err().code,
+            "invalid_frame"
+        );
+        assert_eq!(
+            decode(r#"{"type":"resume","answerId":"a","after":-1}"#)
+                .unwrap_err()
+                .code,
+            "invalid_cursor"
+        );
+    }
+
+    #[test]
+    fn events_encode_to_the_pinned_shapes() {
+        assert_eq!(
+            encode_piece(
+                "c1",
+                "a1",
+                &Piece::Event(&AnswerEvent {
+                    seq: 1,
+                    event: StreamEvent::Conversation("conv-1".into()),
+                    partial: None
+                })
+            ),
+            r#"{"conversationId":"conv-1","id":"c1","answerId":"a1","seq":1}"#
+        );
+        assert_eq!(
+            encode_piece(
+                "c1",
+                "a1",
+                &Piece::Event(&AnswerEvent {
+                    seq: 1,
+                    event: StreamEvent::Token("Hi".into()),
+                    partial: None
+                })
+            ),
+            r#"{"token":"Hi","id":"c1","answerId":"a1","seq":1}"#
+        );
+        let merged = Piece::Tokens {
+            text: "Hi there",
+            last_seq: 7,
+        };
+        assert_eq!(
+            encode_piece("c1", "a1", &merged),
+            r#"{"token":"Hi there","id":"c1","answerId":"a1","seq":7}"#
         );
         let err = ErrorBody {
             code: "too_many_streams".into(),
             message: "m".into(),
         };
         assert_eq!(
-            encode_event("c1", &StreamEvent::Error(err.clone())),
-            r#"{"error":{"code":"too_many_streams","message":"m"},"id":"c1"}"#
+            encode_piece(
+                "c1",
+                "a1",
+                &Piece::Event(&AnswerEvent {
+                    seq: 1,
+                    event: StreamEvent::Error(err.clone()),
+                    partial: None
+                })
+            ),
+            r#"{"error":{"code":"too_many_streams","message":"m"},"id":"c1","answerId":"a1","seq":1}"#
         );
         assert_eq!(
             encode_error(None, &err),

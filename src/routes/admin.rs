@@ -1,4 +1,10 @@
-//! `/api/v1/admin`: tenants, API keys and the hub's live counters. Admin keys only.
+//! `/api/v1/admin`: tenants, API keys and the hub's live view. Admin keys only.
+//!
+//! Two kinds of admin key. An operator (the bootstrap key, and keys an operator marks so)
+//! creates tenants and administers every tenant; a tenant admin administers its own tenant
+//! only. Every route is scoped: another tenant's key, stream or connection is a 404, exactly
+//! as an unknown one is, and listings show the caller's tenant only (an operator sees every
+//! tenant, and may narrow a listing with `?tenantId=`).
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -13,8 +19,10 @@ use bytes::Bytes;
 use futures_util::stream;
 
 use crate::auth::StreamPrincipal;
-use crate::hub::messages::{EndConnection, EndStream, GetAdminView, GetStats, ListConnections};
+use crate::hub::messages::{EndConnection, EndStream, GetAdminView, ListConnections, RevokeKey};
+use crate::hub::KeyWatch;
 use crate::startup::AppState;
+use crate::store::{KeyOwner, Role};
 
 const MAX_NAME_CHARS: usize = 200;
 
@@ -41,6 +49,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// `?tenantId=` on a listing.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TenantFilter {
+    tenant_id: Option<String>,
+}
+
+/// The tenant a listing shows: a tenant admin's own; every tenant (`None`) or the one asked
+/// for, for an operator. Asking for a tenant the caller may not administer is a 404, as
+/// asking for an unknown one is, so the answer tells nothing about other tenants.
+async fn listing_scope(
+    state: &AppState,
+    admin: &KeyOwner,
+    filter: &TenantFilter,
+) -> Result<Option<String>, ApiError> {
+    match filter.tenant_id.as_deref() {
+        None if admin.is_operator => Ok(None),
+        None => Ok(Some(admin.tenant_id.clone())),
+        Some(t) if admin.administers(t) && state.store.tenant_exists(t).await? => {
+            Ok(Some(t.to_owned()))
+        }
+        Some(_) => Err(ApiError::NotFound("tenant")),
+    }
+}
+
+/// Whose streams and connections the caller may end: any tenant's (`None`) for an
+/// operator, its own tenant's for a tenant admin.
+fn acting_scope(admin: &KeyOwner) -> Option<String> {
+    (!admin.is_operator).then(|| admin.tenant_id.clone())
+}
+
 fn valid_name(name: &str) -> Result<&str, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
@@ -59,9 +98,14 @@ struct NewTenant {
 
 async fn create_tenant(
     state: web::Data<AppState>,
-    _: Admin,
+    Admin(admin): Admin,
     body: web::Json<NewTenant>,
 ) -> Result<HttpResponse, ApiError> {
+    if !admin.is_operator {
+        return Err(ApiError::Forbidden(
+            "only an operator key may create tenants",
+        ));
+    }
     let name = valid_name(&body.name)?;
     match state.store.create_tenant(name).await {
         Ok(tenant) => Ok(HttpResponse::Created().json(tenant)),
@@ -73,76 +117,136 @@ async fn create_tenant(
     }
 }
 
-async fn list_tenants(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
-    let tenants = state.store.list_tenants().await?;
+/// Every tenant for an operator; its own for a tenant admin.
+async fn list_tenants(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+) -> Result<HttpResponse, ApiError> {
+    let tenants = if admin.is_operator {
+        state.store.list_tenants().await?
+    } else {
+        state
+            .store
+            .get_tenant(&admin.tenant_id)
+            .await?
+            .into_iter()
+            .collect()
+    };
     Ok(HttpResponse::Ok().json(json!({ "tenants": tenants })))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct NewKeyRequest {
-    tenant_id: String,
+    /// The caller's own tenant when missing.
+    tenant_id: Option<String>,
     name: String,
     #[serde(default)]
     admin: bool,
+    /// Only an operator may make another.
+    #[serde(default)]
+    operator: bool,
 }
 
 async fn create_key(
     state: web::Data<AppState>,
-    _: Admin,
+    Admin(admin): Admin,
     body: web::Json<NewKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let name = valid_name(&body.name)?;
-    if !state.store.tenant_exists(&body.tenant_id).await? {
+    if body.operator && !admin.is_operator {
+        return Err(ApiError::Forbidden(
+            "only an operator key may create operator keys",
+        ));
+    }
+    let tenant = body.tenant_id.as_deref().unwrap_or(&admin.tenant_id);
+    if !admin.administers(tenant) || !state.store.tenant_exists(tenant).await? {
         return Err(ApiError::NotFound("tenant"));
     }
-    let key = state
-        .store
-        .create_key(&body.tenant_id, name, body.admin)
-        .await?;
+    let role = match (body.operator, body.admin) {
+        (true, _) => Role::Operator,
+        (false, true) => Role::Admin,
+        (false, false) => Role::User,
+    };
+    let key = state.store.create_key(tenant, name, role).await?;
     Ok(HttpResponse::Created().json(key))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KeyFilter {
-    tenant_id: Option<String>,
 }
 
 async fn list_keys(
     state: web::Data<AppState>,
-    _: Admin,
-    filter: web::Query<KeyFilter>,
+    Admin(admin): Admin,
+    filter: web::Query<TenantFilter>,
 ) -> Result<HttpResponse, ApiError> {
-    let keys = state.store.list_keys(filter.tenant_id.as_deref()).await?;
+    let scope = listing_scope(&state, &admin, &filter).await?;
+    let keys = state.store.list_keys(scope.as_deref()).await?;
     Ok(HttpResponse::Ok().json(json!({ "keys": keys })))
 }
 
+/// Revokes a key, and within a second ends everything it holds open. 404 for a key that is
+/// unknown, another tenant's (for a tenant admin) or already revoked.
 async fn revoke_key(
     state: web::Data<AppState>,
-    _: Admin,
+    Admin(admin): Admin,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if state.store.revoke_key(&id).await? {
+    let key = state
+        .store
+        .get_key(&id)
+        .await?
+        .filter(|k| admin.administers(&k.tenant_id))
+        .ok_or(ApiError::NotFound("key"))?;
+    if key.is_operator && !admin.is_operator {
+        return Err(ApiError::Forbidden(
+            "only an operator key may revoke an operator key",
+        ));
+    }
+    let newly_revoked = state.store.revoke_key(&key.id).await?;
+    // Also for a key already revoked: a revocation whose request was dropped between the
+    // store's update and this line is completed by asking again.
+    end_everything_of_revoked_key(&state, &key.id);
+    if newly_revoked {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound("key"))
     }
 }
 
-async fn stats(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
-    let stats = state
-        .hub
-        .send(GetStats)
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
-    Ok(HttpResponse::Ok().json(stats))
+/// Ends what a revoked key holds open in this process: its unused stream tickets and SignalR
+/// connection tokens, and (through the hub) its connections, event feeds and running
+/// answers. Nothing here awaits, so a client that leaves cannot stop it half-way. There is
+/// no cache of verified keys to clear: every request checks its key in the store.
+fn end_everything_of_revoked_key(state: &AppState, key_id: &str) {
+    state.tickets.forget_key(key_id);
+    state.connection_tokens.forget_key(key_id);
+    state.pipeline.answers().forget_key(key_id);
+    state.hub.do_send(RevokeKey {
+        key_id: key_id.to_owned(),
+    });
 }
 
-async fn list_connections(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+async fn stats(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    filter: web::Query<TenantFilter>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = listing_scope(&state, &admin, &filter).await?;
+    let view = state
+        .hub
+        .send(GetAdminView { tenant })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(view.stats))
+}
+
+async fn list_connections(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    filter: web::Query<TenantFilter>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = listing_scope(&state, &admin, &filter).await?;
     let connections = state
         .hub
-        .send(ListConnections)
+        .send(ListConnections { tenant })
         .await
         .map_err(|_| ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(json!({ "connections": connections })))
@@ -151,13 +255,14 @@ async fn list_connections(state: web::Data<AppState>, _: Admin) -> Result<HttpRe
 /// Ends a connection and its answers; SignalR clients are told they may reconnect.
 async fn end_connection(
     state: web::Data<AppState>,
-    _: Admin,
+    Admin(admin): Admin,
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let existed = state
         .hub
         .send(EndConnection {
             session_id: id.into_inner(),
+            tenant: acting_scope(&admin),
         })
         .await
         .map_err(|_| ApiError::Unavailable)?;
@@ -171,30 +276,47 @@ async fn end_connection(
 /// How often the admin page's live view is refreshed.
 const ADMIN_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The admin page's live view: an `event: stats` frame with the whole [`AdminView`] every
+/// The admin page's live view: an `event: stats` frame with the whole [`AdminView`] (of the
+/// caller's tenant, or for an operator of every tenant or the one in `?tenantId=`) every
 /// second. A streaming route, so the browser's single-use ticket is accepted; the key
-/// behind it must be an admin's.
+/// behind it must be an admin's. The feed ends when that key is revoked.
 ///
 /// [`AdminView`]: crate::hub::messages::AdminView
 async fn events(
     state: web::Data<AppState>,
     StreamPrincipal(owner): StreamPrincipal,
+    filter: web::Query<TenantFilter>,
 ) -> Result<HttpResponse, ApiError> {
     if !owner.is_admin {
         return Err(ApiError::Forbidden("this route needs an admin API key"));
     }
+    let tenant = listing_scope(&state, &owner, &filter).await?;
+    let revoked = KeyWatch::start(owner.key_id.clone(), state.hub.clone());
     let hub = state.hub.clone();
     let ticks = actix_web::rt::time::interval(ADMIN_EVENT_INTERVAL);
-    let body = stream::unfold((hub, ticks, 0u64), |(hub, mut ticks, seq)| async move {
-        ticks.tick().await;
-        let view = hub.send(GetAdminView).await.ok()?;
-        let json = serde_json::to_string(&view).ok()?;
-        let frame = format!("id: {}\nevent: stats\ndata: {json}\n\n", seq + 1);
-        Some((
-            Ok::<_, Infallible>(Bytes::from(frame)),
-            (hub, ticks, seq + 1),
-        ))
-    });
+    let feed = (hub, ticks, 0u64, revoked, tenant);
+    let body = stream::unfold(
+        feed,
+        |(hub, mut ticks, seq, mut revoked, tenant)| async move {
+            tokio::select! {
+                // Resolves only when the watch ends: the key was revoked.
+                _ = &mut revoked => return None,
+                _ = ticks.tick() => {}
+            }
+            let view = hub
+                .send(GetAdminView {
+                    tenant: tenant.clone(),
+                })
+                .await
+                .ok()?;
+            let json = serde_json::to_string(&view).ok()?;
+            let frame = format!("id: {}\nevent: stats\ndata: {json}\n\n", seq + 1);
+            Some((
+                Ok::<_, Infallible>(Bytes::from(frame)),
+                (hub, ticks, seq + 1, revoked, tenant),
+            ))
+        },
+    );
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
@@ -202,10 +324,15 @@ async fn events(
         .streaming(body))
 }
 
-async fn list_streams(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+async fn list_streams(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    filter: web::Query<TenantFilter>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = listing_scope(&state, &admin, &filter).await?;
     let view = state
         .hub
-        .send(GetAdminView)
+        .send(GetAdminView { tenant })
         .await
         .map_err(|_| ApiError::Unavailable)?;
     Ok(HttpResponse::Ok().json(json!({ "streams": view.streams, "metrics": view.metrics })))
@@ -214,13 +341,14 @@ async fn list_streams(state: web::Data<AppState>, _: Admin) -> Result<HttpRespon
 /// Ends one running answer on any transport; its client gets an `ended_by_admin` error.
 async fn end_stream(
     state: web::Data<AppState>,
-    _: Admin,
+    Admin(admin): Admin,
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let running = state
         .hub
         .send(EndStream {
             lease_id: id.into_inner(),
+            tenant: acting_scope(&admin),
         })
         .await
         .map_err(|_| ApiError::Unavailable)?;

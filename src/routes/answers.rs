@@ -125,6 +125,7 @@ fn key_owner(entry: &AnswerEntry) -> KeyOwner {
         key_id,
         tenant_id,
         is_admin: false,
+        is_operator: false,
     }
 }
 

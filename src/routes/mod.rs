@@ -11,6 +11,7 @@ mod documents;
 mod health;
 mod pages;
 mod tickets;
+mod whoami;
 mod ws;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(documents::configure)
             .configure(ws::configure)
             .configure(tickets::configure)
+            .configure(whoami::configure)
             .configure(admin::configure),
     )
     .default_service(web::to(|| async {

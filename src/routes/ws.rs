@@ -57,6 +57,19 @@ async fn chat_ws(
         }
         None => (resolve_stream(req.clone()).await?, None),
     };
+    // Taken before the upgrade and held by the session: a key's concurrent upgrades cannot
+    // all pass a check that none of them has counted yet. (A stateful reconnect above takes
+    // none: its connection still holds the one it was opened with.)
+    let slot = state
+        .connection_slots
+        .try_take(&owner.key_id)
+        .ok_or_else(|| ApiError::TooManyStreams {
+            code: "too_many_connections",
+            message: format!(
+                "this API key already has {} WebSocket connections open; close one first",
+                state.connection_slots.limit()
+            ),
+        })?;
     let (response, session, stream) = upgrade(&req, body)?;
     let settings = WsSettings {
         max_question_chars: state.settings.max_question_chars,
@@ -72,6 +85,7 @@ async fn chat_ws(
         state.hub.clone(),
         state.pipeline.clone(),
         settings,
+        slot,
         reconnect,
     );
     Ok(response)

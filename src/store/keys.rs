@@ -10,7 +10,49 @@ use super::Store;
 pub struct KeyOwner {
     pub key_id: String,
     pub tenant_id: String,
+    /// Administers its own tenant (an operator administers every tenant).
     pub is_admin: bool,
+    /// Creates tenants and administers every tenant; always an admin too.
+    pub is_operator: bool,
+}
+
+/// What a key may do, strongest last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Asks questions and manages the documents and conversations of its tenant.
+    User,
+    /// A user who also administers its own tenant: keys, streams, connections, stats.
+    Admin,
+    /// An admin of every tenant, who also creates tenants.
+    Operator,
+}
+
+impl KeyOwner {
+    pub fn role(&self) -> Role {
+        match (self.is_operator, self.is_admin) {
+            (true, _) => Role::Operator,
+            (false, true) => Role::Admin,
+            (false, false) => Role::User,
+        }
+    }
+
+    /// Whether this key may administer `tenant_id`: an operator any, an admin its own.
+    pub fn administers(&self, tenant_id: &str) -> bool {
+        self.is_operator || (self.is_admin && self.tenant_id == tenant_id)
+    }
+}
+
+/// What the start did about the bootstrap operator key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// An operator key exists: the configured one (registered now or earlier) or another.
+    Ready,
+    /// The configured key was revoked (at this time) and stays revoked.
+    Revoked { at: String },
+    /// No key was configured and no live operator key existed: this one was made now, and
+    /// this is the only time its plain text exists.
+    Generated(String),
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -20,6 +62,7 @@ pub struct ApiKeyRecord {
     pub tenant_id: String,
     pub name: String,
     pub is_admin: bool,
+    pub is_operator: bool,
     pub created_at: String,
     pub revoked_at: Option<String>,
 }
@@ -47,30 +90,33 @@ impl Store {
     /// about the key itself; the final comparison is constant-time all the same.
     pub async fn authenticate(&self, presented: &str) -> Result<Option<KeyOwner>, sqlx::Error> {
         let hash = digest(presented);
-        let row: Option<(String, String, bool, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, tenant_id, is_admin, key_hash FROM api_keys \
+        let row: Option<(String, String, bool, bool, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, tenant_id, is_admin, is_operator, key_hash FROM api_keys \
              WHERE key_hash = ? AND revoked_at IS NULL",
         )
         .bind(&hash[..])
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.and_then(|(key_id, tenant_id, is_admin, stored)| {
-            bool::from(stored.ct_eq(&hash[..])).then_some(KeyOwner {
-                key_id,
-                tenant_id,
-                is_admin,
-            })
-        }))
+        Ok(
+            row.and_then(|(key_id, tenant_id, is_admin, is_operator, stored)| {
+                bool::from(stored.ct_eq(&hash[..])).then_some(KeyOwner {
+                    key_id,
+                    tenant_id,
+                    is_admin: is_admin || is_operator,
+                    is_operator,
+                })
+            }),
+        )
     }
 
     pub async fn create_key(
         &self,
         tenant_id: &str,
         name: &str,
-        is_admin: bool,
+        role: Role,
     ) -> Result<NewKey, sqlx::Error> {
         let key = generate_key();
-        let record = self.insert_key(tenant_id, name, is_admin, &key).await?;
+        let record = self.insert_key(tenant_id, name, role, &key).await?;
         Ok(NewKey { key, record })
     }
 
@@ -78,19 +124,32 @@ impl Store {
         &self,
         tenant_id: &str,
         name: &str,
-        is_admin: bool,
+        role: Role,
         key: &str,
     ) -> Result<ApiKeyRecord, sqlx::Error> {
         sqlx::query_as::<_, ApiKeyRecord>(
-            "INSERT INTO api_keys (id, tenant_id, name, key_hash, is_admin) VALUES (?, ?, ?, ?, ?) \
-             RETURNING id, tenant_id, name, is_admin, created_at, revoked_at",
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, is_admin, is_operator) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             RETURNING id, tenant_id, name, is_admin, is_operator, created_at, revoked_at",
         )
         .bind(Uuid::new_v4().to_string())
         .bind(tenant_id)
         .bind(name)
         .bind(&digest(key)[..])
-        .bind(is_admin)
+        .bind(role != Role::User)
+        .bind(role == Role::Operator)
         .fetch_one(&self.pool)
+        .await
+    }
+
+    /// One key's record, revoked or not.
+    pub async fn get_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
+        sqlx::query_as::<_, ApiKeyRecord>(
+            "SELECT id, tenant_id, name, is_admin, is_operator, created_at, revoked_at \
+             FROM api_keys WHERE id = ?",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
         .await
     }
 
@@ -99,8 +158,8 @@ impl Store {
         tenant_id: Option<&str>,
     ) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
         sqlx::query_as::<_, ApiKeyRecord>(
-            "SELECT id, tenant_id, name, is_admin, created_at, revoked_at FROM api_keys \
-             WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY created_at",
+            "SELECT id, tenant_id, name, is_admin, is_operator, created_at, revoked_at \
+             FROM api_keys WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY created_at",
         )
         .bind(tenant_id)
         .fetch_all(&self.pool)
@@ -119,36 +178,54 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Makes sure an admin key exists for the default tenant. With a configured key, that key
-    /// is registered (once); without one, a key is generated on first start and returned so
-    /// the caller can show it. Returns `None` when nothing new was generated.
+    /// Makes sure an operator key exists. A configured key is registered once, as an
+    /// operator of the `default` tenant; once revoked it stays revoked (a restart must not
+    /// bring back a key an operator took away). Without one, a key is generated when no live
+    /// operator key exists, and returned so the caller can show it.
     pub async fn bootstrap_admin(
         &self,
         tenant_id: &str,
         configured: Option<&str>,
-    ) -> Result<Option<String>, sqlx::Error> {
+    ) -> Result<Bootstrap, sqlx::Error> {
         if let Some(key) = configured {
-            if self.authenticate(key).await?.is_none() {
-                self.insert_key(
-                    tenant_id,
-                    "bootstrap admin (RAGSTREAM_ADMIN_KEY)",
-                    true,
-                    key,
-                )
-                .await?;
+            let known: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT id, revoked_at FROM api_keys WHERE key_hash = ?")
+                    .bind(&digest(key)[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+            match known {
+                Some((_, Some(at))) => return Ok(Bootstrap::Revoked { at }),
+                // Registered before roles existed, or made an ordinary key since: the
+                // configured key is the operator's by definition.
+                Some((id, None)) => {
+                    sqlx::query("UPDATE api_keys SET is_admin = 1, is_operator = 1 WHERE id = ?")
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                None => {
+                    self.insert_key(
+                        tenant_id,
+                        "bootstrap admin (RAGSTREAM_ADMIN_KEY)",
+                        Role::Operator,
+                        key,
+                    )
+                    .await?;
+                }
             }
-            return Ok(None);
+            return Ok(Bootstrap::Ready);
         }
         let existing: Option<(String,)> = sqlx::query_as(
-            "SELECT id FROM api_keys WHERE tenant_id = ? AND is_admin = 1 AND revoked_at IS NULL LIMIT 1",
+            "SELECT id FROM api_keys WHERE is_operator = 1 AND revoked_at IS NULL LIMIT 1",
         )
-        .bind(tenant_id)
         .fetch_optional(&self.pool)
         .await?;
         if existing.is_some() {
-            return Ok(None);
+            return Ok(Bootstrap::Ready);
         }
-        let created = self.create_key(tenant_id, "bootstrap admin", true).await?;
-        Ok(Some(created.key))
+        let created = self
+            .create_key(tenant_id, "bootstrap admin", Role::Operator)
+            .await?;
+        Ok(Bootstrap::Generated(created.key))
     }
 }

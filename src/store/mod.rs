@@ -15,7 +15,7 @@ pub use conversations::{
     BegunTurn, Conversation, FinalWrite, MessageRecord, MessageStatus, NewTurn, PastMessage,
 };
 pub use documents::{DocumentSummary, Passage};
-pub use keys::{ApiKeyRecord, KeyOwner, NewKey};
+pub use keys::{ApiKeyRecord, Bootstrap, KeyOwner, NewKey, Role};
 pub use tenants::Tenant;
 pub use writer::StoreWriter;
 

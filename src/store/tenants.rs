@@ -31,6 +31,13 @@ impl Store {
             .await
     }
 
+    pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, sqlx::Error> {
+        sqlx::query_as::<_, Tenant>("SELECT id, name, created_at FROM tenants WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
     pub async fn tenant_exists(&self, id: &str) -> Result<bool, sqlx::Error> {
         let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM tenants WHERE id = ?")
             .bind(id)

@@ -1,6 +1,7 @@
 // The admin page: a live view of the hub (admin SSE feed, polling as a fallback), running
 // answers and connections that can be ended, documents (drag and drop upload), tenants and
-// API keys.
+// API keys. It shows what the key may administer (`GET /api/v1/whoami`): an operator sees
+// every tenant and may create tenants and operator keys; a tenant admin sees its own tenant.
 
 import { api, auth, ApiError, streamTicket } from './api.js';
 import { streamEvents } from './sse.js';
@@ -34,6 +35,9 @@ const page = {
   keyForm: $('#key-form'),
   keyName: $('#key-name'),
   keyAdmin: $('#key-admin'),
+  keyOperator: $('#key-operator'),
+  keyOperatorLabel: $('#key-operator-label'),
+  role: $('#role'),
   secret: $('#new-secret'),
   secretName: $('#new-secret-name'),
   secretValue: $('#new-secret-value'),
@@ -43,6 +47,8 @@ const page = {
 
 const names = { tenants: new Map(), keys: new Map() };
 let feed = null;
+/** `GET /api/v1/whoami` of the signed-in key; null until known. */
+let me = null;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -333,7 +339,19 @@ function sum(obj) {
   return Object.values(obj || {}).reduce((a, b) => a + (Number(b) || 0), 0);
 }
 
+let askingRole = false;
+/** A page started while the hub was unreachable learns the key's role once it answers. */
+function learnRole() {
+  if (me || askingRole) return;
+  askingRole = true;
+  api('/api/v1/whoami')
+    .then((who) => showRole(who))
+    .catch(() => {})
+    .finally(() => { askingRole = false; });
+}
+
 function renderLive(data) {
+  learnRole();
   const stats = data.stats || {};
   const metrics = data.metrics || null;
   history.push(Number(stats.activeStreams) || 0);
@@ -372,7 +390,8 @@ function renderLive(data) {
         setCell(tr, 0, s.id);
         setCell(tr, 1, userName(s.user));
         setCell(tr, 2, tenantName(s.tenant));
-        setCell(tr, 3, s.transport || '–');
+        // A detached answer lost its connection and waits for a resume.
+        setCell(tr, 3, s.detached ? `${s.transport || '–'} · detached` : (s.transport || '–'));
         setCell(tr, 4, formatMs(s.ageMs));
       },
     });
@@ -585,7 +604,8 @@ async function loadKeys() {
     update: (tr, k) => {
       setCell(tr, 0, k.name);
       const rights = tr.children[1];
-      if (!rights.firstChild) rights.append(el(`span.badge${k.isAdmin ? '.admin' : ''}`, {}, k.isAdmin ? 'admin' : 'user'));
+      const role = k.isOperator ? 'operator' : (k.isAdmin ? 'admin' : 'user');
+      if (!rights.firstChild) rights.append(el(`span.badge${role === 'user' ? '' : '.admin'}`, {}, role));
       setCell(tr, 2, formatDate(k.createdAt));
     },
   });
@@ -624,9 +644,12 @@ page.keyForm.addEventListener('submit', async (ev) => {
   const tenantId = page.keysTenant.value;
   if (!name || !tenantId) return;
   try {
-    const created = await api('/api/v1/admin/keys', { method: 'POST', body: { tenantId, name, admin: page.keyAdmin.checked } });
+    const body = { tenantId, name, admin: page.keyAdmin.checked };
+    if (isOperator()) body.operator = page.keyOperator.checked;
+    const created = await api('/api/v1/admin/keys', { method: 'POST', body });
     page.keyName.value = '';
     page.keyAdmin.checked = false;
+    page.keyOperator.checked = false;
     page.secretName.textContent = `${created.name} (${tenantName(created.tenantId)})`;
     page.secretValue.value = created.key;
     page.secret.hidden = false;
@@ -673,23 +696,38 @@ function showForbidden() {
   page.switchKey.focus();
 }
 
-/** Checks the key: resolves to 'admin' or 'forbidden'; rejects for 401 and network errors. */
-async function checkKey(key) {
-  try {
-    await api('/api/v1/admin/stats', { key });
-    return 'admin';
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 403) return 'forbidden';
-    throw e;
+function isOperator() {
+  return Boolean(me && me.role === 'operator');
+}
+
+/** Shows only what the key may do; until its role is known, nothing that needs an operator. */
+function showRole(who) {
+  me = who;
+  const operator = isOperator();
+  page.tenantForm.hidden = !operator;
+  page.keyOperatorLabel.hidden = !operator;
+  if (!operator) page.keyOperator.checked = false;
+  page.role.hidden = !me;
+  if (me) {
+    page.role.textContent = operator ? 'operator · every tenant' : `admin · ${me.tenantName || me.tenantId}`;
+    page.role.classList.toggle('admin', operator);
   }
+}
+
+/** Checks the key: resolves to its whoami, or 'forbidden'; rejects for 401 and network errors. */
+async function checkKey(key) {
+  const who = await api('/api/v1/whoami', { key });
+  return who.role === 'admin' || who.role === 'operator' ? who : 'forbidden';
 }
 
 async function start(role) {
   page.signout.hidden = false;
   if (role === 'forbidden') {
+    showRole(null);
     showForbidden();
     return;
   }
+  showRole(typeof role === 'object' ? role : null);
   page.forbidden.hidden = true;
   showPanels(true);
   await Promise.all([
@@ -708,6 +746,7 @@ async function requireSignIn(message = '') {
   if (feed) feed.stop();
   feed = null;
   showPanels(false);
+  showRole(null);
   page.forbidden.hidden = true;
   page.signout.hidden = true;
   showStatus('idle');
@@ -753,8 +792,9 @@ async function boot() {
       auth.clear();
       requireSignIn(e.friendly);
     } else {
-      // The hub is unreachable right now: show the page and let the feed reconnect.
-      start('admin');
+      // The hub is unreachable right now: show the page and let the feed reconnect (the
+      // role is learnt at the next sign-in; the hub enforces it either way).
+      start('unknown');
     }
   }
 }

@@ -55,3 +55,84 @@ async fn without_configured_origins_no_cross_origin_access_is_granted() {
         .unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
 }
+
+async fn preflight(app: &crate::helpers::TestApp, origin: &str) -> awc::http::header::HeaderMap {
+    let res = app
+        .client
+        .request(
+            awc::http::Method::OPTIONS,
+            app.url("/api/v1/chat/ws/negotiate?negotiateVersion=1"),
+        )
+        .insert_header(("Origin", origin))
+        .insert_header(("Access-Control-Request-Method", "POST"))
+        .insert_header(("Access-Control-Request-Headers", "x-api-key"))
+        .send()
+        .await
+        .unwrap();
+    res.headers().clone()
+}
+
+async fn simple(app: &crate::helpers::TestApp, origin: &str) -> awc::http::header::HeaderMap {
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .insert_header(("Origin", origin))
+        .send()
+        .await
+        .unwrap();
+    res.headers().clone()
+}
+
+#[actix_web::test]
+async fn a_wildcard_answers_a_literal_star_and_never_allows_credentials() {
+    let app = spawn_app_with(with_origin("*")).await;
+    for origin in ["http://evil.example", "null", "http://localhost:5173"] {
+        for headers in [preflight(&app, origin).await, simple(&app, origin).await] {
+            assert_eq!(
+                headers.get("access-control-allow-origin").unwrap(),
+                "*",
+                "{origin}: {headers:?}"
+            );
+            assert!(
+                headers.get("access-control-allow-credentials").is_none(),
+                "{origin}: {headers:?}"
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn an_allow_list_reflects_only_its_origins_and_never_null() {
+    let app = spawn_app_with(Options {
+        settings: Some(Box::new(|s| {
+            s.cors_origins = vec![
+                "http://localhost:5173".to_owned(),
+                "https://app.example.com".to_owned(),
+            ]
+        })),
+        ..Options::default()
+    })
+    .await;
+    for origin in ["http://localhost:5173", "https://app.example.com"] {
+        for headers in [preflight(&app, origin).await, simple(&app, origin).await] {
+            assert_eq!(headers.get("access-control-allow-origin").unwrap(), origin);
+            assert_eq!(
+                headers.get("access-control-allow-credentials").unwrap(),
+                "true"
+            );
+        }
+    }
+    for origin in [
+        "null",
+        "http://evil.example",
+        "http://localhost:5174",
+        "https://app.example.com.evil.example",
+    ] {
+        for headers in [preflight(&app, origin).await, simple(&app, origin).await] {
+            assert!(
+                headers.get("access-control-allow-origin").is_none(),
+                "{origin}: {headers:?}"
+            );
+        }
+    }
+}

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app_with, Options, SseReader, TOWER};
+use crate::helpers::{spawn_app_with, Options, SseReader, WsClient, TOWER};
 
 fn slow(per_user: usize, global: usize) -> Options {
     Options {
@@ -155,4 +155,90 @@ async fn every_finished_answer_releases_its_slot() {
     let stats = app.stats().await;
     assert_eq!(stats.admitted_total, 24);
     assert_eq!(stats.released_total, 24);
+}
+
+fn capped(connections: usize) -> Options {
+    Options {
+        settings: Some(Box::new(move |s| s.max_connections_per_user = connections)),
+        ..Options::default()
+    }
+}
+
+/// Opens a WebSocket with the key: the open socket, or the refusal's status.
+async fn try_ws(app: &crate::helpers::TestApp, key: &str) -> Result<WsClient, u16> {
+    match app
+        .client
+        .ws(format!("{}/api/v1/chat/ws", app.ws_base))
+        .header("X-API-Key", key)
+        .connect()
+        .await
+    {
+        Ok((_, framed)) => Ok(WsClient { framed }),
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(s.as_u16()),
+        Err(e) => panic!("websocket connect failed: {e}"),
+    }
+}
+
+#[actix_web::test]
+async fn over_the_per_key_connection_cap_the_upgrade_gets_429_until_a_connection_closes() {
+    let app = spawn_app_with(capped(2)).await;
+    let first = app.open_ws(&app.admin_key).await;
+    let _second = app.open_ws(&app.admin_key).await;
+    assert_eq!(try_ws(&app, &app.admin_key).await.err(), Some(429));
+
+    // The refusal is a JSON error, given before any upgrade is attempted.
+    let mut res = app
+        .client
+        .get(app.url("/api/v1/chat/ws"))
+        .insert_header(("X-API-Key", app.admin_key.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 429);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_connections");
+    assert!(body["error"]["message"].as_str().unwrap().contains('2'));
+
+    // Another key has its own connections.
+    let (tenant, _) = app.new_tenant("other").await;
+    let other = app.new_key(&tenant, "second").await;
+    let _third = app.open_ws(&other).await;
+
+    // A closed connection gives its slot back once its session ends.
+    drop(first);
+    let started = std::time::Instant::now();
+    loop {
+        let mut res = app
+            .client
+            .get(app.url("/api/v1/chat/ws"))
+            .insert_header(("X-API-Key", app.admin_key.as_str()))
+            .send()
+            .await
+            .unwrap();
+        // Under the cap, the slot is taken and the non-upgrade request refused after it.
+        if res.status().as_u16() == 400 {
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "websocket_required");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the slot never came back"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _again = app.open_ws(&app.admin_key).await;
+}
+
+#[actix_web::test]
+async fn concurrent_upgrades_of_one_key_never_exceed_the_cap() {
+    let app = spawn_app_with(capped(3)).await;
+    let attempts = (0..12).map(|_| try_ws(&app, &app.admin_key));
+    let results = futures_util::future::join_all(attempts).await;
+    let opened = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| r.as_ref().err() == Some(&429))
+        .count();
+    assert_eq!((opened, refused), (3, 9));
 }

@@ -331,6 +331,17 @@ async fn nobody_back_within_the_grace_window_closes_the_upstream_and_frees_the_s
     mock.wait_for_tokens_sent(tokens_then + 5, Duration::from_secs(2))
         .await;
     assert_eq!(app.stats().await.active_streams, 1);
+    let (status, streams) = app.get_json("/api/v1/admin/streams", &app.admin_key).await;
+    assert_eq!(status, 200, "{streams}");
+    let listed = streams
+        .as_array()
+        .or_else(|| streams["streams"].as_array())
+        .expect("a list of streams");
+    assert_eq!(listed.len(), 1, "{streams}");
+    assert_eq!(
+        listed[0]["detached"], true,
+        "the admin view shows it detached"
+    );
 
     let log = mock
         .wait_for_stream_end(grace + Duration::from_secs(2))

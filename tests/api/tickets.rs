@@ -58,3 +58,49 @@ async fn tickets_are_refused_outside_the_streaming_routes() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 401);
 }
+
+#[actix_web::test]
+async fn a_long_lived_key_in_a_url_is_refused_on_every_streaming_route_and_a_ticket_is_not() {
+    let app = spawn_app().await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let key = app.admin_key.clone();
+    for query in [format!("ticket={key}"), format!("access_token={key}")] {
+        for (method, path) in [
+            ("GET", "/api/v1/ask/stream?question=tower&"),
+            ("GET", "/api/v1/agent/chat/stream?message=tower&"),
+            ("GET", "/api/v1/admin/events?"),
+            ("POST", "/api/v1/chat/ws/negotiate?negotiateVersion=1&"),
+        ] {
+            let url = app.url(&format!("{path}{query}"));
+            let req = match method {
+                "GET" => app.client.get(&url),
+                _ => app.client.post(&url),
+            };
+            let mut res = req.send().await.unwrap();
+            assert_eq!(res.status().as_u16(), 401, "{method} {path}{query}");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized");
+            assert!(!body.to_string().contains(&key), "the key is not echoed");
+        }
+        let res = app
+            .client
+            .ws(format!("{}/api/v1/chat/ws?{query}", app.ws_base))
+            .connect()
+            .await;
+        match res {
+            Err(awc::error::WsClientError::InvalidResponseStatus(s)) => {
+                assert_eq!(s.as_u16(), 401, "WebSocket {query}")
+            }
+            other => panic!("expected a 401, got {:?}", other.map(|(r, _)| r.status())),
+        }
+    }
+    // A ticket goes in either parameter; the key itself in a header.
+    let url = app.url(&format!(
+        "/api/v1/ask/stream?question=tower&access_token={}",
+        ticket(&app).await
+    ));
+    let res = app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let res = app.open_sse(&key, "tower").await;
+    assert_eq!(res.status().as_u16(), 200);
+}

@@ -194,6 +194,41 @@ test('tenants and keys: create a tenant, a key shown once, sign in with it, revo
   await page.context().close();
 });
 
+test('a tenant admin sees its own tenant only; the operator sees every tenant and may create tenants', async () => {
+  const globex = await hub.api('/api/v1/admin/tenants', { method: 'POST', body: { name: 'Globex' } });
+  const admin = await hub.createKey('globex-admin', { admin: true, tenantId: globex.id });
+  await hub.createKey('globex-user', { tenantId: globex.id });
+
+  const page = await newPage(browser);
+  await openSignedIn(page, hub, admin.key, '/admin');
+  await page.locator('#role', { hasText: 'admin · Globex' }).waitFor();
+  await page.locator('#keys tbody tr', { hasText: 'globex-user' }).waitFor();
+  assert.equal(await page.locator('#tenant-form').isVisible(), false, 'no tenant creation');
+  assert.equal(await page.locator('#key-operator-label').isVisible(), false, 'no operator keys');
+  assert.deepEqual(await page.locator('#tenants tbody tr[data-key]').allInnerTexts().then((rows) => rows.map((r) => r.split('\t')[0])), ['Globex']);
+  assert.deepEqual(await page.locator('#keys-tenant option').allInnerTexts(), ['Globex']);
+  assert.equal(await page.locator('#keys tbody tr', { hasText: 'bootstrap' }).count(), 0, 'no key of another tenant');
+
+  // It administers its own tenant: a key made here belongs to Globex.
+  await page.locator('#key-name').fill('globex-2');
+  await page.locator('#key-form button[type="submit"]').click();
+  await page.locator('#new-secret').waitFor();
+  const listed = await hub.api(`/api/v1/admin/keys?tenantId=${globex.id}`);
+  assert.ok(listed.keys.some((k) => k.name === 'globex-2'), 'the key is Globex\'s');
+  await screenshot(page, 'admin-tenant-admin');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+
+  const operator = await newPage(browser);
+  await openSignedIn(operator, hub, hub.adminKey, '/admin');
+  await operator.locator('#role', { hasText: 'operator' }).waitFor();
+  await operator.locator('#tenants tbody tr', { hasText: 'Globex' }).waitFor();
+  assert.equal(await operator.locator('#tenant-form').isVisible(), true);
+  assert.equal(await operator.locator('#key-operator-label').isVisible(), true);
+  assert.ok((await operator.locator('#tenants tbody tr[data-key]').count()) >= 2, 'every tenant');
+  await operator.context().close();
+});
+
 test('the admin page fits a phone screen', async () => {
   const page = await newPage(browser, { viewport: PHONE });
   await openSignedIn(page, hub, hub.adminKey, '/admin');

@@ -24,6 +24,8 @@ describe("the README's JavaScript client", () => {
   it("streams the answer to stdout and exits", async () => {
     const source = readFileSync(path.join(here, "examples", "readme-client.mjs"), "utf8");
     assert.ok(source.includes("http://127.0.0.1:8080"), "the example targets the default address");
+    const readme = readFileSync(path.join(here, "..", "..", "README.md"), "utf8");
+    assert.ok(readme.includes("```js\n" + source + "```"), "the example is the README's code, verbatim");
     const dir = path.join(here, ".build"); // inside tests/node so @microsoft/signalr resolves
     mkdirSync(dir, { recursive: true });
     const file = path.join(dir, "readme-client.mjs");

@@ -72,6 +72,7 @@ function build(url, options = {}, { reconnect, configure } = {}) {
 }
 
 const keyFactory = { accessTokenFactory: () => ADMIN_KEY };
+const KEY_HEADER = { "X-API-Key": ADMIN_KEY };
 
 async function start(connection, timeout = 8000) {
   await withTimeout(connection.start(), timeout, "HubConnection.start()", () => connection.logger.tail());
@@ -147,7 +148,7 @@ async function connectionIds(hub) {
 
 /** A raw socket that has completed the SignalR handshake. */
 async function rawSignalR(hub) {
-  const ws = await RawSocket.open(`${hub.wsUrl}?access_token=${ADMIN_KEY}`);
+  const ws = await RawSocket.open(hub.wsUrl, { headers: KEY_HEADER });
   const reply = await ws.handshake();
   assert.equal(reply.error, undefined, `handshake accepted: ${JSON.stringify(reply)}`);
   assert.equal(reply.type, undefined, "a handshake reply has no type");
@@ -220,7 +221,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
     assert.equal(body.useStatefulReconnect, undefined, "no stateful reconnect the client did not ask for");
 
     // The token is what the client puts in ?id=: a handshake over it succeeds.
-    const ws = await raw(RawSocket.open(`${hub.wsUrl}?id=${body.connectionToken}&access_token=${ADMIN_KEY}`));
+    const ws = await raw(RawSocket.open(`${hub.wsUrl}?id=${body.connectionToken}`));
     const reply = await ws.handshake();
     assert.deepEqual(reply, {}, "handshake reply over the negotiated connection");
   });
@@ -242,7 +243,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
         `${route}: ${text}`,
       );
       // A v0 client uses the connection id as the token.
-      const ws = await raw(RawSocket.open(`${hub.wsUrl}?id=${body.connectionId}&access_token=${ADMIN_KEY}`));
+      const ws = await raw(RawSocket.open(`${hub.wsUrl}?id=${body.connectionId}`));
       assert.deepEqual(await ws.handshake(), {}, `${route}: handshake over ?id=<connectionId>`);
     }
   });
@@ -282,12 +283,22 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
     });
   });
 
-  it("connects with skipNegotiation over WebSockets, and with the key in ?access_token or X-API-Key", async () => {
+  it("connects with skipNegotiation over WebSockets, and with an X-API-Key header; a key in ?access_token is refused", async () => {
+    // Only single-use tickets may travel in a URL: a long-lived key there is a 401, valid or not.
+    for (const [name, url, options] of [
+      ["skipNegotiation + ?access_token=<key>", `${hub.hubUrl}?access_token=${ADMIN_KEY}`, { skipNegotiation: true, transport: HttpTransportType.WebSockets }],
+      ["negotiate + ?access_token=<key>", `${hub.hubUrl}?access_token=${ADMIN_KEY}`, {}],
+    ]) {
+      const c = build(url, options);
+      const err = await withTimeout(c.start().then(() => null, (e) => e), 8000, `${name}: start() settles`);
+      assert.ok(err instanceof Error, `${name}: start() rejected`);
+      if (!options.skipNegotiation) assert.ok(err.statusCode === 401 || /401/.test(err.message), `${name}: ${err.message}`);
+    }
+    await assert.rejects(RawSocket.open(`${hub.wsUrl}?access_token=${ADMIN_KEY}`), (e) => e.statusCode === 401);
+
     const expected = await answer(QUESTIONS.bridge, 3);
     const variants = [
       ["skipNegotiation + accessTokenFactory", hub.hubUrl, { skipNegotiation: true, transport: HttpTransportType.WebSockets, ...keyFactory }],
-      ["skipNegotiation + ?access_token", `${hub.hubUrl}?access_token=${ADMIN_KEY}`, { skipNegotiation: true, transport: HttpTransportType.WebSockets }],
-      ["negotiate + ?access_token", `${hub.hubUrl}?access_token=${ADMIN_KEY}`, {}],
       ["negotiate + X-API-Key header", hub.hubUrl, { headers: { "X-API-Key": ADMIN_KEY } }],
       ["skipNegotiation + X-API-Key header", hub.hubUrl, { skipNegotiation: true, transport: HttpTransportType.WebSockets, headers: { "X-API-Key": ADMIN_KEY } }],
     ];
@@ -636,7 +647,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
 
   it("raw: admin DELETE sends Close {type:7, error, allowReconnect:true} then closes the socket", async () => {
     const before = await connectionIds(hub);
-    const ws = await raw(RawSocket.open(`${hub.wsUrl}?access_token=${ADMIN_KEY}`));
+    const ws = await raw(RawSocket.open(hub.wsUrl, { headers: KEY_HEADER }));
     const pending = await waitFor(async () => (await newConnections(hub, before)).find((x) => x.kind === "ws"), {
       timeout: 3000,
       label: "the raw socket in admin/connections",
@@ -663,7 +674,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
       { protocol: "messagepack", version: 1 },
       { protocol: "json", version: 99 },
     ]) {
-      const ws = await raw(RawSocket.open(`${hub.wsUrl}?access_token=${ADMIN_KEY}`));
+      const ws = await raw(RawSocket.open(hub.wsUrl, { headers: KEY_HEADER }));
       const reply = await ws.handshake(request);
       assert.equal(typeof reply.error, "string", `${JSON.stringify(request)} → ${JSON.stringify(reply)}`);
       assert.ok(reply.error.length > 0);
@@ -679,7 +690,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
       `{"protocol":"json","version":1${RS}`,
       `{"protocol":42,"version":1}${RS}`,
     ]) {
-      const ws = await raw(RawSocket.open(`${hub.wsUrl}?access_token=${ADMIN_KEY}`));
+      const ws = await raw(RawSocket.open(hub.wsUrl, { headers: KEY_HEADER }));
       ws.send(text);
       const reply = await ws.waitRecord(() => true, { timeout: 5000, label: `reply to ${JSON.stringify(text)}` });
       assert.equal(typeof reply.error, "string", `${JSON.stringify(text)} → ${JSON.stringify(ws.frames)}`);
@@ -720,7 +731,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
 
   it("raw: the handshake and the first invocation in one frame", async () => {
     const expected = await answer(QUESTIONS.rag, 2);
-    const ws = await raw(RawSocket.open(`${hub.wsUrl}?access_token=${ADMIN_KEY}`));
+    const ws = await raw(RawSocket.open(hub.wsUrl, { headers: KEY_HEADER }));
     ws.send(
       `{"protocol":"json","version":1}${RS}` +
         JSON.stringify({ type: 1, invocationId: "0", target: "SendMessage", arguments: [QUESTIONS.rag, 2] }) +
@@ -767,7 +778,7 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
 
   it("raw: a WebSocket with an unknown ?id= is refused (404)", async () => {
     await assert.rejects(
-      RawSocket.open(`${hub.wsUrl}?id=no-such-connection-token&access_token=${ADMIN_KEY}`),
+      RawSocket.open(`${hub.wsUrl}?id=no-such-connection-token`, { headers: KEY_HEADER }),
       (e) => e.statusCode === 404,
     );
   });
@@ -781,7 +792,10 @@ describe("SignalR: negotiation, auth, SendMessage, AskStream, reconnect, framing
   it("the seed's useWebSocket hook, unchanged, streams an answer", async () => {
     const { useWebSocket } = await loadSeedHook();
     const expected = await answer(QUESTIONS.rag, 5);
-    const hubUrl = `${hub.hubUrl}?access_token=${ADMIN_KEY}`;
+    // The seed passes its credential in the hub URL: a single-use ticket (negotiate spends it).
+    const minted = await api(hub, "POST", "/api/v1/stream-tickets");
+    assert.equal(minted.status, 201, JSON.stringify(minted.body));
+    const hubUrl = `${hub.hubUrl}?access_token=${minted.body.ticket}`;
     const before = await connectionIds(hub);
     const h = React.createElement;
     const probe = { ready: false };
@@ -1044,7 +1058,7 @@ describe("SignalR: liveness (heartbeat 1 s, client timeout 3 s)", () => {
   });
 
   it("a silent client is closed after the client timeout", async () => {
-    const ws = await RawSocket.open(`${hub.wsUrl}?access_token=${ADMIN_KEY}`, { autoPong: false });
+    const ws = await RawSocket.open(hub.wsUrl, { headers: KEY_HEADER, autoPong: false });
     rawSockets.push(ws);
     await ws.handshake();
     const t0 = Date.now();

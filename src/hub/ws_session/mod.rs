@@ -37,6 +37,7 @@ mod stateful;
 pub use stateful::{pump, LogicalConnections, Reattach, ReconnectGrant};
 
 use super::chat_hub::ChatHub;
+use super::connection_slots::ConnectionSlot;
 use super::messages::{Admit, Connect, Disconnect, Identify, Terminate};
 use crate::answer::{
     conversation_id, validate_choice, validate_question, validate_top_k, AnswerOwner,
@@ -159,6 +160,8 @@ pub struct WsSession {
     strikes: u32,
     next_auto_id: u64,
     next_request: u64,
+    /// This connection's place under the per-key cap, given back when the session ends.
+    _slot: ConnectionSlot,
 }
 
 impl WsSession {
@@ -169,6 +172,7 @@ impl WsSession {
         hub: Addr<ChatHub>,
         pipeline: Pipeline,
         settings: WsSettings,
+        slot: ConnectionSlot,
         reconnect: Option<ReconnectGrant>,
     ) -> Addr<WsSession> {
         WsSession::create(|ctx| {
@@ -191,6 +195,7 @@ impl WsSession {
                 strikes: 0,
                 next_auto_id: 1,
                 next_request: 1,
+                _slot: slot,
             }
         })
     }
@@ -552,7 +557,7 @@ impl Handler<Terminate> for WsSession {
         log::info!("websocket session {} ended: {}", self.id, msg.reason);
         // Ended from outside (an administrator, a revoked key): its answers end too.
         self.outbox.cancel_all();
-        // SignalR clients reconnect on a Close that allows it; plain clients see 1001.
+        // SignalR clients reconnect on a Close that allows it; plain clients see the code.
         let last = matches!(
             self.mode,
             Mode::SignalR {
@@ -560,8 +565,8 @@ impl Handler<Terminate> for WsSession {
                 ..
             }
         )
-        .then(|| signalr::close(Some(msg.reason), true));
-        self.close(ctx, last, CloseCode::Away, msg.reason);
+        .then(|| signalr::close(Some(msg.reason), msg.allow_reconnect));
+        self.close(ctx, last, msg.code, msg.reason);
     }
 }
 

@@ -13,7 +13,20 @@ pub const PING: u8 = 0x9;
 
 /// Opens `/api/v1/chat/ws` with the key in a header; panics unless the hub upgrades.
 pub async fn connect(hub: SocketAddr, key: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(hub).await.expect("connects");
+    upgrade(TcpStream::connect(hub).await.expect("connects"), hub, key).await
+}
+
+/// The same, over a socket whose receive buffer is `bytes` small: a client that does not
+/// read fills it at once, so the hub's writes stall soon instead of filling the kernel's
+/// buffers first.
+pub async fn connect_small_buffer(hub: SocketAddr, key: &str, bytes: u32) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(bytes).expect("buffer size");
+    let stream = socket.connect(hub).await.expect("connects");
+    upgrade(stream, hub, key).await
+}
+
+async fn upgrade(mut stream: TcpStream, hub: SocketAddr, key: &str) -> TcpStream {
     let request = format!(
         "GET /api/v1/chat/ws HTTP/1.1\r\nHost: {hub}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {key}\r\n\r\n"

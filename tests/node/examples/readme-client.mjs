@@ -1,7 +1,20 @@
 import * as signalR from "@microsoft/signalr";
 
+const base = "http://127.0.0.1:8080";
+
+// The client may put the token in the URL (browsers always do), where only a single-use
+// stream ticket is accepted: each connect, reconnects included, trades the key for one.
+async function streamTicket() {
+  const res = await fetch(`${base}/api/v1/stream-tickets`, {
+    method: "POST",
+    headers: { "X-API-Key": process.env.KEY },
+  });
+  if (!res.ok) throw new Error(`stream ticket: HTTP ${res.status}`);
+  return (await res.json()).ticket;
+}
+
 const hub = new signalR.HubConnectionBuilder()
-  .withUrl("http://127.0.0.1:8080/api/v1/chat/ws", { accessTokenFactory: () => process.env.KEY })
+  .withUrl(`${base}/api/v1/chat/ws`, { accessTokenFactory: streamTicket })
   .withAutomaticReconnect()
   .configureLogging(signalR.LogLevel.Warning)
   .build();

@@ -1,0 +1,28 @@
+//! `GET /api/v1/whoami`: what the presented key is and may do, so a page shows only what
+//! the key may see (the admin page hides tenant creation from a tenant admin).
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/whoami", web::get().to(whoami));
+}
+
+/// `{"keyId","tenantId","tenantName","role"}`; `role` is `user`, `admin` (of its own tenant)
+/// or `operator` (of every tenant).
+async fn whoami(
+    state: web::Data<AppState>,
+    Principal(owner): Principal,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = state.store.get_tenant(&owner.tenant_id).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "keyId": owner.key_id,
+        "tenantId": owner.tenant_id,
+        "tenantName": tenant.map(|t| t.name),
+        "role": owner.role(),
+    })))
+}
