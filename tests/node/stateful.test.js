@@ -14,7 +14,21 @@ import net from "node:net";
 
 import * as signalR from "@microsoft/signalr";
 
-import { ADMIN_KEY, QUESTIONS, RS, RawSocket, api, sleep, startHub, stats, waitFor, waitForStats, withTimeout } from "./harness.js";
+import {
+  ADMIN_KEY,
+  QUESTIONS,
+  RS,
+  RawSocket,
+  api,
+  connections,
+  dropConnection,
+  sleep,
+  startHub,
+  stats,
+  waitFor,
+  waitForStats,
+  withTimeout,
+} from "./harness.js";
 
 const { HubConnectionBuilder, HubConnectionState } = signalR;
 const GRACE_SECS = 3;
@@ -337,6 +351,37 @@ describe(`SignalR stateful reconnect and ResumeAnswer (pace 40 ms, grace ${GRACE
     await withTimeout(c.stop(), 5000, "stop()");
     await waitForStats(hub, (s) => s.activeStreams === 0, { timeout: 1000, label: "stopped at once, no grace" });
     await assert.rejects(RawSocket.open(`${hub.wsUrl}?id=${encodeURIComponent(token)}`), (e) => e.statusCode === 404);
+  });
+
+  it("an administrator ending a stateful connection ends it for good: the token's retry is refused, automatic reconnect makes a new one", async () => {
+    const p = await behindProxy();
+    const c = await start(build(p.hubUrl, { stateful: true, reconnect: true }));
+    const firstId = c.connectionId;
+    const seen = collect(c);
+    const pending = c.invoke("SendMessage", QUESTIONS.eiffel, 5);
+    pending.catch(() => {});
+    await waitFor(() => seen.tokens.length >= 3, { timeout: 10000, label: "three tokens" });
+    const mine = (await connections(hub)).find((x) => x.protocol === "signalr");
+    assert.ok(mine, "our connection is listed");
+    await dropConnection(hub, mine.id);
+
+    await waitForStats(hub, (s) => s.activeStreams === 0, { timeout: 1000, label: "its answer stopped at once" });
+    await assert.rejects(withTimeout(pending, 5000, "the pending invoke settles"));
+    await waitFor(() => c.events.some(([e]) => e === "reconnected" || e === "close"), {
+      timeout: 10000,
+      label: `a new connection; ${c.logger.tail()}`,
+    });
+    assert.deepEqual(c.events.map(([e]) => e), ["reconnecting", "reconnected"], JSON.stringify(c.events));
+    assert.notEqual(c.connectionId, firstId, "a new connection, not the old one resumed");
+    const tokens = p.socketTokens();
+    assert.equal(tokens.length, 3, `the old token once more (refused), then a new one: ${JSON.stringify(p.requests)}`);
+    assert.equal(tokens[1], tokens[0]);
+    assert.notEqual(tokens[2], tokens[0]);
+
+    const expected = await answer(QUESTIONS.bridge, 3);
+    seen.tokens.length = 0;
+    await withTimeout(c.invoke("SendMessage", QUESTIONS.bridge, 3), 15000, "SendMessage on the new connection");
+    assert.equal(seen.text(), expected.answer);
   });
 
   // -- raw protocol --------------------------------------------------------------------------
