@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::auth::tickets::ConnectionGrant;
 use crate::auth::{resolve_stream, StreamPrincipal};
 use crate::error::ApiError;
-use crate::hub::{pump, Reattach, ReconnectGrant, WsSession, WsSettings};
+use crate::hub::{pump, Reattach, ReconnectGrant, Socket, WsSession, WsSettings};
 use crate::startup::AppState;
 
 /// The codec's hard cap. Frames between the protocols' 64 KiB limit and this get an
@@ -79,8 +79,7 @@ async fn chat_ws(
         resend_max_bytes: state.settings.signalr_resend_max_bytes,
     };
     WsSession::start(
-        session,
-        stream,
+        Socket { session, stream },
         owner,
         state.hub.clone(),
         state.pipeline.clone(),

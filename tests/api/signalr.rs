@@ -418,14 +418,10 @@ async fn a_reconnected_socket_gets_sequence_then_what_was_not_acknowledged_then_
     // Numbered from `first_id`; what the client has processed (1 and 2) is skipped, as the
     // protocol tells clients to.
     let mut text = have.concat();
-    let mut id = first_id;
-    for r in records.iter().filter(|r| numbered(r)) {
-        if id > 2 {
-            if let Some(item) = r["item"].as_str() {
-                text.push_str(item);
-            }
+    for (id, r) in (first_id..).zip(records.iter().filter(|r| numbered(r))) {
+        if let (3.., Some(item)) = (id, r["item"].as_str()) {
+            text.push_str(item);
         }
-        id += 1;
     }
     assert_eq!(
         records.last().unwrap(),

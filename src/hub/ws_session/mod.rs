@@ -164,10 +164,18 @@ pub struct WsSession {
     _slot: ConnectionSlot,
 }
 
+/// The two halves of an upgraded WebSocket.
+pub struct Socket {
+    pub session: actix_ws::Session,
+    pub stream: AggregatedMessageStream,
+}
+
 impl WsSession {
     pub fn start(
-        ws: actix_ws::Session,
-        stream: AggregatedMessageStream,
+        Socket {
+            session: ws,
+            stream,
+        }: Socket,
         owner: KeyOwner,
         hub: Addr<ChatHub>,
         pipeline: Pipeline,
