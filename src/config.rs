@@ -123,6 +123,16 @@ pub struct AllowedModel {
     pub model: Option<String>,
 }
 
+/// When the session cookie carries `Secure` (`RAGSTREAM_COOKIE_SECURE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieSecure {
+    /// When the request came over https, or a proxy says so (`X-Forwarded-Proto: https`,
+    /// `Forwarded: proto=https`). A client that fakes the header only breaks its own cookie.
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub addr: SocketAddr,
@@ -170,6 +180,11 @@ pub struct Settings {
     /// Origins whose pages may call the API from the browser (`*` for any); empty means
     /// same-origin only.
     pub cors_origins: Vec<String>,
+    /// A browser session unused this long ends (sliding).
+    pub session_idle: Duration,
+    /// A browser session ends this long after sign-in, however busy.
+    pub session_max: Duration,
+    pub cookie_secure: CookieSecure,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +221,9 @@ impl Default for Settings {
             workers: 0,
             static_dir: default_static_dir(),
             cors_origins: Vec::new(),
+            session_idle: Duration::from_secs(8 * 3600),
+            session_max: Duration::from_secs(7 * 86_400),
+            cookie_secure: CookieSecure::Auto,
         }
     }
 }
@@ -347,6 +365,31 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_WORKERS", 0, 1024)? {
             s.workers = n;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_SESSION_IDLE_SECS", 60, 31_536_000)? {
+            s.session_idle = Duration::from_secs(n as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_SESSION_MAX_SECS", 60, 31_536_000)? {
+            s.session_max = Duration::from_secs(n as u64);
+        }
+        if s.session_max < s.session_idle {
+            return Err(ConfigError {
+                var: "RAGSTREAM_SESSION_MAX_SECS",
+                message: "must be at least RAGSTREAM_SESSION_IDLE_SECS".to_owned(),
+            });
+        }
+        if let Some(v) = var("RAGSTREAM_COOKIE_SECURE") {
+            s.cookie_secure = match v.trim() {
+                "auto" => CookieSecure::Auto,
+                "true" => CookieSecure::Always,
+                "false" => CookieSecure::Never,
+                other => {
+                    return Err(ConfigError {
+                        var: "RAGSTREAM_COOKIE_SECURE",
+                        message: format!("`{other}` is not auto, true or false"),
+                    })
+                }
+            };
         }
         if s.heartbeat_interval >= s.client_timeout {
             return Err(ConfigError {
@@ -708,6 +751,33 @@ mod tests {
             let err = from(&[("RAGSTREAM_HISTORY_BUDGET_CHARS", bad)]).unwrap_err();
             assert_eq!(err.var, "RAGSTREAM_HISTORY_BUDGET_CHARS", "{bad}");
         }
+    }
+
+    #[test]
+    fn session_times_and_the_secure_flag_are_checked() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.session_idle, Duration::from_secs(28_800));
+        assert_eq!(s.session_max, Duration::from_secs(604_800));
+        assert_eq!(s.cookie_secure, CookieSecure::Auto);
+        let s = from(&[
+            ("RAGSTREAM_SESSION_IDLE_SECS", "600"),
+            ("RAGSTREAM_SESSION_MAX_SECS", "3600"),
+            ("RAGSTREAM_COOKIE_SECURE", "true"),
+        ])
+        .unwrap();
+        assert_eq!(s.session_idle, Duration::from_secs(600));
+        assert_eq!(s.session_max, Duration::from_secs(3600));
+        assert_eq!(s.cookie_secure, CookieSecure::Always);
+        let err = from(&[
+            ("RAGSTREAM_SESSION_IDLE_SECS", "7200"),
+            ("RAGSTREAM_SESSION_MAX_SECS", "3600"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "RAGSTREAM_SESSION_MAX_SECS");
+        let err = from(&[("RAGSTREAM_COOKIE_SECURE", "yes")]).unwrap_err();
+        assert_eq!(err.var, "RAGSTREAM_COOKIE_SECURE");
+        let err = from(&[("RAGSTREAM_SESSION_IDLE_SECS", "5")]).unwrap_err();
+        assert_eq!(err.var, "RAGSTREAM_SESSION_IDLE_SECS");
     }
 
     #[test]

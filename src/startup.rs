@@ -190,6 +190,8 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     let base = actix_cors::Cors::default()
         .allow_any_method()
         .allow_any_header()
+        // A page on another origin reads the answer id to resume it.
+        .expose_headers(["X-Answer-Id"])
         .max_age(3600);
     if origins.iter().any(|o| o == "*") {
         return base.allow_any_origin().send_wildcard();

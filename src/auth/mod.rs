@@ -5,9 +5,11 @@
 //! ticket, in a header or in the query (`?ticket=`, or `?access_token=` as the SignalR
 //! client sends it), because browsers cannot set headers on those requests. Only tickets
 //! may travel in a URL: URLs end up in proxy logs and browser history, so a long-lived key
-//! there is refused (401) without being looked up. An optional `X-Tenant-Id` must match the
-//! key's tenant.
+//! there is refused (401) without being looked up. A request with neither may carry a
+//! browser session cookie ([`session`]), same-origin only. An optional `X-Tenant-Id` must
+//! match the key's tenant.
 
+pub mod session;
 pub mod tickets;
 
 use std::collections::HashMap;
@@ -92,10 +94,15 @@ pub(crate) fn app_state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiEr
 
 async fn resolve(req: HttpRequest, streaming: bool) -> Result<KeyOwner, ApiError> {
     let state = app_state(&req)?;
-    let Presented {
+    let Some(Presented {
         value: credential,
         in_url,
-    } = presented(&req, streaming)?.ok_or(ApiError::Unauthorized)?;
+    }) = presented(&req, streaming)?
+    else {
+        // No key and no ticket: a browser's session cookie (same-origin requests only).
+        let owner = session::resolve(&req, state).await?;
+        return tenant_checked(&req, owner);
+    };
     let owner = if state.tickets.is_ticket(&credential) {
         if !streaming {
             return Err(ApiError::Forbidden(
@@ -115,7 +122,12 @@ async fn resolve(req: HttpRequest, streaming: bool) -> Result<KeyOwner, ApiError
             .await?
             .ok_or(ApiError::Unauthorized)?
     };
-    if let Some(tenant) = header(&req, TENANT_HEADER)? {
+    tenant_checked(&req, owner)
+}
+
+/// An optional `X-Tenant-Id` must name the owner's tenant.
+fn tenant_checked(req: &HttpRequest, owner: KeyOwner) -> Result<KeyOwner, ApiError> {
+    if let Some(tenant) = header(req, TENANT_HEADER)? {
         if tenant != owner.tenant_id {
             return Err(ApiError::Forbidden(
                 "X-Tenant-Id does not match the API key's tenant",

@@ -10,6 +10,7 @@ mod conversations;
 mod documents;
 mod health;
 mod pages;
+mod session;
 mod tickets;
 mod whoami;
 mod ws;
@@ -49,6 +50,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(ws::configure)
             .configure(tickets::configure)
             .configure(whoami::configure)
+            .configure(session::configure)
             .configure(admin::configure),
     )
     .default_service(web::to(|| async {

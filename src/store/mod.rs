@@ -8,6 +8,7 @@
 mod conversations;
 mod documents;
 mod keys;
+mod sessions;
 mod tenants;
 pub mod writer;
 
@@ -16,6 +17,7 @@ pub use conversations::{
 };
 pub use documents::{DocumentSummary, Passage};
 pub use keys::{ApiKeyRecord, Bootstrap, KeyOwner, NewKey, Role};
+pub use sessions::{SessionInfo, SessionTimes};
 pub use tenants::Tenant;
 pub use writer::StoreWriter;
 

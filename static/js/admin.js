@@ -3,7 +3,7 @@
 // API keys. It shows what the key may administer (`GET /api/v1/whoami`): an operator sees
 // every tenant and may create tenants and operator keys; a tenant admin sees its own tenant.
 
-import { api, auth, ApiError, streamTicket } from './api.js';
+import { api, session, ApiError } from './api.js';
 import { streamEvents } from './sse.js';
 import { Backoff } from './transports.js';
 import { signIn } from './signin.js';
@@ -230,8 +230,7 @@ class LiveFeed {
       watchdog = setTimeout(() => controller.abort(), WATCHDOG_MS);
     };
     try {
-      const ticket = await streamTicket(controller.signal);
-      await streamEvents(`/api/v1/admin/events?ticket=${encodeURIComponent(ticket)}`, {
+      await streamEvents('/api/v1/admin/events', {
         signal: controller.signal,
         onOpen: () => {
           kick();
@@ -714,9 +713,10 @@ function showRole(who) {
   }
 }
 
-/** Checks the key: resolves to its whoami, or 'forbidden'; rejects for 401 and network errors. */
-async function checkKey(key) {
-  const who = await api('/api/v1/whoami', { key });
+/** Checks the signed-in key: resolves to its whoami (an admin or an operator), or
+ * 'forbidden'; rejects for 401 and network errors. */
+async function checkAccess() {
+  const who = await api('/api/v1/whoami');
   return who.role === 'admin' || who.role === 'operator' ? who : 'forbidden';
 }
 
@@ -742,7 +742,7 @@ async function start(role) {
   feed.start();
 }
 
-async function requireSignIn(message = '') {
+async function requireSignIn(message = '', elsewhere = null) {
   if (feed) feed.stop();
   feed = null;
   showPanels(false);
@@ -754,7 +754,8 @@ async function requireSignIn(message = '') {
     title: 'ragstream admin',
     lead: 'Sign in with an admin API key.',
     message,
-    validate: checkKey,
+    validate: checkAccess,
+    signedIn: elsewhere,
   });
   start(role);
 }
@@ -763,38 +764,52 @@ let rejecting = false;
 function keyRejected(error) {
   if (rejecting) return;
   rejecting = true;
-  auth.clear();
+  session.forget();
   requireSignIn(error.friendly).finally(() => {
     rejecting = false;
   });
 }
 
-page.signout.addEventListener('click', () => {
-  auth.clear();
+/** Signs out on the hub (the cookie stops working for every tab), then asks for a key. */
+async function signOut(button) {
+  button.disabled = true;
+  try {
+    await session.end();
+  } catch (e) {
+    toast(`Not signed out: ${e instanceof ApiError ? e.friendly : String(e)}`, 'error', 6000);
+    return;
+  } finally {
+    button.disabled = false;
+  }
   requireSignIn();
-});
-page.switchKey.addEventListener('click', () => {
-  auth.clear();
-  requireSignIn();
-});
+}
+
+page.signout.addEventListener('click', () => signOut(page.signout));
+page.switchKey.addEventListener('click', () => signOut(page.switchKey));
 
 async function boot() {
   setUpDropzone();
-  const key = auth.key;
-  if (!key) {
-    requireSignIn();
+  if (!session.probably) {
+    // Not signed in from this tab: ask at once, unless the hub says another tab signed in.
+    requireSignIn('', session.current().then(Boolean, () => false));
     return;
   }
   try {
-    start(await checkKey(key));
+    if (!(await session.current())) {
+      requireSignIn();
+      return;
+    }
+    start(await checkAccess());
   } catch (e) {
     if (e instanceof ApiError && e.code === 'unauthorized') {
-      auth.clear();
+      session.forget();
       requireSignIn(e.friendly);
-    } else {
+    } else if (session.probably) {
       // The hub is unreachable right now: show the page and let the feed reconnect (the
-      // role is learnt at the next sign-in; the hub enforces it either way).
+      // role is learnt once the hub answers; the hub enforces it either way).
       start('unknown');
+    } else {
+      requireSignIn(e instanceof ApiError ? e.friendly : String(e));
     }
   }
 }

@@ -1,23 +1,63 @@
-// Talking to the hub's REST API: the API key (kept in sessionStorage only), JSON requests
-// with `X-API-Key`, single-use stream tickets, and readable error messages.
+// Talking to the hub's REST API: the browser session (an HttpOnly cookie the page cannot
+// read: the key typed at sign-in is sent once and never kept), JSON requests, and readable
+// error messages.
 
-const KEY_SLOT = 'ragstream.apiKey';
+// Not a credential: only whether this tab signed in, so a reload while the hub is down
+// keeps the page up (and reconnecting) instead of asking for a key it may not need.
+const SIGNED_IN_SLOT = 'ragstream.signedIn';
 
-export const auth = {
-  get key() {
+export const session = {
+  /** Trades an API key for the hub's session cookie. Resolves to who signed in. */
+  async start(key) {
+    const who = await api('/api/v1/session', { method: 'POST', body: { apiKey: key } });
+    remember(true);
+    return who;
+  },
+
+  /** Who is signed in, or null when nobody is (401). Rejects when the hub cannot be reached. */
+  async current() {
     try {
-      return sessionStorage.getItem(KEY_SLOT) || '';
-    } catch {
-      return '';
+      const who = await api('/api/v1/session');
+      remember(true);
+      return who;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) {
+        remember(false);
+        return null;
+      }
+      throw e;
     }
   },
-  set(key) {
-    sessionStorage.setItem(KEY_SLOT, key);
+
+  /** Signs out on the hub (the cookie stops working everywhere). Rejects when it could not. */
+  async end() {
+    await api('/api/v1/session', { method: 'DELETE' });
+    remember(false);
   },
-  clear() {
-    sessionStorage.removeItem(KEY_SLOT);
+
+  /** The hub refused the session (revoked key, expired): forget that we were signed in. */
+  forget() {
+    remember(false);
+  },
+
+  /** Whether this tab signed in and has not seen the session end. */
+  get probably() {
+    try {
+      return sessionStorage.getItem(SIGNED_IN_SLOT) === '1';
+    } catch {
+      return false;
+    }
   },
 };
+
+function remember(on) {
+  try {
+    if (on) sessionStorage.setItem(SIGNED_IN_SLOT, '1');
+    else sessionStorage.removeItem(SIGNED_IN_SLOT);
+  } catch {
+    // Private mode: a reload while the hub is down asks to sign in again.
+  }
+}
 
 /** An error the hub (or the network) gave back, with what a person should read. */
 export class ApiError extends Error {
@@ -60,7 +100,7 @@ export function friendlyMessage({ status = 0, code = '', message = '', retryAfte
   if (network) return 'The hub cannot be reached. It may be restarting, or you are offline.';
   switch (code) {
     case 'unauthorized':
-      return 'Your API key was not accepted (401). It may be mistyped or revoked: sign in again.';
+      return 'Your API key was not accepted (401). It may have been revoked, or your session ended: sign in again.';
     case 'forbidden':
       return `Not allowed (403): ${message || 'this key may not do that.'}`;
     case 'too_many_streams':
@@ -121,12 +161,11 @@ export async function errorFrom(response) {
 }
 
 /**
- * A JSON request with the API key. Resolves to the parsed body (or null for 204);
- * rejects with an ApiError.
+ * A JSON request, authenticated by the session cookie. Resolves to the parsed body (or null
+ * for 204); rejects with an ApiError.
  */
-export async function api(path, { method = 'GET', body, key = auth.key, signal, headers = {} } = {}) {
-  const init = { method, headers: { ...headers }, signal, cache: 'no-store' };
-  if (key) init.headers['X-API-Key'] = key;
+export async function api(path, { method = 'GET', body, signal, headers = {} } = {}) {
+  const init = { method, headers: { ...headers }, signal, cache: 'no-store', credentials: 'same-origin' };
   if (body instanceof FormData) {
     init.body = body;
   } else if (body !== undefined) {
@@ -144,12 +183,6 @@ export async function api(path, { method = 'GET', body, key = auth.key, signal, 
   if (response.status === 204) return null;
   const type = response.headers.get('Content-Type') || '';
   return type.includes('json') ? response.json() : response.text();
-}
-
-/** A single-use ticket for one EventSource/WebSocket/streaming-fetch connection attempt. */
-export async function streamTicket(signal) {
-  const body = await api('/api/v1/stream-tickets', { method: 'POST', signal });
-  return body.ticket;
 }
 
 /** Whether the hub answers at all (no key needed). */

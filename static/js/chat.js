@@ -1,7 +1,7 @@
 // The chat page: sign in, pick a transport, ask; answers stream in as sanitised Markdown with
 // numbered citations, a blinking cursor, a Stop button and timing under each answer.
 
-import { api, auth, ApiError, friendlyMessage } from './api.js';
+import { api, session, ApiError, friendlyMessage } from './api.js';
 import { createTransport, TRANSPORTS } from './transports.js';
 import { renderMarkdown } from './markdown.js';
 import { signIn } from './signin.js';
@@ -570,8 +570,8 @@ document.addEventListener('keydown', (ev) => {
 // ---------------------------------------------------------------------------------------------
 // Sign-in
 
-async function loadDocuments(key) {
-  return api('/api/v1/documents', { key });
+async function loadDocuments() {
+  return api('/api/v1/documents');
 }
 
 function showWelcome(documents) {
@@ -595,7 +595,7 @@ function enableComposer(on) {
   page.signout.hidden = !on;
 }
 
-async function requireSignIn(message = '') {
+async function requireSignIn(message = '', elsewhere = null) {
   signedIn = false;
   enableComposer(false);
   if (transport) {
@@ -609,6 +609,7 @@ async function requireSignIn(message = '') {
     lead: 'Enter an API key to ask questions about your documents.',
     message,
     validate: loadDocuments,
+    signedIn: elsewhere,
   });
   started(documents);
 }
@@ -627,7 +628,7 @@ let rejecting = false;
 function keyRejected(error) {
   if (rejecting) return;
   rejecting = true;
-  auth.clear();
+  session.forget();
   if (current) current.stopByUser();
   requireSignIn(error.friendly).finally(() => {
     rejecting = false;
@@ -716,8 +717,17 @@ page.newChat.addEventListener('click', () => {
   page.question.focus();
 });
 
-page.signout.addEventListener('click', () => {
-  auth.clear();
+page.signout.addEventListener('click', async () => {
+  page.signout.disabled = true;
+  try {
+    // On the hub, so the cookie stops working for every tab of this browser.
+    await session.end();
+  } catch (e) {
+    toast(`Not signed out: ${e instanceof ApiError ? e.friendly : String(e)}`, 'error');
+    return;
+  } finally {
+    page.signout.disabled = false;
+  }
   // The next person at this tab does not see this conversation.
   newConversation();
   requireSignIn();
@@ -746,20 +756,26 @@ async function boot() {
   }
   page.newChat.hidden = !conversationId && turns.length === 0;
   if (turns.length) requestAnimationFrame(scrollToBottom);
-  const key = auth.key;
-  if (!key) {
-    requireSignIn();
+  if (!session.probably) {
+    // Not signed in from this tab: ask at once, unless the hub says another tab signed in.
+    requireSignIn('', session.current().then(Boolean, () => false));
     return;
   }
   try {
-    started(await loadDocuments(key));
+    if (!(await session.current())) {
+      requireSignIn();
+      return;
+    }
+    started(await loadDocuments());
   } catch (e) {
     if (e instanceof ApiError && e.code === 'unauthorized') {
-      auth.clear();
+      session.forget();
       requireSignIn(e.friendly);
-    } else {
-      // The hub is down or busy: keep the key, show the status and let the link reconnect.
+    } else if (session.probably) {
+      // The hub is down or busy: stay signed in, show the status and let the link reconnect.
       started(null);
+    } else {
+      requireSignIn(e instanceof ApiError ? e.friendly : String(e));
     }
   }
 }

@@ -1,14 +1,17 @@
-// The sign-in dialog shared by the chat and admin pages. The key is checked against the hub,
-// then kept in sessionStorage (this tab only, gone when it closes); never in a URL or a log.
+// The sign-in dialog shared by the chat and admin pages. The key is sent once to
+// POST /api/v1/session, which answers with an HttpOnly session cookie, and then forgotten:
+// it is never stored, kept in a variable, put in a URL or logged.
 
-import { auth, ApiError } from './api.js';
+import { session, ApiError } from './api.js';
 import { el } from './ui.js';
 
 /**
- * Shows the dialog until `validate(key)` resolves. Resolves to what validate returned.
- * `message` is shown above the form (e.g. why the previous key stopped working).
+ * Shows the dialog until the hub accepts a key and `validate()` (which runs signed in)
+ * resolves. Resolves to what validate returned. `message` is shown above the form (e.g. why
+ * the previous session ended). When `signedIn` (a promise) resolves true, the browser turned
+ * out to be signed in already (another tab): the dialog closes as if a key had been accepted.
  */
-export function signIn({ title = 'Sign in', lead = '', message = '', validate }) {
+export function signIn({ title = 'Sign in', lead = '', message = '', validate, signedIn = null }) {
   return new Promise((resolve) => {
     const input = el('input#api-key', {
       type: 'password',
@@ -39,7 +42,7 @@ export function signIn({ title = 'Sign in', lead = '', message = '', validate })
       el('p.help#signin-help', {},
         'At first start the hub prints an admin key for the default tenant (',
         el('code', {}, 'rsk_…'),
-        '). The key stays in this browser tab only.'),
+        '). The page does not keep the key: the hub signs this browser in with a cookie that scripts cannot read.'),
       el('div.form-actions', {}, submit));
     const dialog = el('dialog.signin', { 'aria-labelledby': 'signin-title' }, form);
     form.querySelector('h1').id = 'signin-title';
@@ -57,8 +60,9 @@ export function signIn({ title = 'Sign in', lead = '', message = '', validate })
       submit.disabled = true;
       submit.textContent = 'Checking…';
       try {
-        const result = await validate(key);
-        auth.set(key);
+        await session.start(key);
+        input.value = '';
+        const result = await validate();
         dialog.close();
         dialog.remove();
         resolve(result);
@@ -78,5 +82,19 @@ export function signIn({ title = 'Sign in', lead = '', message = '', validate })
     document.body.append(dialog);
     dialog.showModal();
     input.focus();
+    if (signedIn) {
+      signedIn.then(async (yes) => {
+        if (!yes || !dialog.isConnected || submit.disabled) return;
+        try {
+          const result = await validate();
+          if (!dialog.isConnected) return;
+          dialog.close();
+          dialog.remove();
+          resolve(result);
+        } catch {
+          // Not usable after all: the dialog stays.
+        }
+      }, () => {});
+    }
   });
 }

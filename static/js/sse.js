@@ -1,6 +1,6 @@
 // Server-Sent Events over fetch(): unlike EventSource it can read the HTTP status and error
-// body of a refused stream (401, 429, 400), send a body, and never reconnects by itself with
-// a spent single-use ticket. The parser follows the WHATWG "event stream" rules: lines end in
+// body of a refused stream (401, 429, 400), send a body, and never reconnects by itself (the
+// page decides when to ask again). The parser follows the WHATWG "event stream" rules: lines end in
 // CRLF, LF or CR (and may be split anywhere across chunks), `:` starts a comment, `data:`
 // lines join with "\n", a blank line dispatches.
 

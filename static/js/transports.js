@@ -12,15 +12,15 @@
 // reachability: probed at start, every few seconds while idle, and whenever a request fails;
 // a failed probe switches to reconnecting with exponential backoff and jitter. WebSocket keeps
 // one socket for every answer, with an application-level ping to find dead sockets.
-// Every EventSource-style or WebSocket connection attempt uses a fresh single-use ticket.
-// An answer cut off by a lost connection is asked again once the hub is back.
+// Every request is authenticated by the page's session cookie: no key and no ticket travels
+// with it. An answer cut off by a lost connection is asked again once the hub is back.
 //
 // Every question is a turn of a conversation (the hub's agent chat): without a
 // conversationId the hub starts one and names it in the answer's first event.
 // The same choice of transport reaches /api/v1/agent/chat/stream (SSE), /api/v1/chat/ws
 // (WebSocket) or /api/v1/agent/chat (JSON).
 
-import { ApiError, hubIsUp, streamTicket, wsUrl, api } from './api.js';
+import { ApiError, hubIsUp, session, wsUrl, api } from './api.js';
 import { streamEvents } from './sse.js';
 
 /** Exponential backoff with "equal jitter": half the step is fixed, half is random. */
@@ -321,16 +321,19 @@ class SseTransport extends HttpLink {
           lastSeq = 0;
         }
       };
+      // A refusal (401, 429, ...) still proves the hub is reachable.
+      const reachable = (e) => {
+        if (e instanceof ApiError && !e.network) this.reportUp();
+        throw e;
+      };
       if (answerId) {
-        const ticket = await streamTicket(signal);
-        this.reportUp();
         try {
-          await streamEvents(`/api/v1/answers/${encodeURIComponent(answerId)}/stream?ticket=${encodeURIComponent(ticket)}`, {
+          await streamEvents(`/api/v1/answers/${encodeURIComponent(answerId)}/stream`, {
             headers: { 'Last-Event-ID': `${answerId}:${lastSeq}` },
             signal,
             onOpen,
             onEvent,
-          });
+          }).catch(reachable);
           return ended;
         } catch (e) {
           if (!(e instanceof ApiError) || e.status !== 404) throw e;
@@ -340,17 +343,15 @@ class SseTransport extends HttpLink {
           handlers.onRestart();
         }
       }
-      const ticket = await streamTicket(signal);
-      this.reportUp();
       const body = { message: question, topK };
       if (conversation) body.conversationId = conversation;
-      await streamEvents(`/api/v1/agent/chat/stream?ticket=${encodeURIComponent(ticket)}`, {
+      await streamEvents('/api/v1/agent/chat/stream', {
         method: 'POST',
         body,
         signal,
         onOpen,
         onEvent,
-      });
+      }).catch(reachable);
       return ended;
     });
   }
@@ -408,26 +409,30 @@ class WsTransport extends Link {
   async connect() {
     if (this.closed || this.connecting || this.socket) return;
     this.connecting = true;
-    let ticket;
+    // A refused upgrade shows the page nothing but a close, so ask first whether the session
+    // still stands (which also proves the hub is back).
+    let signedIn;
     try {
-      ticket = await streamTicket();
-    } catch (e) {
+      signedIn = await session.current();
+    } catch {
       this.connecting = false;
-      if (e instanceof ApiError && e.code === 'unauthorized') {
-        // A refused key will not get better by retrying: tell the page and stop here.
-        this.setStatus('offline');
-        this.failAll(e);
-        this.authListeners.forEach((l) => l(e));
-        return;
-      }
       this.scheduleRetry(() => this.connect());
+      return;
+    }
+    if (!signedIn) {
+      this.connecting = false;
+      // A session that ended will not come back by retrying: tell the page and stop here.
+      const e = new ApiError({ status: 401, code: 'unauthorized' });
+      this.setStatus('offline');
+      this.failAll(e);
+      this.authListeners.forEach((l) => l(e));
       return;
     }
     if (this.closed) {
       this.connecting = false;
       return;
     }
-    const socket = new WebSocket(wsUrl(`/api/v1/chat/ws?ticket=${encodeURIComponent(ticket)}`));
+    const socket = new WebSocket(wsUrl('/api/v1/chat/ws'));
     this.socket = socket;
     this.connecting = false;
     socket.addEventListener('open', () => {

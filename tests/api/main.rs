@@ -16,6 +16,7 @@ mod providers;
 mod resume;
 mod revocation;
 mod roles;
+mod session;
 mod signalr;
 mod slow_clients;
 mod support;

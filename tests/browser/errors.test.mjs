@@ -29,7 +29,8 @@ test('a wrong key gets a readable 401 at sign-in and is not kept', async () => {
   await error.waitFor();
   assert.match(await error.innerText(), /not accepted \(401\)/);
   assert.equal(await page.locator('dialog.signin[open]').count(), 1, 'still asked to sign in');
-  assert.equal(await page.evaluate(() => sessionStorage.getItem('ragstream.apiKey')), null);
+  assert.ok(!JSON.stringify(await page.evaluate(() => Object.entries(sessionStorage))).includes('rsk_this_is_not'), 'the key is not kept');
+  assert.equal(await page.context().cookies(hub.url).then((c) => c.length), 0, 'no session cookie');
   assert.ok(!page.requests.some((u) => u.includes('rsk_this_is_not')), 'the key never goes into a URL');
   await screenshot(page, 'chat-signin-401');
   await page.context().close();
@@ -47,7 +48,7 @@ test('a key revoked mid-session gets a readable 401 and the sign-in form again',
   const dialog = page.locator('dialog.signin[open]');
   await dialog.waitFor();
   assert.match(await dialog.locator('.form-error').innerText(), /401/);
-  assert.equal(await page.evaluate(() => sessionStorage.getItem('ragstream.apiKey')), null, 'the dead key is forgotten');
+  assert.equal(await page.evaluate(async () => (await fetch('/api/v1/session')).status), 401, 'the session is over');
   await page.context().close();
 });
 

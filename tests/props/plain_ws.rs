@@ -198,14 +198,14 @@ proptest! {
         tokens in any::<u32>(),
     ) {
         let v = parse(&encode_piece(&id, "a1", &Piece::Event(&AnswerEvent { seq: 1, event: StreamEvent::Token(token.clone()), partial: None })))?;
-        prop_assert_eq!(v, json!({"token": token, "id": id}));
+        prop_assert_eq!(v, json!({"token": token, "id": id, "answerId": "a1", "seq": 1}));
 
         let v = parse(&encode_piece(&id, "a1", &Piece::Event(&AnswerEvent { seq: 1, event: StreamEvent::Conversation(conversation.clone()), partial: None })))?;
-        prop_assert_eq!(v, json!({"conversationId": conversation, "id": id}));
+        prop_assert_eq!(v, json!({"conversationId": conversation, "id": id, "answerId": "a1", "seq": 1}));
 
         let body = ErrorBody { code: code.clone(), message: message.clone() };
         let v = parse(&encode_piece(&id, "a1", &Piece::Event(&AnswerEvent { seq: 1, event: StreamEvent::Error(body.clone()), partial: None })))?;
-        prop_assert_eq!(v, json!({"error": {"code": code, "message": message}, "id": id}));
+        prop_assert_eq!(v, json!({"error": {"code": code, "message": message}, "id": id, "answerId": "a1", "seq": 1}));
         let v = parse(&encode_error(None, &body))?;
         prop_assert_eq!(v, json!({"error": {"code": code, "message": message}, "id": null}));
 
