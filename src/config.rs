@@ -170,6 +170,9 @@ pub struct Settings {
     pub client_write_timeout: Duration,
     /// Bound of one answer's event log; past it the oldest events are dropped.
     pub answer_log_max_bytes: usize,
+    /// SignalR stateful reconnect: bytes of hub messages a connection keeps until the client
+    /// acknowledges them; a client that lets more pile up loses its connection.
+    pub signalr_resend_max_bytes: usize,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Folder of the chat and admin pages.
@@ -214,6 +217,7 @@ impl Default for Settings {
             resume_grace: Duration::from_secs(20),
             client_write_timeout: Duration::from_secs(30),
             answer_log_max_bytes: 1024 * 1024,
+            signalr_resend_max_bytes: 256 * 1024,
             workers: 0,
             static_dir: default_static_dir(),
             cors_origins: Vec::new(),
@@ -349,6 +353,9 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_ANSWER_LOG_MAX_BYTES", 4096, 1 << 30)? {
             s.answer_log_max_bytes = n;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_SIGNALR_RESEND_MAX_BYTES", 4096, 1 << 30)? {
+            s.signalr_resend_max_bytes = n;
         }
         if let Some(dir) = var("RAGSTREAM_STATIC_DIR") {
             s.static_dir = PathBuf::from(dir);

@@ -10,9 +10,9 @@ use actix_web::middleware::{Condition, Logger};
 use actix_web::{web, App, HttpServer};
 
 use crate::answer::{Answers, Pipeline};
-use crate::auth::tickets::{TicketStore, TICKET_TTL};
+use crate::auth::tickets::{ConnectionGrant, TicketStore, TICKET_TTL};
 use crate::config::{ConfigError, Settings};
-use crate::hub::{ChatHub, ConnectionSlots, Limits};
+use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
 use crate::providers::Providers;
 use crate::routes;
 use crate::store::{Bootstrap, Store, StoreWriter};
@@ -29,9 +29,11 @@ pub struct AppState {
     /// Single-use stream tickets for browsers (`?ticket=`).
     pub tickets: TicketStore,
     /// SignalR connection tokens handed out by negotiate, redeemed by `?id=`.
-    pub connection_tokens: TicketStore,
+    pub connection_tokens: TicketStore<ConnectionGrant>,
     /// The per-key cap on open WebSocket connections.
     pub connection_slots: ConnectionSlots,
+    /// SignalR connections with stateful reconnect, which a `?id=` may come back to.
+    pub signalr_connections: Arc<LogicalConnections>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,7 @@ impl Application {
             tickets: TicketStore::new("rst_", TICKET_TTL),
             connection_tokens: TicketStore::new("rsc_", TICKET_TTL),
             connection_slots,
+            signalr_connections: LogicalConnections::new(),
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

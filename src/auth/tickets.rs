@@ -2,8 +2,10 @@
 //!
 //! Browsers cannot put headers on `EventSource` or WebSocket requests, so they trade their
 //! key for a ticket (`POST /api/v1/stream-tickets`) and pass `?ticket=`. SignalR's negotiate
-//! step hands out connection tokens the same way. Both live in memory only: a restart
-//! invalidates them, which a one-minute lifetime makes harmless.
+//! step hands out connection tokens the same way ([`ConnectionGrant`]). Both live in memory
+//! only: a restart invalidates them, which a one-minute lifetime makes harmless. (A
+//! connection with SignalR stateful reconnect keeps its token valid for its own reconnects
+//! while it lives: that is the hub's `LogicalConnections`, not this store.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -19,22 +21,55 @@ pub const TICKET_TTL: Duration = Duration::from_secs(60);
 /// Purging on every issue would be O(n) per ticket; past this many entries it is worth it.
 const PURGE_ABOVE: usize = 1024;
 
-pub struct TicketStore {
-    prefix: &'static str,
-    ttl: Duration,
-    entries: Mutex<Entries>,
+/// What a ticket stands for: an API key's owner, and whatever else its kind carries.
+pub trait Ticketed {
+    fn owner(&self) -> &KeyOwner;
 }
 
-#[derive(Default)]
-struct Entries {
-    tickets: HashMap<String, (KeyOwner, Instant)>,
+impl Ticketed for KeyOwner {
+    fn owner(&self) -> &KeyOwner {
+        self
+    }
+}
+
+/// What a SignalR connection token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionGrant {
+    pub owner: KeyOwner,
+    /// Negotiate agreed to stateful reconnect.
+    pub stateful: bool,
+}
+
+impl Ticketed for ConnectionGrant {
+    fn owner(&self) -> &KeyOwner {
+        &self.owner
+    }
+}
+
+pub struct TicketStore<T = KeyOwner> {
+    prefix: &'static str,
+    ttl: Duration,
+    entries: Mutex<Entries<T>>,
+}
+
+struct Entries<T> {
+    tickets: HashMap<String, (T, Instant)>,
     /// Keys revoked while this process runs. A request that authenticated just before a
     /// revocation may issue its ticket just after it; this is what keeps that ticket dead.
     /// Small: one id per revocation, and revoked keys never authenticate again.
     revoked_keys: HashSet<String>,
 }
 
-impl TicketStore {
+impl<T> Default for Entries<T> {
+    fn default() -> Self {
+        Entries {
+            tickets: HashMap::new(),
+            revoked_keys: HashSet::new(),
+        }
+    }
+}
+
+impl<T: Ticketed> TicketStore<T> {
     pub fn new(prefix: &'static str, ttl: Duration) -> Self {
         TicketStore {
             prefix,
@@ -49,10 +84,10 @@ impl TicketStore {
         entries.revoked_keys.insert(key_id.to_owned());
         entries
             .tickets
-            .retain(|_, (owner, _)| owner.key_id != key_id);
+            .retain(|_, (ticket, _)| ticket.owner().key_id != key_id);
     }
 
-    pub fn issue(&self, owner: KeyOwner) -> String {
+    pub fn issue(&self, owner: T) -> String {
         let ticket = format!("{}{}", self.prefix, Uuid::new_v4().simple());
         let now = Instant::now();
         // A poisoned lock only means another thread panicked mid-insert; the map is still
@@ -68,10 +103,11 @@ impl TicketStore {
     }
 
     /// Returns the owner once; a second redeem, or one after expiry, gets nothing.
-    pub fn redeem(&self, ticket: &str) -> Option<KeyOwner> {
+    pub fn redeem(&self, ticket: &str) -> Option<T> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let (owner, expires) = entries.tickets.remove(ticket)?;
-        (expires > Instant::now() && !entries.revoked_keys.contains(&owner.key_id)).then_some(owner)
+        let revoked = entries.revoked_keys.contains(&owner.owner().key_id);
+        (expires > Instant::now() && !revoked).then_some(owner)
     }
 
     pub fn is_ticket(&self, value: &str) -> bool {

@@ -16,7 +16,9 @@ pub use connection_slots::{ConnectionSlot, ConnectionSlots};
 pub use key_watch::KeyWatch;
 pub use lease::Lease;
 pub use sse_session::SseSession;
-pub use ws_session::{WsSession, WsSettings};
+pub use ws_session::{
+    pump, LogicalConnections, Reattach, ReconnectGrant, Socket, WsSession, WsSettings,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,10 +1,14 @@
-//! The ASP.NET Core SignalR JSON hub protocol (version 1), as `@microsoft/signalr` speaks it.
+//! The ASP.NET Core SignalR JSON hub protocol (versions 1 and 2), as `@microsoft/signalr`
+//! speaks it.
 //!
 //! Records are JSON texts ended by the record separator 0x1E. One WebSocket message may hold
 //! several records and one record may span several messages, so input goes through a
 //! [`RecordBuffer`]; output always ends each record with 0x1E (the JS client refuses a
 //! message that does not).
-//! Spec: dotnet/aspnetcore `src/SignalR/docs/specs/HubProtocol.md`.
+//!
+//! Version 2 only adds stateful reconnect: `Ack` (type 8) and `Sequence` (type 9), and the
+//! rule that hub invocation messages (types 1 to 5) are numbered from 1 in each direction.
+//! Spec: dotnet/aspnetcore `src/SignalR/docs/specs/HubProtocol.md`, "Stateful Reconnect".
 
 use serde::Serialize;
 use serde_json::Value;
@@ -67,8 +71,13 @@ pub enum HandshakeError {
     Malformed(String),
 }
 
-/// Checks `{"protocol":"json","version":1}`.
-pub fn parse_handshake(record: &str) -> Result<(), HandshakeError> {
+/// The newest protocol version this hub speaks: 2 (stateful reconnect).
+pub const MAX_VERSION: i64 = 2;
+
+/// Checks `{"protocol":"json","version":1}` (or 2) and returns the version. As in ASP.NET
+/// Core, version 2 is accepted from any client; stateful reconnect is used only when
+/// negotiate also agreed to it.
+pub fn parse_handshake(record: &str) -> Result<i64, HandshakeError> {
     let value: Value = serde_json::from_str(record)
         .map_err(|e| HandshakeError::Malformed(format!("not JSON ({e})")))?;
     let protocol = value
@@ -82,10 +91,10 @@ pub fn parse_handshake(record: &str) -> Result<(), HandshakeError> {
     if protocol != "json" {
         return Err(HandshakeError::UnsupportedProtocol(protocol.to_owned()));
     }
-    if version != 1 {
+    if !(1..=MAX_VERSION).contains(&version) {
         return Err(HandshakeError::UnsupportedVersion(version));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Whether the first text of a WebSocket looks like a SignalR handshake (and not a plain
@@ -123,8 +132,30 @@ pub enum HubMessage {
     Ping,
     /// Type 7.
     Close,
-    /// Types this hub has no use for (completions, stream items, acks): tolerated, ignored.
+    /// Type 8: the peer has processed our hub messages up to this sequence id.
+    Ack { sequence_id: u64 },
+    /// Type 9: the sequence id of the peer's next hub message (after a reconnect).
+    Sequence { sequence_id: u64 },
+    /// Types this hub has no use for (completions, stream items, unknown types): tolerated,
+    /// ignored.
     Other(i64),
+}
+
+impl HubMessage {
+    /// Whether stateful reconnect numbers it: the hub invocation messages, types 1 to 5
+    /// (a completion or stream item this hub ignores still counts).
+    pub fn is_trackable(&self) -> bool {
+        match self {
+            HubMessage::Invocation { .. }
+            | HubMessage::StreamInvocation { .. }
+            | HubMessage::CancelInvocation { .. } => true,
+            HubMessage::Other(kind) => matches!(kind, 2 | 3),
+            HubMessage::Ping
+            | HubMessage::Close
+            | HubMessage::Ack { .. }
+            | HubMessage::Sequence { .. } => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +171,12 @@ fn field_str(
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(MessageError(format!("\"{name}\" must be a string"))),
     }
+}
+
+fn sequence_id(map: &serde_json::Map<String, Value>) -> Result<u64, MessageError> {
+    map.get("sequenceId")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| MessageError("\"sequenceId\" must be a whole number".into()))
 }
 
 pub fn parse_message(record: &str) -> Result<HubMessage, MessageError> {
@@ -183,6 +220,12 @@ pub fn parse_message(record: &str) -> Result<HubMessage, MessageError> {
         }),
         6 => Ok(HubMessage::Ping),
         7 => Ok(HubMessage::Close),
+        8 => Ok(HubMessage::Ack {
+            sequence_id: sequence_id(&map)?,
+        }),
+        9 => Ok(HubMessage::Sequence {
+            sequence_id: sequence_id(&map)?,
+        }),
         other => Ok(HubMessage::Other(other)),
     }
 }
@@ -220,6 +263,59 @@ pub fn stream_complete(metadata: &DoneMetadata) -> String {
 
 pub fn error(message: &str) -> String {
     invocation("Error", [message])
+}
+
+/// `AnswerStarted(answerId, invocationId)`: the id a client resumes an answer by, before
+/// the answer's first token. Only for clients that asked for it (`EnableAnswerStarted`):
+/// the JS client warns about pushed methods it has no handler for.
+pub fn answer_started(answer_id: &str, invocation_id: Option<&str>) -> String {
+    invocation("AnswerStarted", (answer_id, invocation_id))
+}
+
+#[derive(Serialize)]
+struct SequenceNumber {
+    #[serde(rename = "type")]
+    kind: u8,
+    #[serde(rename = "sequenceId")]
+    sequence_id: u64,
+}
+
+/// `Ack`: every hub message up to `sequence_id` has been processed.
+pub fn ack(sequence_id: u64) -> String {
+    record(&SequenceNumber {
+        kind: 8,
+        sequence_id,
+    })
+}
+
+/// `Sequence`: the first message after a reconnect; the id of the next hub message sent.
+pub fn sequence(sequence_id: u64) -> String {
+    record(&SequenceNumber {
+        kind: 9,
+        sequence_id,
+    })
+}
+
+/// How many records a text of whole records holds. JSON escapes control characters inside
+/// strings, so a raw 0x1E only ever ends a record.
+pub fn record_count(text: &str) -> u64 {
+    memchr::memchr_iter(RS as u8, text.as_bytes()).count() as u64
+}
+
+/// What is left of `text` once `skip` UTF-16 code units (what JavaScript's and .NET's
+/// `string.length` count) are dropped from its front; `skip` goes down by what was dropped.
+/// A character is dropped whole, so a count that ends inside a surrogate pair drops it.
+pub fn skip_utf16<'a>(text: &'a str, skip: &mut u64) -> &'a str {
+    if *skip == 0 {
+        return text;
+    }
+    for (at, c) in text.char_indices() {
+        if *skip == 0 {
+            return &text[at..];
+        }
+        *skip = skip.saturating_sub(c.len_utf16() as u64);
+    }
+    ""
 }
 
 #[derive(Serialize)]
@@ -310,17 +406,19 @@ mod tests {
 
     #[test]
     fn the_json_handshake_is_accepted_and_others_are_refused_with_reasons() {
-        assert_eq!(
-            parse_handshake(r#"{"protocol":"json","version":1}"#),
-            Ok(())
-        );
+        assert_eq!(parse_handshake(r#"{"protocol":"json","version":1}"#), Ok(1));
+        assert_eq!(parse_handshake(r#"{"protocol":"json","version":2}"#), Ok(2));
         assert_eq!(
             parse_handshake(r#"{"protocol":"messagepack","version":1}"#),
             Err(HandshakeError::UnsupportedProtocol("messagepack".into()))
         );
         assert_eq!(
-            parse_handshake(r#"{"protocol":"json","version":2}"#),
-            Err(HandshakeError::UnsupportedVersion(2))
+            parse_handshake(r#"{"protocol":"json","version":3}"#),
+            Err(HandshakeError::UnsupportedVersion(3))
+        );
+        assert_eq!(
+            parse_handshake(r#"{"protocol":"json","version":0}"#),
+            Err(HandshakeError::UnsupportedVersion(0))
         );
         assert!(matches!(
             parse_handshake("hello"),
@@ -397,9 +495,96 @@ mod tests {
             Ok(HubMessage::Other(3))
         );
         assert_eq!(
-            parse_message(r#"{"type":8,"sequenceId":1}"#),
-            Ok(HubMessage::Other(8))
+            parse_message(r#"{"type":8,"sequenceId":1394}"#),
+            Ok(HubMessage::Ack { sequence_id: 1394 })
         );
+        assert_eq!(
+            parse_message(r#"{"type":9,"sequenceId":1}"#),
+            Ok(HubMessage::Sequence { sequence_id: 1 })
+        );
+        assert_eq!(parse_message(r#"{"type":42}"#), Ok(HubMessage::Other(42)));
+    }
+
+    #[test]
+    fn only_hub_invocation_messages_are_numbered_for_stateful_reconnect() {
+        let trackable = [
+            r#"{"type":1,"target":"SendMessage","arguments":[]}"#,
+            r#"{"type":2,"invocationId":"1","item":"x"}"#,
+            r#"{"type":3,"invocationId":"1"}"#,
+            r#"{"type":4,"invocationId":"1","target":"AskStream","arguments":[]}"#,
+            r#"{"type":5,"invocationId":"1"}"#,
+        ];
+        for record in trackable {
+            assert!(parse_message(record).unwrap().is_trackable(), "{record}");
+        }
+        let not = [
+            r#"{"type":6}"#,
+            r#"{"type":7}"#,
+            r#"{"type":8,"sequenceId":3}"#,
+            r#"{"type":9,"sequenceId":3}"#,
+            r#"{"type":42}"#,
+        ];
+        for record in not {
+            assert!(!parse_message(record).unwrap().is_trackable(), "{record}");
+        }
+    }
+
+    #[test]
+    fn ack_and_sequence_need_a_whole_sequence_id() {
+        for bad in [
+            r#"{"type":8}"#,
+            r#"{"type":8,"sequenceId":"3"}"#,
+            r#"{"type":9,"sequenceId":-1}"#,
+            r#"{"type":9,"sequenceId":1.5}"#,
+        ] {
+            assert!(parse_message(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ack_sequence_and_answer_started_are_encoded_as_the_spec_shows() {
+        assert_eq!(ack(1394), "{\"type\":8,\"sequenceId\":1394}\u{1e}");
+        assert_eq!(sequence(1), "{\"type\":9,\"sequenceId\":1}\u{1e}");
+        assert_eq!(
+            answer_started("a-1", Some("3")),
+            "{\"type\":1,\"target\":\"AnswerStarted\",\"arguments\":[\"a-1\",\"3\"]}\u{1e}"
+        );
+        assert_eq!(
+            answer_started("a-1", None),
+            "{\"type\":1,\"target\":\"AnswerStarted\",\"arguments\":[\"a-1\",null]}\u{1e}"
+        );
+    }
+
+    #[test]
+    fn records_are_counted_by_their_separators_not_by_escaped_ones_inside_strings() {
+        let batch = format!(
+            "{}{}",
+            receive_token("a\u{1e}b"),
+            completion("0", None, None)
+        );
+        assert_eq!(record_count(&batch), 2);
+        assert_eq!(record_count(""), 0);
+    }
+
+    #[test]
+    fn skipping_counts_utf16_code_units_as_javascript_string_length_does() {
+        let mut skip = 3;
+        assert_eq!(skip_utf16("Hello", &mut skip), "lo");
+        assert_eq!(skip, 0);
+        let mut skip = 7;
+        assert_eq!(skip_utf16("Hello", &mut skip), "");
+        assert_eq!(skip, 2, "what is left to skip in the next token");
+        // "é" is one unit, "😀" two (a surrogate pair), both more than one UTF-8 byte.
+        let mut skip = 3;
+        assert_eq!(skip_utf16("é😀x", &mut skip), "x");
+        let mut skip = 2;
+        assert_eq!(
+            skip_utf16("é😀x", &mut skip),
+            "x",
+            "a count ending inside a pair drops the pair"
+        );
+        let mut skip = 0;
+        assert_eq!(skip_utf16("abc", &mut skip), "abc");
     }
 
     #[test]

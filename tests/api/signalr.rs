@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use awc::ws;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, Options, WsClient, TOWER};
+use crate::helpers::{spawn_app, spawn_app_with, Options, TestApp, WsClient, TOWER};
 
 const RS: char = '\u{1e}';
 
@@ -275,4 +276,295 @@ async fn negotiate_answers_versions_0_and_1_and_the_token_opens_the_socket_once(
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 401);
+}
+
+// ---- stateful reconnect (ASP.NET Core 8): Ack, Sequence, the connection token's reuse ----
+
+/// Negotiate v1; `stateful` asks for stateful reconnect. Returns the token and the body.
+async fn negotiate(app: &TestApp, stateful: bool) -> (String, Value) {
+    let query = if stateful {
+        "negotiateVersion=1&useStatefulReconnect=true"
+    } else {
+        "negotiateVersion=1"
+    };
+    let mut res = app
+        .client
+        .post(app.url(&format!("/api/v1/chat/ws/negotiate?{query}")))
+        .insert_header(("X-API-Key", app.admin_key.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let body: Value = res.json().await.unwrap();
+    (body["connectionToken"].as_str().unwrap().to_owned(), body)
+}
+
+/// Opens the socket of a connection token; the HTTP status when the upgrade is refused.
+async fn connect_token(app: &TestApp, token: &str) -> Result<WsClient, u16> {
+    let url = format!("{}/api/v1/chat/ws?id={token}", app.ws_base);
+    match app.client.ws(&url).connect().await {
+        Ok((res, framed)) => {
+            assert_eq!(res.status().as_u16(), 101);
+            Ok(WsClient { framed })
+        }
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(s.as_u16()),
+        Err(e) => panic!("the upgrade failed: {e}"),
+    }
+}
+
+async fn handshake_version(ws: &mut WsClient, version: u8) {
+    ws.send_text(&format!(
+        "{{\"protocol\":\"json\",\"version\":{version}}}\u{1e}"
+    ))
+    .await;
+    match ws.next_frame(Duration::from_secs(5)).await {
+        Some(ws::Frame::Text(b)) => assert_eq!(&b[..], b"{}\x1e"),
+        other => panic!("no handshake reply: {other:?}"),
+    }
+}
+
+/// Reads until the socket closes (close frame, end, or a broken connection); returns the
+/// records seen on the way.
+async fn records_until_closed(ws: &mut WsClient) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let next = actix_web::rt::time::timeout(Duration::from_secs(10), ws.framed.next())
+            .await
+            .expect("the socket closes within 10 s");
+        match next {
+            Some(Ok(ws::Frame::Text(bytes))) => {
+                let text = std::str::from_utf8(&bytes).unwrap();
+                for record in text.split(RS).filter(|r| !r.is_empty()) {
+                    seen.push(serde_json::from_str(record).unwrap());
+                }
+            }
+            Some(Ok(ws::Frame::Close(_))) | None | Some(Err(_)) => return seen,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// A hub message the stateful reconnect numbers (what the hub sends: types 1 to 3).
+fn numbered(v: &Value) -> bool {
+    matches!(v["type"].as_i64(), Some(1..=3))
+}
+
+fn stateful_options(pace_ms: u64) -> Options {
+    Options {
+        pace: Duration::from_millis(pace_ms),
+        resume_grace: Duration::from_secs(5),
+        ..Options::default()
+    }
+}
+
+const ASK_STREAM_S1: &str = "{\"type\":4,\"invocationId\":\"s1\",\"target\":\"AskStream\",\"arguments\":[\"How tall is the tower?\",3]}\u{1e}";
+
+async fn tower_answer(app: &TestApp) -> String {
+    let (_, body) = app
+        .post_json(
+            "/api/v1/ask",
+            &app.admin_key,
+            json!({"question": "How tall is the tower?", "topK": 3}),
+        )
+        .await;
+    body["answer"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn a_reconnected_socket_gets_sequence_then_what_was_not_acknowledged_then_the_rest() {
+    let app = spawn_app_with(stateful_options(30)).await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let (token, body) = negotiate(&app, true).await;
+    assert_eq!(body["useStatefulReconnect"], true);
+    let mut ws = connect_token(&app, &token)
+        .await
+        .expect("the token opens a socket");
+    handshake_version(&mut ws, 2).await;
+    ws.send_text(ASK_STREAM_S1).await;
+    let mut items = 0;
+    let first = records_until(&mut ws, |v| {
+        items += usize::from(v["type"] == 2);
+        items == 3
+    })
+    .await;
+    assert!(
+        first.iter().all(|r| r["type"] == 2 || r["type"] == 8),
+        "stream items (and perhaps the hub's ack): {first:?}"
+    );
+    let have: Vec<String> = first
+        .iter()
+        .filter(|r| r["type"] == 2)
+        .take(2)
+        .map(|r| r["item"].as_str().unwrap().to_owned())
+        .collect();
+    // Acknowledge the first two messages, then close the WebSocket without a SignalR Close:
+    // the hub lets the socket go but keeps the connection.
+    ws.send_text("{\"type\":8,\"sequenceId\":2}\u{1e}").await;
+    ws.framed.send(ws::Message::Close(None)).await.unwrap();
+    records_until_closed(&mut ws).await;
+    drop(ws);
+
+    let mut ws = connect_token(&app, &token)
+        .await
+        .expect("the token of a waiting connection opens its reconnect");
+    let mut records = records_until(&mut ws, |v| v["type"] == 3).await;
+    let sequence = records.remove(0);
+    assert_eq!(sequence["type"], 9, "Sequence comes first: {sequence}");
+    let first_id = sequence["sequenceId"].as_u64().unwrap();
+    assert!(
+        (1..=3).contains(&first_id),
+        "the replay starts at the first message not acknowledged, or at the start of its batch: {first_id}"
+    );
+    // Numbered from `first_id`; what the client has processed (1 and 2) is skipped, as the
+    // protocol tells clients to.
+    let mut text = have.concat();
+    for (id, r) in (first_id..).zip(records.iter().filter(|r| numbered(r))) {
+        if let (3.., Some(item)) = (id, r["item"].as_str()) {
+            text.push_str(item);
+        }
+    }
+    assert_eq!(
+        records.last().unwrap(),
+        &json!({"type":3,"invocationId":"s1"})
+    );
+    assert_eq!(text, tower_answer(&app).await, "no token lost or repeated");
+
+    // The client's side of the sequence goes on too: its next invocation (its message 2)
+    // is processed, not taken for a duplicate.
+    ws.send_text("{\"type\":9,\"sequenceId\":2}\u{1e}").await;
+    ws.send_text("{\"type\":4,\"invocationId\":\"s2\",\"target\":\"AskStream\",\"arguments\":[\"tower\",1]}\u{1e}").await;
+    let more = records_until(&mut ws, |v| v["type"] == 3 && v["invocationId"] == "s2").await;
+    assert!(more
+        .iter()
+        .any(|r| r["type"] == 2 && r["invocationId"] == "s2"));
+}
+
+#[actix_web::test]
+async fn a_socket_with_the_token_of_a_live_stateful_connection_takes_it_over() {
+    let app = spawn_app_with(stateful_options(2)).await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let (token, _) = negotiate(&app, true).await;
+    let mut old = connect_token(&app, &token).await.unwrap();
+    handshake_version(&mut old, 2).await;
+
+    // The client gave up on a socket the hub still thinks is fine (a half-open TCP).
+    let mut new = connect_token(&app, &token)
+        .await
+        .expect("the live connection's token opens its reconnect");
+    let first = records_until(&mut new, |_| true).await;
+    assert_eq!(first, [json!({"type":9,"sequenceId":1})]);
+    records_until_closed(&mut old).await;
+
+    new.send_text("{\"type\":9,\"sequenceId\":1}\u{1e}").await;
+    new.send_text(ASK_STREAM_S1).await;
+    let records = records_until(&mut new, |v| v["type"] == 3).await;
+    let text: String = records.iter().filter_map(|r| r["item"].as_str()).collect();
+    assert_eq!(text, tower_answer(&app).await);
+}
+
+#[actix_web::test]
+async fn a_connection_token_opens_a_new_connection_once_and_dies_with_its_connection() {
+    let app = spawn_app_with(stateful_options(2)).await;
+
+    // Stateful reconnect negotiated, but a version 1 handshake: as in ASP.NET Core, no
+    // stateful reconnect, so the token stays single-use.
+    let (token, _) = negotiate(&app, true).await;
+    let mut ws = connect_token(&app, &token).await.unwrap();
+    handshake_version(&mut ws, 1).await;
+    drop(ws);
+    assert_eq!(connect_token(&app, &token).await.err(), Some(404));
+
+    // Not negotiated: a version 2 handshake alone does not make the token reusable.
+    let (token, body) = negotiate(&app, false).await;
+    assert!(body.get("useStatefulReconnect").is_none());
+    let mut ws = connect_token(&app, &token).await.unwrap();
+    handshake_version(&mut ws, 2).await;
+    drop(ws);
+    assert_eq!(connect_token(&app, &token).await.err(), Some(404));
+
+    // A SignalR Close is the client leaving for good: the token dies with the connection.
+    let (token, _) = negotiate(&app, true).await;
+    let mut ws = connect_token(&app, &token).await.unwrap();
+    handshake_version(&mut ws, 2).await;
+    ws.send_text("{\"type\":7}\u{1e}").await;
+    records_until_closed(&mut ws).await;
+    assert_eq!(connect_token(&app, &token).await.err(), Some(404));
+
+    // So does a connection an administrator ends (its client is told to reconnect: anew).
+    let (token, _) = negotiate(&app, true).await;
+    let mut ws = connect_token(&app, &token).await.unwrap();
+    handshake_version(&mut ws, 2).await;
+    let (_, list) = app
+        .get_json("/api/v1/admin/connections", &app.admin_key)
+        .await;
+    let id = list["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["protocol"] == "signalr")
+        .map(|c| c["id"].clone())
+        .unwrap();
+    let status = app
+        .delete(&format!("/api/v1/admin/connections/{id}"), &app.admin_key)
+        .await;
+    assert_eq!(status, 204);
+    let records = records_until_closed(&mut ws).await;
+    assert_eq!(records.last().unwrap()["allowReconnect"], true);
+    assert_eq!(connect_token(&app, &token).await.err(), Some(404));
+}
+
+#[actix_web::test]
+async fn without_a_grace_window_negotiate_offers_no_stateful_reconnect() {
+    let app = spawn_app().await; // resume grace 0
+    let (_, body) = negotiate(&app, true).await;
+    assert!(body.get("useStatefulReconnect").is_none(), "{body}");
+}
+
+#[actix_web::test]
+async fn a_client_that_lets_unacknowledged_messages_pile_up_is_closed_for_good() {
+    let app = spawn_app_with(Options {
+        settings: Some(Box::new(|s| s.signalr_resend_max_bytes = 300)),
+        ..stateful_options(2)
+    })
+    .await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let (token, _) = negotiate(&app, true).await;
+    let mut ws = connect_token(&app, &token).await.unwrap();
+    handshake_version(&mut ws, 2).await;
+    ws.send_text(ASK_STREAM_S1).await;
+    let records = records_until_closed(&mut ws).await;
+    let close = records.last().unwrap();
+    assert_eq!(close["type"], 7, "{records:?}");
+    assert!(close.get("allowReconnect").is_none(), "{close}");
+    assert!(close["error"]
+        .as_str()
+        .unwrap()
+        .contains("not acknowledged"));
+    let sent: usize = records
+        .iter()
+        .filter(|r| numbered(r))
+        .map(|r| r.to_string().len() + 1)
+        .sum();
+    assert!(
+        sent <= 300,
+        "no more than the bound went out unacknowledged ({sent} bytes)"
+    );
+    assert_eq!(connect_token(&app, &token).await.err(), Some(404));
+}
+
+#[actix_web::test]
+async fn a_sequence_ahead_of_what_the_hub_received_closes_the_connection() {
+    let app = spawn_app_with(stateful_options(2)).await;
+    let (token, _) = negotiate(&app, true).await;
+    let mut ws = connect_token(&app, &token).await.unwrap();
+    handshake_version(&mut ws, 2).await;
+    drop(ws);
+    let mut ws = connect_token(&app, &token).await.expect("reconnects");
+    // The hub received nothing, so the client's next message can only be its first.
+    ws.send_text("{\"type\":9,\"sequenceId\":5}\u{1e}").await;
+    let records = records_until_closed(&mut ws).await;
+    let close = records.last().unwrap();
+    assert_eq!(close["type"], 7, "{records:?}");
+    assert!(close["error"].as_str().unwrap().contains("Sequence ID 5"));
+    assert!(close.get("allowReconnect").is_none());
 }

@@ -109,9 +109,21 @@ fn client_message() -> impl Strategy<Value = (Vec<(String, Value)>, HubMessage)>
             }
             (e, HubMessage::Close)
         }),
-        // Completions, stream items, acks and sequence messages: tolerated and ignored.
+        // Stateful reconnect's Ack and Sequence carry a sequence id.
+        (prop_oneof![Just(8i64), Just(9)], any::<u64>()).prop_map(|(kind, sequence_id)| (
+            vec![
+                ("type".to_owned(), json!(kind)),
+                ("sequenceId".to_owned(), json!(sequence_id)),
+            ],
+            if kind == 8 {
+                HubMessage::Ack { sequence_id }
+            } else {
+                HubMessage::Sequence { sequence_id }
+            },
+        )),
+        // Completions, stream items and unknown types: tolerated and ignored.
         (
-            prop_oneof![Just(2i64), Just(3), Just(8), Just(9), 10i64..1000],
+            prop_oneof![Just(2i64), Just(3), 10i64..1000],
             id,
             json_value()
         )
@@ -214,9 +226,9 @@ proptest! {
     }
 
     #[test]
-    fn the_handshake_is_accepted_only_for_json_version_1(
+    fn the_handshake_is_accepted_only_for_json_versions_1_and_2(
         protocol in prop_oneof![Just("json".to_owned()), Just("messagepack".to_owned()), text(8)],
-        version in prop_oneof![Just(1i64), any::<i64>()],
+        version in prop_oneof![Just(1i64), Just(2i64), any::<i64>()],
         extra in proptest::option::of(json_value()),
         spaced in any::<bool>(),
         at in splits(4),
@@ -231,10 +243,10 @@ proptest! {
         let record = object_text(&entries, spaced);
         let want = if protocol != "json" {
             Err(HandshakeError::UnsupportedProtocol(protocol.clone()))
-        } else if version != 1 {
+        } else if !(1..=2).contains(&version) {
             Err(HandshakeError::UnsupportedVersion(version))
         } else {
-            Ok(())
+            Ok(version)
         };
         prop_assert_eq!(parse_handshake(&record), want);
         let first = format!("{record}{RS}");

@@ -12,7 +12,9 @@
 //! An explicit stop (a cancel frame, a close frame, SignalR's CancelInvocation or Close)
 //! stops the answers. A connection that is lost (reset, timeout, stalled writes) only
 //! detaches them: they keep generating for the grace window, and a `resume` frame on a new
-//! socket continues them.
+//! socket continues them. A SignalR connection with stateful reconnect goes further: the
+//! session itself outlives a lost socket for the grace window, and the client's reconnect
+//! continues every answer of it ([`stateful`]).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -21,14 +23,18 @@ use std::time::{Duration, Instant};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
-    StreamHandler, WrapFuture,
+    SpawnHandle, StreamHandler, WrapFuture,
 };
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
 
 mod framing;
 mod outbox;
 mod plain;
+mod resend;
 mod signalr_calls;
+mod stateful;
+
+pub use stateful::{pump, LogicalConnections, Reattach, ReconnectGrant};
 
 use super::chat_hub::ChatHub;
 use super::connection_slots::ConnectionSlot;
@@ -43,6 +49,7 @@ use crate::protocol::signalr::{self, RecordBuffer};
 use crate::store::KeyOwner;
 use framing::Framing;
 use outbox::{run_writer, Feed, Outbox, Overflow, WriterEnd};
+use stateful::Stateful;
 
 /// Largest message either protocol accepts; bigger ones get an error and the socket stays
 /// open where the protocol allows (the codec itself allows more so that an oversized
@@ -66,16 +73,21 @@ pub struct WsSettings {
     pub client_timeout: Duration,
     /// A write that makes no progress for this long closes the socket.
     pub write_timeout: Duration,
+    /// SignalR stateful reconnect: bytes of sent hub messages kept until the client
+    /// acknowledges them; a client that lets more pile up loses its connection.
+    pub resend_max_bytes: usize,
 }
 
 enum Mode {
     /// No text frame yet.
     Undecided,
     Plain,
-    /// SignalR; `handshaken` once the handshake record has been accepted.
+    /// SignalR; `handshaken` once the handshake record has been accepted; `announce` once
+    /// the client asked for `AnswerStarted` calls.
     SignalR {
         records: RecordBuffer,
         handshaken: bool,
+        announce: bool,
     },
 }
 
@@ -115,10 +127,13 @@ impl FrameBudget {
     }
 }
 
-/// Sent by the writer task when it ends: the socket is gone or stalled.
+/// Sent by a socket's writer task when it ends.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct WriterEnded(WriterEnd);
+struct WriterEnded {
+    socket: u64,
+    end: WriterEnd,
+}
 
 pub struct WsSession {
     id: u64,
@@ -129,7 +144,13 @@ pub struct WsSession {
     outbox: Outbox,
     /// The write half, until the writer task takes it when the actor starts.
     session: Option<actix_ws::Session>,
+    /// The first socket's read side; later sockets (stateful reconnect) are pumped in.
+    first_stream: Option<SpawnHandle>,
     mode: Mode,
+    /// Negotiate granted stateful reconnect; taken by a version 2 handshake.
+    reconnect: Option<ReconnectGrant>,
+    /// Stateful reconnect, in force.
+    stateful: Option<Stateful>,
     /// Requests waiting for the conversation check and the hub's admission; a cancel now
     /// means the lease is dropped on arrival. The number tells a request from a later one
     /// that reuses its id after a cancel. Running answers are the outbox's.
@@ -143,18 +164,27 @@ pub struct WsSession {
     _slot: ConnectionSlot,
 }
 
+/// The two halves of an upgraded WebSocket.
+pub struct Socket {
+    pub session: actix_ws::Session,
+    pub stream: AggregatedMessageStream,
+}
+
 impl WsSession {
     pub fn start(
-        ws: actix_ws::Session,
-        stream: AggregatedMessageStream,
+        Socket {
+            session: ws,
+            stream,
+        }: Socket,
         owner: KeyOwner,
         hub: Addr<ChatHub>,
         pipeline: Pipeline,
         settings: WsSettings,
         slot: ConnectionSlot,
+        reconnect: Option<ReconnectGrant>,
     ) -> Addr<WsSession> {
         WsSession::create(|ctx| {
-            ctx.add_stream(stream);
+            let first_stream = ctx.add_stream(stream);
             WsSession {
                 id: super::next_session_id(),
                 owner,
@@ -163,7 +193,10 @@ impl WsSession {
                 settings,
                 outbox: Outbox::default(),
                 session: Some(ws),
+                first_stream: Some(first_stream),
                 mode: Mode::Undecided,
+                reconnect,
+                stateful: None,
                 admitting: HashMap::new(),
                 last_heard: Instant::now(),
                 budget: FrameBudget::new(),
@@ -182,13 +215,21 @@ impl WsSession {
         }
     }
 
+    /// Queues SignalR hub messages (stateful reconnect numbers and keeps them).
+    fn send_records(&mut self, ctx: &mut Context<Self>, text: String) {
+        if self.outbox.records(text) == Err(Overflow) {
+            self.not_reading(ctx);
+        }
+    }
+
     fn not_reading(&mut self, ctx: &mut Context<Self>) {
         log::info!("websocket session {} does not read its replies", self.id);
         self.close(ctx, None, CloseCode::Policy, "not reading replies");
     }
 
     /// Sends an optional last frame and the close frame (through the writer, which outlives
-    /// the actor for that), then stops the actor. Answers still running are detached.
+    /// the actor for that), then stops the actor. Answers still running are detached. A
+    /// SignalR connection closed this way cannot be reconnected to.
     fn close(
         &mut self,
         ctx: &mut Context<Self>,
@@ -201,6 +242,7 @@ impl WsSession {
             description: Some(description.to_owned()),
         };
         self.outbox.close(last_frame, Some(reason));
+        self.end_stateful(ctx);
         ctx.stop();
     }
 
@@ -231,6 +273,7 @@ impl WsSession {
                 Mode::SignalR {
                     records: RecordBuffer::default(),
                     handshaken: false,
+                    announce: false,
                 }
             } else {
                 Mode::Plain
@@ -279,11 +322,11 @@ impl WsSession {
                 if let (true, Some(id)) = (completes, id) {
                     frames.push_str(&signalr::completion(id, None, Some(message)));
                 }
-                self.send(ctx, frames);
+                self.send_records(ctx, frames);
             }
             Framing::SignalRStream => {
                 if let Some(id) = id {
-                    self.send(ctx, signalr::completion(id, None, Some(message)));
+                    self.send_records(ctx, signalr::completion(id, None, Some(message)));
                 }
             }
         }
@@ -397,6 +440,7 @@ impl WsSession {
                 label: Some(Arc::from(&*id)),
                 cancel_on_drop: false,
             });
+            act.announce(ctx, &id, framing, answer.answer_id());
             act.outbox.follow(Feed::new(id, framing, answer));
         }));
     }
@@ -407,6 +451,10 @@ impl WsSession {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.outbox.is_detached() {
+            // No socket to ping or to time out; the grace window runs instead.
+            return;
+        }
         let signalr = matches!(
             self.mode,
             Mode::SignalR {
@@ -416,6 +464,16 @@ impl WsSession {
         );
         if self.last_heard.elapsed() > self.settings.client_timeout {
             log::info!("websocket session {} timed out", self.id);
+            if self.stateful.is_some() && self.outbox.is_resumable() {
+                // A silent client has lost its network more often than it has left: its
+                // connection waits for a reconnect, without a Close that would end it.
+                let reason = CloseReason {
+                    code: CloseCode::Away,
+                    description: Some("idle timeout".to_owned()),
+                };
+                self.detach(Some(reason), ctx);
+                return;
+            }
             let last = signalr.then(|| {
                 signalr::close(
                     Some("Server timeout elapsed without receiving a message from the client."),
@@ -449,25 +507,32 @@ impl Actor for WsSession {
             terminate: ctx.address().recipient(),
         });
         ctx.run_interval(self.settings.heartbeat, |act, ctx| act.heartbeat(ctx));
-        // The writer is a task of its own, not a future of this context: it must outlive
-        // the actor long enough to send the close frame.
         if let Some(session) = self.session.take() {
-            let outbox = self.outbox.clone();
-            let addr = ctx.address();
-            let timeout = self.settings.write_timeout;
-            actix_web::rt::spawn(async move {
-                let end = run_writer(outbox, session, timeout).await;
-                addr.do_send(WriterEnded(end));
-            });
+            self.spawn_writer(session, self.outbox.socket(), ctx);
         }
     }
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
         // Ends the writer if nothing else did (the client vanished): the answers it still
         // follows are detached with it.
         self.outbox.close(None, None);
+        self.end_stateful(ctx);
         self.hub.do_send(Disconnect {
             session_id: self.id,
+        });
+    }
+}
+
+impl WsSession {
+    /// Starts the writer of socket `socket`. It is a task of its own, not a future of this
+    /// context: it must outlive the actor long enough to send the close frame.
+    fn spawn_writer(&self, session: actix_ws::Session, socket: u64, ctx: &mut Context<Self>) {
+        let outbox = self.outbox.clone();
+        let addr = ctx.address();
+        let timeout = self.settings.write_timeout;
+        actix_web::rt::spawn(async move {
+            let end = run_writer(outbox, session, socket, timeout).await;
+            addr.do_send(WriterEnded { socket, end });
         });
     }
 }
@@ -476,14 +541,20 @@ impl Handler<WriterEnded> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: WriterEnded, ctx: &mut Context<Self>) {
-        if msg.0 == WriterEnd::Stalled {
-            log::info!(
-                "websocket session {}: a write made no progress for {:?}; closing",
-                self.id,
-                self.settings.write_timeout
-            );
+        match msg.end {
+            WriterEnd::Closed => ctx.stop(),
+            WriterEnd::Left => {}
+            WriterEnd::Gone | WriterEnd::Stalled => {
+                if msg.end == WriterEnd::Stalled && msg.socket == self.outbox.socket() {
+                    log::info!(
+                        "websocket session {}: a write made no progress for {:?}; closing",
+                        self.id,
+                        self.settings.write_timeout
+                    );
+                }
+                self.socket_lost(msg.socket, ctx);
+            }
         }
-        ctx.stop();
     }
 }
 
@@ -509,6 +580,25 @@ impl Handler<Terminate> for WsSession {
 
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        // The first socket is number 0; frames still in flight after it was let go are not
+        // the session's any more.
+        if self.is_current(0) {
+            self.on_frame(item, ctx);
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.socket_lost(0, ctx);
+    }
+}
+
+impl WsSession {
+    /// A frame of the session's current socket.
+    fn on_frame(
+        &mut self,
+        item: Result<AggregatedMessage, ProtocolError>,
+        ctx: &mut Context<Self>,
+    ) {
         let now = Instant::now();
         self.last_heard = now;
         if !self.budget.take(now) {
@@ -533,6 +623,18 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
                 }
             }
             Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_))
+                if self.stateful.is_some() && self.outbox.is_resumable() =>
+            {
+                // A SignalR client says goodbye with a Close message; a WebSocket closed
+                // without one (a proxy restarting, say) is a lost socket, and the client's
+                // stateful reconnect comes back.
+                let reason = CloseReason {
+                    code: CloseCode::Normal,
+                    description: None,
+                };
+                self.detach(Some(reason), ctx);
+            }
             Ok(AggregatedMessage::Close(_)) => {
                 // Saying goodbye is an explicit stop: nobody will resume these answers.
                 self.outbox.cancel_all();
@@ -549,14 +651,16 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
                 };
                 self.close(ctx, Some(frame), CloseCode::Size, "frame too large");
             }
+            Err(ProtocolError::Io(e)) if self.stateful.is_some() && self.outbox.is_resumable() => {
+                // The connection broke under the frame (a reset, an unfinished frame): a lost
+                // socket, which the client's stateful reconnect comes back from.
+                log::debug!("websocket session {} lost its socket: {e}", self.id);
+                self.detach(None, ctx);
+            }
             Err(e) => {
                 log::debug!("websocket session {} protocol error: {e}", self.id);
                 self.close(ctx, None, CloseCode::Protocol, "protocol error");
             }
         }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }

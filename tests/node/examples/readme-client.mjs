@@ -15,7 +15,8 @@ async function streamTicket() {
 
 const hub = new signalR.HubConnectionBuilder()
   .withUrl(`${base}/api/v1/chat/ws`, { accessTokenFactory: streamTicket })
-  .withAutomaticReconnect()
+  .withStatefulReconnect() // a dropped WebSocket comes back to the same connection
+  .withAutomaticReconnect() // and if it cannot, a new connection
   .configureLogging(signalR.LogLevel.Warning)
   .build();
 hub.on("ReceiveToken", (token) => { process.stdout.write(token); });
