@@ -14,6 +14,7 @@ use crate::auth::tickets::{TicketStore, TICKET_TTL};
 use crate::config::{ConfigError, Settings};
 use crate::hub::{ChatHub, Limits};
 use crate::providers::Providers;
+use crate::rag::ingest::UploadGate;
 use crate::routes;
 use crate::store::{Store, StoreWriter};
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub tickets: TicketStore,
     /// SignalR connection tokens handed out by negotiate, redeemed by `?id=`.
     pub connection_tokens: TicketStore,
+    /// Admission for document uploads (`RAGSTREAM_MAX_CONCURRENT_UPLOADS`).
+    pub uploads: UploadGate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +95,9 @@ impl Application {
         let listener = TcpListener::bind(settings.addr)?;
         let port = listener.local_addr()?.port();
         let workers = settings.workers;
+        let uploads = UploadGate::new(settings.max_concurrent_uploads);
         let state = web::Data::new(AppState {
+            uploads,
             store,
             pipeline,
             hub,
