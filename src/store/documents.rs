@@ -59,7 +59,7 @@ pub struct Quota {
     pub max_bytes: u64,
 }
 
-/// What a tenant holds now, documents being written or deleted included.
+/// What a tenant holds now, documents being written included (deleted ones not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub documents: u64,
@@ -246,7 +246,9 @@ impl Store {
     }
 
     /// Returns false when the tenant has no such document (another tenant's included).
-    /// The document is gone for readers at once; its chunks follow in batches.
+    /// The document is gone for readers, and from the tenant's quota, at once; its chunks
+    /// are removed in batches by a task of their own, so neither the caller nor other
+    /// writers wait for a large document (one cut short is finished at the next start).
     pub async fn delete_document(&self, tenant_id: &str, id: &str) -> Result<bool, sqlx::Error> {
         let hidden = sqlx::query(
             "UPDATE documents SET status = 'deleting' \
@@ -260,12 +262,18 @@ impl Store {
             return Ok(false);
         }
         let table = tenant_index::find(&self.pool, tenant_id).await?;
-        self.purge_document(id, table).await?;
+        let (store, id) = (self.clone(), id.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = store.purge_document(&id, table).await {
+                log::error!("the chunks of deleted document {id} could not be removed: {e}");
+            }
+        });
         Ok(true)
     }
 
     /// Removes the documents a previous run left `loading` or `deleting` (it stopped in the
-    /// middle of an upload or a delete). Only at start, before any upload of this run.
+    /// middle of an upload or a delete). Only at start, before any upload of this run: with
+    /// one process per SQLite file, no other is writing them.
     pub(super) async fn purge_unfinished_documents(&self) -> Result<u64, sqlx::Error> {
         let left: Vec<(String, String)> =
             sqlx::query_as("SELECT id, tenant_id FROM documents WHERE status <> 'ready'")
@@ -373,7 +381,8 @@ where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
     let (documents, bytes): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM documents WHERE tenant_id = ?",
+        "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM documents \
+         WHERE tenant_id = ? AND status <> 'deleting'",
     )
     .bind(tenant_id)
     .fetch_one(executor)
