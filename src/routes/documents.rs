@@ -317,7 +317,7 @@ fn encode_cursor(cursor: &DocumentCursor) -> String {
 
 fn decode_cursor(raw: &str) -> Result<DocumentCursor, ApiError> {
     let invalid = || ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave");
-    if raw.len() % 2 != 0 || raw.len() > 512 {
+    if !raw.len().is_multiple_of(2) || raw.len() > 512 {
         return Err(invalid());
     }
     let bytes = (0..raw.len())
