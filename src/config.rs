@@ -158,6 +158,15 @@ pub struct Settings {
     /// dropped first. 0 sends no history.
     pub history_budget_chars: usize,
     pub max_document_bytes: usize,
+    /// Uploads chunked and written at once; more wait (a bounded time, in a bounded queue)
+    /// or get 503.
+    pub max_concurrent_uploads: usize,
+    /// Files one multipart upload may carry.
+    pub max_files_per_upload: usize,
+    /// Documents one tenant may hold.
+    pub tenant_max_documents: u64,
+    /// Bytes of text one tenant may hold, all its documents together.
+    pub tenant_max_bytes: u64,
     /// SSE `: ping` and WebSocket ping interval; half (or less) of `client_timeout`.
     pub heartbeat_interval: Duration,
     /// A WebSocket that sends nothing (not even a pong) for this long is closed.
@@ -212,6 +221,10 @@ impl Default for Settings {
             max_question_chars: 4000,
             history_budget_chars: 12_000,
             max_document_bytes: 10 * 1024 * 1024,
+            max_concurrent_uploads: 2,
+            max_files_per_upload: 20,
+            tenant_max_documents: 10_000,
+            tenant_max_bytes: 1 << 30,
             heartbeat_interval: Duration::from_secs(15),
             client_timeout: Duration::from_secs(30),
             resume_grace: Duration::from_secs(20),
@@ -338,6 +351,18 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_MAX_DOCUMENT_BYTES", 1, 1 << 30)? {
             s.max_document_bytes = n;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_MAX_CONCURRENT_UPLOADS", 1, 1024)? {
+            s.max_concurrent_uploads = n;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_MAX_FILES_PER_UPLOAD", 1, 10_000)? {
+            s.max_files_per_upload = n;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_TENANT_MAX_DOCUMENTS", 1, 1 << 40)? {
+            s.tenant_max_documents = n as u64;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_TENANT_MAX_BYTES", 1, 1 << 50)? {
+            s.tenant_max_bytes = n as u64;
         }
         if let Some(n) = number(&var, "RAGSTREAM_HEARTBEAT_SECS", 1, 3600)? {
             s.heartbeat_interval = Duration::from_secs(n as u64);
@@ -796,6 +821,9 @@ mod tests {
         assert!(pairs.len() > 10);
         let s = from(&pairs).expect(".env.example is valid");
         assert_eq!(s.upstream.max_event_bytes, 256 * 1024);
+        assert_eq!(s.max_files_per_upload, 20);
+        assert_eq!(s.tenant_max_documents, 10_000);
+        assert_eq!(s.tenant_max_bytes, 1 << 30);
     }
 
     #[test]

@@ -31,8 +31,14 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{message}")]
     TooManyStreams { code: &'static str, message: String },
+    /// The tenant holds as much as it may (documents or bytes).
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("the service is shutting down")]
     Unavailable,
+    /// Too much of one kind of work at once; the client may retry shortly.
+    #[error("{message}")]
+    Busy { code: &'static str, message: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]
@@ -69,7 +75,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::TooManyStreams { code, .. } => code,
+            ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Unavailable => "unavailable",
+            ApiError::Busy { code, .. } => code,
             ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }
     }
@@ -101,7 +109,8 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::QuotaExceeded(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,7 +121,10 @@ impl ResponseError for ApiError {
         }
         let body = self.body();
         let mut res = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::TooManyStreams { .. }) {
+        if matches!(
+            self,
+            ApiError::TooManyStreams { .. } | ApiError::Busy { .. }
+        ) {
             res.insert_header(("Retry-After", "1"));
         }
         res.json(ErrorEnvelope { error: &body })

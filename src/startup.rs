@@ -14,6 +14,7 @@ use crate::auth::tickets::{ConnectionGrant, TicketStore, TICKET_TTL};
 use crate::config::{ConfigError, Settings};
 use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
 use crate::providers::Providers;
+use crate::rag::ingest::UploadGate;
 use crate::routes;
 use crate::store::{Bootstrap, Store, StoreWriter};
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub connection_slots: ConnectionSlots,
     /// SignalR connections with stateful reconnect, which a `?id=` may come back to.
     pub signalr_connections: Arc<LogicalConnections>,
+    /// Admission for document uploads (`RAGSTREAM_MAX_CONCURRENT_UPLOADS`).
+    pub uploads: UploadGate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +113,9 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = settings.workers;
         let connection_slots = ConnectionSlots::new(settings.max_connections_per_user);
+        let uploads = UploadGate::new(settings.max_concurrent_uploads);
         let state = web::Data::new(AppState {
+            uploads,
             store,
             pipeline,
             hub,

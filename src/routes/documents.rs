@@ -2,10 +2,19 @@
 //!
 //! `POST` takes JSON `{"title","text"}`, a `text/plain` or `text/markdown` body (title from
 //! `?title=`, else the first heading, else "Untitled"), or a multipart upload of `.txt` /
-//! `.md` files (one document per file, titled by file name).
+//! `.md` files (one document per file, titled by file name). Every byte of a request counts
+//! toward the size limit, form fields and multipart framing included; the tenant's quota is
+//! checked before the body is read and again, binding, when the documents are written.
+//!
+//! `GET` lists the tenant's documents a page at a time, newest first:
+//! `?limit=` (default 50, at most 200) and `?cursor=` from the previous page's `nextCursor`.
+
+use std::cell::Cell;
+use std::rc::Rc;
 
 use actix_multipart::Multipart;
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::error::PayloadError;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -14,10 +23,18 @@ use serde_json::json;
 use super::body::{read_limited, too_large, utf8};
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::rag::ingest::{ingest, quota_message, Upload};
 use crate::startup::AppState;
-use crate::store::DocumentSummary;
+use crate::store::{DocumentCursor, Quota};
 
 const MAX_TITLE_CHARS: usize = 300;
+
+/// Room for multipart framing (boundaries, part headers) on top of the document limit. Form
+/// fields and file bytes all count toward the rest.
+const MULTIPART_FRAMING_BYTES: usize = 64 * 1024;
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 200;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -46,7 +63,17 @@ async fn create(
     query: web::Query<TitleQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = state.settings.max_document_bytes;
+    let settings = &state.settings;
+    let limit = settings.max_document_bytes;
+    let quota = Quota {
+        max_documents: settings.tenant_max_documents,
+        max_bytes: settings.tenant_max_bytes,
+    };
+    // A tenant already at a limit is told before it sends megabytes.
+    let usage = state.store.document_usage(&owner.tenant_id).await?;
+    if let Some(over) = usage.exceeds(&quota, 1, 1) {
+        return Err(ApiError::QuotaExceeded(quota_message(over)));
+    }
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -59,8 +86,15 @@ async fn create(
         .unwrap_or("")
         .trim()
         .to_owned();
+    let body_limit = match mime.as_str() {
+        "multipart/form-data" => limit + MULTIPART_FRAMING_BYTES,
+        _ => limit,
+    };
+    if content_length(&req).is_some_and(|n| n > body_limit) {
+        return Err(too_large(limit));
+    }
 
-    let documents: Vec<(String, String)> = match mime.as_str() {
+    let documents: Vec<Upload> = match mime.as_str() {
         "application/json" => {
             let body = read_limited(payload, limit).await?;
             let doc: JsonDocument = serde_json::from_slice(&body).map_err(|e| {
@@ -72,14 +106,23 @@ async fn create(
                 ApiError::bad_request(code, format!("expected {{\"title\",\"text\"}}: {e}"))
             })?;
             let title = pick_title(doc.title.as_deref(), &doc.text);
-            vec![(title, doc.text)]
+            vec![Upload {
+                title,
+                text: doc.text,
+            }]
         }
         "text/plain" | "text/markdown" | "text/x-markdown" => {
             let body = read_limited(payload, limit).await?;
             let text = utf8(&body)?.to_owned();
-            vec![(pick_title(query.title.as_deref(), &text), text)]
+            vec![Upload {
+                title: pick_title(query.title.as_deref(), &text),
+                text,
+            }]
         }
-        "multipart/form-data" => read_multipart(&req, payload, limit).await?,
+        "multipart/form-data" => {
+            let files = settings.max_files_per_upload;
+            read_multipart(&req, payload, limit, body_limit, files).await?
+        }
         _ => {
             return Err(ApiError::UnsupportedMediaType(
                 "send application/json {\"title\",\"text\"}, text/plain, text/markdown or \
@@ -89,34 +132,34 @@ async fn create(
         }
     };
 
-    let mut created: Vec<DocumentSummary> = Vec::with_capacity(documents.len());
-    for (title, text) in &documents {
-        if text.trim().is_empty() {
+    for doc in &documents {
+        if doc.text.trim().is_empty() {
             return Err(ApiError::bad_request(
                 "empty_document",
-                format!("the document `{title}` has no text"),
+                format!("the document `{}` has no text", doc.title),
             ));
         }
-        if title.chars().count() > MAX_TITLE_CHARS {
+        if doc.title.chars().count() > MAX_TITLE_CHARS {
             return Err(ApiError::bad_request(
                 "title_too_long",
                 format!("a title may have at most {MAX_TITLE_CHARS} characters"),
             ));
         }
     }
-    for (title, text) in &documents {
-        created.push(
-            state
-                .store
-                .insert_document(&owner.tenant_id, title, text)
-                .await?,
-        );
-    }
+    let slot = state.uploads.enter().await?;
+    let created = ingest(&state.store, slot, &owner.tenant_id, quota, documents).await?;
     let body = match created.len() {
         1 => json!(created[0]),
         _ => json!({ "documents": created }),
     };
     Ok(HttpResponse::Created().json(body))
+}
+
+fn content_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Given title, else the first Markdown heading, else the first line, else "Untitled".
@@ -134,29 +177,56 @@ fn pick_title(given: Option<&str>, text: &str) -> String {
     }
 }
 
+/// Reads the files of a multipart upload. `raw_limit` bounds the whole request as it
+/// arrives (form fields the loop skips are read to their end by the parser, so they are
+/// counted too), `limit` the files' text together.
 async fn read_multipart(
     req: &HttpRequest,
     payload: web::Payload,
     limit: usize,
-) -> Result<Vec<(String, String)>, ApiError> {
-    let mut multipart = Multipart::new(req.headers(), payload);
+    raw_limit: usize,
+    max_files: usize,
+) -> Result<Vec<Upload>, ApiError> {
+    let over = Rc::new(Cell::new(false));
+    let counted = {
+        let over = over.clone();
+        let mut seen = 0usize;
+        payload.map(move |chunk| {
+            let chunk = chunk?;
+            seen += chunk.len();
+            if seen > raw_limit {
+                over.set(true);
+                return Err(PayloadError::Overflow);
+            }
+            Ok(chunk)
+        })
+    };
+    let broken = |e: &dyn std::fmt::Display, what: &str| {
+        if over.get() {
+            too_large(limit)
+        } else {
+            ApiError::bad_request("invalid_multipart", format!("{what}: {e}"))
+        }
+    };
+    let mut multipart = Multipart::new(req.headers(), counted);
     let mut docs = Vec::new();
     let mut total = 0usize;
     while let Some(field) = multipart.next().await {
-        let mut field = field.map_err(|e| {
-            ApiError::bad_request(
-                "invalid_multipart",
-                format!("the upload could not be read: {e}"),
-            )
-        })?;
+        let mut field = field.map_err(|e| broken(&e, "the upload could not be read"))?;
         let Some(filename) = field
             .content_disposition()
             .and_then(|cd| cd.get_filename())
             .map(str::to_owned)
         else {
-            // Plain form fields are ignored; only files become documents.
+            // Plain form fields are not documents; their bytes still count.
             continue;
         };
+        if docs.len() == max_files {
+            return Err(ApiError::bad_request(
+                "too_many_files",
+                format!("an upload may carry at most {max_files} files; send the rest in another"),
+            ));
+        }
         let lower = filename.to_ascii_lowercase();
         if !(lower.ends_with(".txt") || lower.ends_with(".md") || lower.ends_with(".markdown")) {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -165,9 +235,7 @@ async fn read_multipart(
         }
         let mut bytes = Vec::new();
         while let Some(chunk) = field.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::bad_request("invalid_multipart", format!("the upload broke off: {e}"))
-            })?;
+            let chunk = chunk.map_err(|e| broken(&e, "the upload broke off"))?;
             total += chunk.len();
             if total > limit {
                 return Err(too_large(limit));
@@ -179,7 +247,10 @@ async fn read_multipart(
             .rsplit_once('.')
             .map(|(stem, _)| stem)
             .unwrap_or(&filename);
-        docs.push((pick_title(Some(stem), &text), text));
+        docs.push(Upload {
+            title: pick_title(Some(stem), &text),
+            text,
+        });
     }
     if docs.is_empty() {
         return Err(ApiError::bad_request(
@@ -190,12 +261,76 @@ async fn read_multipart(
     Ok(docs)
 }
 
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// A page of documents: `documents` (as before), `total`, and `nextCursor` / `next` (the
+/// next page's URL), both null on the last page.
 async fn list(
     state: web::Data<AppState>,
     Principal(owner): Principal,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let documents = state.store.list_documents(&owner.tenant_id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "documents": documents })))
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let mut documents = state
+        .store
+        .list_documents(&owner.tenant_id, after.as_ref(), limit + 1)
+        .await?;
+    let more = documents.len() > limit;
+    documents.truncate(limit);
+    let next_cursor = more
+        .then(|| {
+            documents
+                .last()
+                .map(|d| encode_cursor(&DocumentCursor::after(d)))
+        })
+        .flatten();
+    let next = next_cursor
+        .as_ref()
+        .map(|c| format!("/api/v1/documents?limit={limit}&cursor={c}"));
+    let total = state.store.count_documents(&owner.tenant_id).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "documents": documents,
+        "total": total,
+        "nextCursor": next_cursor,
+        "next": next,
+    })))
+}
+
+/// Cursors are opaque to clients: the hex of the last document's creation time and id.
+fn encode_cursor(cursor: &DocumentCursor) -> String {
+    format!("{}\n{}", cursor.created_at, cursor.id)
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_cursor(raw: &str) -> Result<DocumentCursor, ApiError> {
+    let invalid = || ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave");
+    if !raw.len().is_multiple_of(2) || raw.len() > 512 {
+        return Err(invalid());
+    }
+    let bytes = (0..raw.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(raw.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(invalid)?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (created_at, id) = text.split_once('\n').ok_or_else(invalid)?;
+    Ok(DocumentCursor {
+        created_at: created_at.to_owned(),
+        id: id.to_owned(),
+    })
 }
 
 async fn delete(
@@ -212,7 +347,22 @@ async fn delete(
 
 #[cfg(test)]
 mod tests {
-    use super::pick_title;
+    use super::{decode_cursor, encode_cursor, pick_title};
+    use crate::store::DocumentCursor;
+
+    #[test]
+    fn a_cursor_round_trips_and_a_forged_one_is_refused() {
+        let cursor = DocumentCursor {
+            created_at: "2026-01-02T03:04:05.678Z".to_owned(),
+            id: "3f0c1d52-1a4e-4a8e-9d59-0f4b7c3e2a10".to_owned(),
+        };
+        let encoded = encode_cursor(&cursor);
+        assert!(encoded.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(decode_cursor(&encoded).unwrap(), cursor);
+        for bad in ["", "abc", "zz", "e282", "2026"] {
+            assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_title_comes_from_the_request_then_the_first_heading() {

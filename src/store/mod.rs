@@ -9,19 +9,24 @@ mod conversations;
 mod documents;
 mod keys;
 mod sessions;
+mod tenant_index;
 mod tenants;
 pub mod writer;
 
 pub use conversations::{
     BegunTurn, Conversation, FinalWrite, MessageRecord, MessageStatus, NewTurn, PastMessage,
 };
-pub use documents::{DocumentSummary, Passage};
+pub use documents::{
+    DocumentCursor, DocumentSummary, NewDocument, Passage, Quota, QuotaExceeded, ReservedDocument,
+    Usage,
+};
 pub use keys::{ApiKeyRecord, Bootstrap, KeyOwner, NewKey, Role};
 pub use sessions::{SessionInfo, SessionTimes};
 pub use tenants::Tenant;
 pub use writer::StoreWriter;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -33,6 +38,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The queue in which bulk writes (uploads, deletes of documents) take turns, one batch
+    /// at a time, so that they interleave with each other and leave room to other writers.
+    bulk_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -44,6 +52,10 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
+            // SQLite has one writer at a time; a writer that finds the lock taken retries
+            // for this long before failing with `database is locked`. No transaction holds
+            // the lock for more than a batch (uploads write in short batches), so this
+            // bound is only reached when the disk itself stalls.
             .busy_timeout(Duration::from_secs(5));
         if let Some(dir) = std::path::Path::new(options.get_filename()).parent() {
             if !dir.as_os_str().is_empty() {
@@ -55,7 +67,18 @@ impl Store {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        tenant_index::split_legacy_index(&pool).await?;
+        let store = Store {
+            pool,
+            bulk_writes: Arc::default(),
+        };
+        let unfinished = store.purge_unfinished_documents().await?;
+        if unfinished > 0 {
+            log::warn!(
+                "{unfinished} document upload(s) or delete(s) cut short by the last run cleaned up"
+            );
+        }
+        Ok(store)
     }
 
     /// For `/readyz`.

@@ -27,6 +27,7 @@ const page = {
   fileInput: $('#file-input'),
   uploads: $('#uploads'),
   documents: $('#documents tbody'),
+  documentsMore: $('#documents-more'),
   tenants: $('#tenants tbody'),
   tenantForm: $('#tenant-form'),
   tenantName: $('#tenant-name'),
@@ -450,10 +451,23 @@ async function endConnection(id, button) {
 // Documents
 
 const ACCEPTED = /\.(md|markdown|txt)$/i;
+// The hub lists documents a page at a time, and takes at most 20 files per upload (its
+// default RAGSTREAM_MAX_FILES_PER_UPLOAD): more are sent in several uploads.
+const DOCUMENT_PAGE = 50;
+const FILES_PER_UPLOAD = 20;
+let documentsShown = DOCUMENT_PAGE;
 
+/** As many pages as are shown (one, until "Show more" is pressed), following `next`. */
 async function loadDocuments() {
-  const body = await api('/api/v1/documents');
-  const docs = (body && body.documents) || [];
+  let docs = [];
+  let total = 0;
+  let next = `/api/v1/documents?limit=${DOCUMENT_PAGE}`;
+  while (next && docs.length < documentsShown) {
+    const body = await api(next);
+    docs = docs.concat((body && body.documents) || []);
+    total = body && Number.isFinite(body.total) ? body.total : docs.length;
+    next = (body && body.next) || null;
+  }
   syncRows(page.documents, docs, {
     key: (d) => d.id,
     columns: 5,
@@ -467,6 +481,8 @@ async function loadDocuments() {
       setCell(tr, 3, formatDate(d.createdAt));
     },
   });
+  page.documentsMore.hidden = !next;
+  page.documentsMore.textContent = `Show more (${formatNumber(Math.max(0, total - docs.length))} older)`;
 }
 
 async function deleteDocument(doc) {
@@ -486,12 +502,19 @@ async function uploadFiles(fileList) {
   for (const f of files.filter((x) => !ACCEPTED.test(x.name))) {
     page.uploads.prepend(el('li', { dataset: { state: 'error' } }, `${f.name}: only .md and .txt files can be uploaded.`));
   }
-  if (!accepted.length) return;
-  const label = accepted.length === 1 ? `“${accepted[0].name}”` : `${accepted.length} files`;
+  for (let i = 0; i < accepted.length; i += FILES_PER_UPLOAD) {
+    await uploadBatch(accepted.slice(i, i + FILES_PER_UPLOAD));
+  }
+  while (page.uploads.children.length > 6) page.uploads.lastElementChild.remove();
+  await loadDocuments().catch(showError);
+}
+
+async function uploadBatch(files) {
+  const label = files.length === 1 ? `“${files[0].name}”` : `${files.length} files`;
   const item = el('li', { dataset: { state: 'uploading' } }, `Uploading ${label}…`);
   page.uploads.prepend(item);
   const form = new FormData();
-  for (const f of accepted) form.append('files', f, f.name);
+  for (const f of files) form.append('files', f, f.name);
   try {
     const body = await api('/api/v1/documents', { method: 'POST', body: form });
     const docs = Array.isArray(body && body.documents) ? body.documents : [body];
@@ -502,9 +525,12 @@ async function uploadFiles(fileList) {
     item.textContent = `${label} could not be uploaded: ${e instanceof ApiError ? e.friendly : String(e)}`;
     if (e instanceof ApiError && e.code === 'unauthorized') keyRejected(e);
   }
-  while (page.uploads.children.length > 6) page.uploads.lastElementChild.remove();
-  await loadDocuments().catch(showError);
 }
+
+page.documentsMore.addEventListener('click', () => {
+  documentsShown += DOCUMENT_PAGE;
+  loadDocuments().catch(showError);
+});
 
 function setUpDropzone() {
   const zone = page.dropzone;

@@ -111,6 +111,10 @@ export function friendlyMessage({ status = 0, code = '', message = '', retryAfte
       return 'An administrator ended this answer.';
     case 'cancelled':
       return 'Stopped.';
+    case 'uploads_busy':
+      return `The hub is busy with other uploads (503): ${message}${wait}`;
+    case 'quota_exceeded':
+      return `Your tenant is at its limit (409): ${message}`;
     case 'conversation_not_found':
       return 'That conversation no longer exists on the hub (it may have been deleted), so this question starts a new one.';
     case 'question_too_long':

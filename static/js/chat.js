@@ -571,16 +571,19 @@ document.addEventListener('keydown', (ev) => {
 // Sign-in
 
 async function loadDocuments() {
-  return api('/api/v1/documents');
+  // The welcome shows the count and suggests the newest four.
+  return api('/api/v1/documents?limit=4');
 }
 
 function showWelcome(documents) {
   clear(page.suggestions);
   const docs = (documents && documents.documents) || [];
+  // The list is paged: `total` counts them all.
+  const count = documents && Number.isFinite(documents.total) ? documents.total : docs.length;
   if (!docs.length) {
     page.welcomeDocs.textContent = 'No documents are loaded for your tenant yet. An administrator can upload .md and .txt files on the admin page; then ask away.';
   } else {
-    page.welcomeDocs.textContent = `${docs.length} document${docs.length === 1 ? '' : 's'} loaded. Answers stream in word by word, with numbered citations to the passages they come from.`;
+    page.welcomeDocs.textContent = `${formatNumber(count)} document${count === 1 ? '' : 's'} loaded. Answers stream in word by word, with numbered citations to the passages they come from.`;
     for (const d of docs.slice(0, 4)) {
       const q = `Tell me about ${d.title}`;
       page.suggestions.append(el('li', {}, el('button.chip', { type: 'button', onclick: () => ask(q) }, q)));

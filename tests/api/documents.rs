@@ -135,3 +135,80 @@ async fn a_deleted_document_is_gone_from_the_list_and_from_retrieval() {
         404
     );
 }
+
+#[actix_web::test]
+async fn the_document_list_comes_in_pages_newest_first() {
+    let app = spawn_app().await;
+    let mut added = Vec::new();
+    for i in 0..5 {
+        added.push(
+            app.add_document(&app.admin_key, &format!("d{i}"), BRIDGE)
+                .await,
+        );
+    }
+    let (status, whole) = app.get_json("/api/v1/documents", &app.admin_key).await;
+    assert_eq!(status, 200);
+    assert_eq!(whole["total"], 5);
+    assert!(
+        whole["next"].is_null() && whole["nextCursor"].is_null(),
+        "{whole}"
+    );
+    let order: Vec<String> = whole["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(order.len(), 5);
+    let newest_first: Vec<&String> = added.iter().rev().collect();
+    let mut created: Vec<&str> = whole["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["createdAt"].as_str().unwrap())
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "{created:?}");
+    created.dedup();
+    if created.len() == 5 {
+        assert_eq!(order.iter().collect::<Vec<_>>(), newest_first);
+    }
+
+    // Two at a time, following `next`, gives the same documents in the same order.
+    let mut paged = Vec::new();
+    let mut path = "/api/v1/documents?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = app.get_json(&path, &app.admin_key).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["total"], 5);
+        let docs = page["documents"].as_array().unwrap();
+        assert!(docs.len() <= 2);
+        paged.extend(docs.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match page["next"].as_str() {
+            Some(next) => {
+                assert!(next.contains(page["nextCursor"].as_str().unwrap()));
+                path = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(paged, order);
+
+    for (query, code) in [
+        ("limit=0", "invalid_limit"),
+        ("limit=201", "invalid_limit"),
+        ("cursor=zz", "invalid_cursor"),
+        ("limit=many", "invalid_query"),
+    ] {
+        let (status, err) = app
+            .get_json(&format!("/api/v1/documents?{query}"), &app.admin_key)
+            .await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{query}"
+        );
+    }
+}
