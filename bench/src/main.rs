@@ -20,7 +20,8 @@ usage: ragstream-bench [--quick | --full] [options]
   --hub PATH        the hub binary (default: target/release/ragstream next to this one)
   --no-build        do not run `cargo build --release -p ragstream` first
   --out DIR         where the report goes (default: target/bench)
-  --only LIST       comma-separated groups: throughput, cancel, retrieval, memory
+  --only LIST       comma-separated groups: throughput, cancel, resume, lag, retrieval,
+                    memory
   --levels LIST     concurrency levels (default: 100,1000)
   --wait-quiet S    first wait up to S seconds for the machine to be idle
   --targets LIST    paths of the throughput group: direct, relay, hub-sse, hub-ws, hub-signalr
