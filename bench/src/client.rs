@@ -913,10 +913,12 @@ impl Conn {
             let (op, msg) = match stopped_at {
                 // The end of the stopped answer is not what is measured (the mock sees the
                 // upstream close): a hub that never says so still lets the client go.
-                Some(at) => match tokio::time::timeout(Duration::from_secs(2), self.ws_next()).await {
-                    Ok(next) => next?,
-                    Err(_) => return Ok(Outcome::Stopped(at)),
-                },
+                Some(at) => {
+                    match tokio::time::timeout(Duration::from_secs(2), self.ws_next()).await {
+                        Ok(next) => next?,
+                        Err(_) => return Ok(Outcome::Stopped(at)),
+                    }
+                }
                 None => self.ws_next().await?,
             };
             let now = Instant::now();

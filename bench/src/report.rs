@@ -17,6 +17,10 @@ pub struct Machine {
     pub cpu: String,
     pub fd_limit: u64,
     pub load_average_at_start: f64,
+    /// `net.ipv4.tcp_notsent_lowat` of the network namespace the run is in (the kernel's
+    /// default: 4294967295, no limit): how much unsent data a socket takes before a writer
+    /// sees it full.
+    pub tcp_notsent_lowat: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +76,10 @@ impl Report {
                 cpu: read_first("/proc/cpuinfo", "model name"),
                 fd_limit,
                 load_average_at_start: crate::procstat::load_average(),
+                tcp_notsent_lowat: std::fs::read_to_string("/proc/sys/net/ipv4/tcp_notsent_lowat")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
             },
             seconds: 0.0,
             runs: Vec::new(),
@@ -430,14 +438,22 @@ pub fn markdown(r: &Report) -> String {
     if !r.resume.is_empty() {
         let _ = writeln!(
             o,
-            "Resume: {} clients each ask {} answers ({} tokens {} ms apart, numbered, so each answer's text is checked token by token against what the mock sent). In the runs with cuts, {} % of the answers lose their connection mid-answer (dropped without a word, FIN or reset, at a token count picked per answer) and resume from the last event read: SSE with `Last-Event-ID`, alternately on `/api/v1/answers/{{id}}/stream` and on the URL that asked; plain WebSocket on a new socket with `{{\"type\":\"resume\"}}`. Runs with and without cuts alternate; CPU is the hub's over the whole run, per token received.\n",
-            s.resume_streams, s.resume_answers, s.tokens_per_answer, s.pace_ms, s.resume_drop_pct
+            "Resume: {} clients each ask {} answers ({} tokens {} ms apart, numbered, so each answer's text is checked token by token against what the mock sent). In the runs with cuts, {} % of the answers (then, to make the cost of one resume stand out of the machine's noise, all of them) lose their connection mid-answer (dropped without a word, FIN or reset, at a token count picked per answer) and resume from the last event read: SSE with `Last-Event-ID`, alternately on `/api/v1/answers/{{id}}/stream` and on the URL that asked; plain WebSocket on a new socket with `{{\"type\":\"resume\"}}`. The kinds of run alternate; CPU is the hub's over the whole run, per token received; `resume` is from the drop to the first event on the new connection (a token comes every {} ms).\n",
+            s.resume_streams,
+            s.resume_answers,
+            s.tokens_per_answer,
+            s.pace_ms,
+            s.resume_drop_pct,
+            s.pace_ms
         );
         let _ = writeln!(
             o,
             "| path | cut | answers | cut / resumed | tokens lost | tokens repeated | texts not exact | resume p50 / p99 / max ms | frames per token | µs CPU per token | errors | other load |"
         );
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+        let _ = writeln!(
+            o,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+        );
         for x in &r.resume {
             let _ = writeln!(
                 o,
@@ -467,19 +483,22 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "| path | µs CPU per token without cuts | with {} % cut | added | µs CPU per resume | tokens lost / repeated |",
+            "| path | µs CPU per token without cuts | with {0} % cut | added (measured) | µs CPU per resume (all runs with cuts) | added at {0} % (from the cost per resume) | cut / resumed | tokens lost / repeated |",
             s.resume_drop_pct
         );
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
         for x in &r.resume_summary {
             let _ = writeln!(
                 o,
-                "| {} | {:.1} | {:.1} | {:+.1} % | {:.0} | {} / {} |",
+                "| {} | {:.1} | {:.1} | {:+.1} % | {:.0} | {:+.1} % | {} / {} | {} / {} |",
                 x.target,
                 x.cpu_us_per_token_without,
                 x.cpu_us_per_token_with,
                 x.added_cpu_share * 100.0,
                 x.cpu_us_per_resume,
+                x.predicted_added_share * 100.0,
+                x.dropped,
+                x.resumed,
                 x.tokens_lost,
                 x.tokens_repeated
             );
@@ -499,6 +518,13 @@ pub fn markdown(r: &Report) -> String {
             s.lag.pause.as_millis(),
             s.lag.read_bytes as f64 / s.lag.pause.as_secs_f64().max(1e-9) / 1000.0
         );
+        if r.machine.tcp_notsent_lowat < u64::from(u32::MAX) {
+            let _ = writeln!(
+                o,
+                "This run's network namespace had `net.ipv4.tcp_notsent_lowat = {}`: a socket takes at most that much unsent data before its writer sees it full (what a server gets by setting `TCP_NOTSENT_LOWAT` on its sockets).\n",
+                r.machine.tcp_notsent_lowat
+            );
+        }
         let _ = writeln!(
             o,
             "| path | readers | answers | seconds | frames per token | µs CPU per token | tokens lost / repeated | errors | other load |"

@@ -54,9 +54,12 @@ pub struct ResumeSummary {
     pub cpu_us_per_token_with: f64,
     /// (with − without) ÷ without.
     pub added_cpu_share: f64,
-    /// The hub's CPU of the runs with drops beyond what their tokens cost without, per
-    /// resume: what one cut and resume costs.
+    /// The hub's CPU of the runs with cuts (all of them, the runs where every answer is
+    /// cut weigh most) beyond what their tokens cost without, per resume: what one cut and
+    /// resume costs.
     pub cpu_us_per_resume: f64,
+    /// What `cpu_us_per_resume` makes of `drop_pct`: the added share it predicts.
+    pub predicted_added_share: f64,
     pub resumed: u64,
     pub dropped: u64,
     pub tokens_lost: u64,
@@ -141,8 +144,9 @@ fn per_token(cpu_s: f64, tokens: u64) -> f64 {
     cpu_s / tokens as f64 * 1e6
 }
 
-/// Resume cost: per transport, runs without drops and with `drop_pct` of the answers cut
-/// and resumed, interleaved (`rounds` of each), the same answers otherwise.
+/// Resume cost: per transport, runs without cuts, with `drop_pct` of the answers cut and
+/// resumed, and with every answer cut (which makes the cost of one resume stand out of the
+/// machine's noise), interleaved (`rounds` of each), the same answers otherwise.
 pub async fn resume_cost(
     ctx: &Ctx,
     questions: &Arc<Vec<String>>,
@@ -163,7 +167,9 @@ pub async fn resume_cost(
     for target in [Target::HubSse, Target::HubWs] {
         let mut mine = Vec::new();
         for _ in 0..s.resume_rounds {
-            for drop_pct in [0, s.resume_drop_pct] {
+            let mut kinds = vec![0, s.resume_drop_pct, 100];
+            kinds.dedup();
+            for drop_pct in kinds {
                 let mut spec = ctx.spec(target, questions);
                 spec.answers = Some(s.resume_answers);
                 spec.check = Some(Check {
@@ -230,17 +236,30 @@ fn resume_run(
 }
 
 fn summarise(target: Target, drop_pct: u32, runs: &[ResumeRun]) -> ResumeSummary {
-    let sum = |with: bool, f: &dyn Fn(&ResumeRun) -> f64| -> f64 {
-        runs.iter()
-            .filter(|r| (r.drop_pct > 0) == with)
-            .map(f)
-            .sum()
+    let sum = |which: &dyn Fn(u32) -> bool, f: &dyn Fn(&ResumeRun) -> f64| -> f64 {
+        runs.iter().filter(|r| which(r.drop_pct)).map(f).sum()
     };
-    let without = per_token(sum(false, &|r| r.cpu_s), sum(false, &|r| r.tokens as f64) as u64);
-    let with_tokens = sum(true, &|r| r.tokens as f64);
-    let with_cpu = sum(true, &|r| r.cpu_s);
-    let with = per_token(with_cpu, with_tokens as u64);
-    let resumed = sum(true, &|r| r.resumed as f64) as u64;
+    let none = |p: u32| p == 0;
+    let this = |p: u32| p == drop_pct;
+    let any = |p: u32| p > 0;
+    let without = per_token(
+        sum(&none, &|r| r.cpu_s),
+        sum(&none, &|r| r.tokens as f64) as u64,
+    );
+    let with = per_token(
+        sum(&this, &|r| r.cpu_s),
+        sum(&this, &|r| r.tokens as f64) as u64,
+    );
+    let cut_tokens = sum(&any, &|r| r.tokens as f64);
+    let cut_cpu = sum(&any, &|r| r.cpu_s);
+    let resumed = sum(&any, &|r| r.resumed as f64) as u64;
+    let per_resume = if resumed > 0 {
+        (cut_cpu * 1e6 - without * cut_tokens) / resumed as f64
+    } else {
+        f64::NAN
+    };
+    let this_resumed = sum(&this, &|r| r.resumed as f64);
+    let this_tokens = sum(&this, &|r| r.tokens as f64);
     let count = |f: &dyn Fn(&ResumeRun) -> u64| runs.iter().map(f).sum::<u64>();
     ResumeSummary {
         target: target.name(),
@@ -248,11 +267,8 @@ fn summarise(target: Target, drop_pct: u32, runs: &[ResumeRun]) -> ResumeSummary
         cpu_us_per_token_without: without,
         cpu_us_per_token_with: with,
         added_cpu_share: with / without - 1.0,
-        cpu_us_per_resume: if resumed > 0 {
-            (with_cpu * 1e6 - without * with_tokens) / resumed as f64
-        } else {
-            f64::NAN
-        },
+        cpu_us_per_resume: per_resume,
+        predicted_added_share: per_resume * this_resumed / (without * this_tokens),
         resumed,
         dropped: count(&|r| r.dropped),
         tokens_lost: count(&|r| r.tokens_lost),
