@@ -290,14 +290,29 @@ impl Report {
             });
         }
         for r in self.lag.iter().filter(|r| r.reader == "lagging") {
+            // A hub that is behind merges for every reader; what a lagging reader should
+            // show is merging beyond that.
+            let fast = self
+                .lag
+                .iter()
+                .find(|f| f.reader == "fast" && f.target == r.target)
+                .map_or(1.0, |f| f.frames_per_token);
             out.push(Check {
                 target: format!("frames per token, lagging readers, {}", r.target),
-                goal: "< 1 (waiting tokens merged), nothing lost or repeated".into(),
+                goal: "< 1 and below the fast readers' (waiting tokens merged), nothing lost or repeated".into(),
                 measured: format!(
-                    "{:.3} ({} frames for {} tokens), {} lost, {} repeated",
-                    r.frames_per_token, r.frames, r.tokens, r.tokens_lost, r.tokens_repeated
+                    "{:.3} ({} frames for {} tokens; fast readers {:.3}), {} lost, {} repeated",
+                    r.frames_per_token,
+                    r.frames,
+                    r.tokens,
+                    fast,
+                    r.tokens_lost,
+                    r.tokens_repeated
                 ),
-                met: r.frames_per_token < 1.0 && r.tokens_lost == 0 && r.tokens_repeated == 0,
+                met: r.frames_per_token < 1.0
+                    && r.frames_per_token < fast
+                    && r.tokens_lost == 0
+                    && r.tokens_repeated == 0,
             });
         }
         out
