@@ -15,7 +15,7 @@ usage: ragstream-bench [--quick | --full] [options]
        ragstream-bench mock [--addr A] [--threads N]
        ragstream-bench relay --upstream ADDR [--addr A] [--threads N]
 
-  --quick           the short run (default; under 3 minutes)
+  --quick           the short run (default; about 5 minutes)
   --full            longer windows and answers (under 10 minutes)
   --hub PATH        the hub binary (default: target/release/ragstream next to this one)
   --no-build        do not run `cargo build --release -p ragstream` first
