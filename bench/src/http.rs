@@ -161,11 +161,10 @@ pub async fn connect(addr: SocketAddr, local: Option<IpAddr>) -> io::Result<TcpS
 }
 
 /// Opens a connection that looks like a slow client across a real network rather than a
-/// loopback peer: a receive buffer of `recv_buffer` bytes and a segment size of `mss`
-/// (announced in the SYN, so the server's side uses it too). On loopback the server's send
-/// buffer grows to megabytes (its segments are 64 KiB); with an Ethernet-sized segment it
-/// stays near what a server gives a real client (~64 KiB), so a reader that lags fills it
-/// within seconds, as it would in the field.
+/// loopback peer: a receive buffer of `recv_buffer` bytes (a small window) and a segment
+/// size of `mss` (announced in the SYN, so the server's side uses it too, instead of
+/// loopback's 64 KiB segments). The server's send buffer still grows by itself as Linux
+/// sees fit (to about 1 MB here), as it would for a real client.
 pub async fn connect_narrow(addr: SocketAddr, recv_buffer: u32, mss: u32) -> io::Result<TcpStream> {
     use std::os::fd::AsRawFd;
     let sock = TcpSocket::new_v4()?;

@@ -523,7 +523,7 @@ pub fn markdown(r: &Report) -> String {
     if !r.lag.is_empty() {
         let _ = writeln!(
             o,
-            "Lagging clients: {} clients each ask one answer of {} tokens {} ms apart (numbered and checked), over sockets with a {} KiB receive buffer and a {}-byte segment size (as across a real network; on loopback the hub's send buffer would grow to megabytes). `fast` readers read whatever arrives; `lagging` ones read at most {} bytes every {} ms ({:.0} KB/s, slower than the answer comes). CPU is the hub's over the whole run, per token received; frames are the token-carrying frames the clients received.\n",
+            "Lagging clients: {} clients each ask one answer of {} tokens {} ms apart (numbered and checked), over sockets with a {} KiB receive buffer and a {}-byte segment size (as across a real network rather than loopback's 64 KiB segments). `fast` readers read whatever arrives; `lagging` ones read at most {} bytes every {} ms ({:.0} KB/s, slower than the answer comes). CPU is the hub's over the whole run, per token received; frames are the token-carrying frames the clients received.\n",
             s.lag_streams,
             s.lag_tokens,
             s.lag_pace_ms,
