@@ -24,6 +24,7 @@ use tokio::time::{sleep, Instant};
 
 use crate::http::{self, parse_response_head, Chunked, ResponseHead};
 use crate::mock::{unix_us, TOKEN_MARK};
+use crate::resume::TextCheck;
 
 static TOKEN_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(TOKEN_MARK));
 static EVENT_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
@@ -93,8 +94,14 @@ pub struct Stats {
     /// Answers completed at any time.
     pub answers_all: u64,
     pub errors: BTreeMap<String, u64>,
-    /// Clients that left on purpose: (request id, wall clock µs when they closed).
+    /// Clients that left on purpose: (request id, wall clock µs when they closed the
+    /// connection or sent the stop).
     pub leaves: Vec<(String, u64)>,
+    /// Frames received in the window that carried at least one token: with `tokens`, how
+    /// much the hub merged (a frame per token when it did not).
+    pub frames: u64,
+    /// Answers checked against the mock's numbered tokens (see [`Check`]).
+    pub text: TextCheck,
 }
 
 impl Stats {
@@ -108,9 +115,11 @@ impl Stats {
             *self.errors.entry(k).or_default() += v;
         }
         self.leaves.extend(o.leaves);
+        self.frames += o.frames;
+        self.text.merge(o.text);
     }
 
-    fn error(&mut self, kind: impl Into<String>) {
+    pub(crate) fn error(&mut self, kind: impl Into<String>) {
         *self.errors.entry(kind.into()).or_default() += 1;
     }
 }
@@ -133,11 +142,72 @@ pub struct Spec {
     pub questions: Arc<Vec<String>>,
     /// `benchid` for ordinary answers, `benchleave` for the ones the mock records.
     pub id_prefix: &'static str,
-    /// Leave (close the connection) after this many tokens.
+    /// Leave after this many tokens, as `leave` says.
     pub leave_after: Option<u32>,
-    /// One answer per task, then stop.
-    pub once: bool,
+    pub leave: Leave,
+    /// Answers per task, then stop; `None`: until the load is stopped.
+    pub answers: Option<u32>,
     pub top_k: u32,
+    /// Check each answer's text against the mock's numbered tokens, and drop some
+    /// connections mid-answer and resume (SSE and plain WebSocket only).
+    pub check: Option<Check>,
+    /// Read like a slow client.
+    pub lag: Option<Lag>,
+}
+
+impl Spec {
+    /// One answer after another until stopped, nobody leaving, nothing checked.
+    pub fn new(target: Target, addr: SocketAddr, key: &str, questions: Arc<Vec<String>>) -> Spec {
+        Spec {
+            target,
+            addr,
+            key: key.to_owned(),
+            questions,
+            id_prefix: "benchid",
+            leave_after: None,
+            leave: Leave::Drop,
+            answers: None,
+            top_k: 5,
+            check: None,
+            lag: None,
+        }
+    }
+}
+
+/// How a client leaves an answer after `leave_after` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Leave {
+    /// Drops the connection without a word (no WebSocket close frame, no stop): the hub
+    /// detaches the answer for its grace window.
+    Drop,
+    /// Stops the answer explicitly: plain WebSocket `{"type":"cancel"}`, SignalR
+    /// `CancelInvocation`, SSE `DELETE /api/v1/answers/{id}` (the relay: closes, its only
+    /// way). The time recorded is when the stop was sent.
+    Stop,
+}
+
+/// Every answer's text is compared with what the mock sent (the mock must be `numbered`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Check {
+    /// Tokens per answer the mock sends.
+    pub tokens: u32,
+    /// Share of answers (percent) whose connection is dropped mid-answer and resumed.
+    pub drop_pct: u32,
+}
+
+/// A slow reader: a narrow socket (see [`http::connect_narrow`]) read at most `read_bytes`
+/// at a time, `pause` apart.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Lag {
+    pub recv_buffer: u32,
+    pub mss: u32,
+    pub read_bytes: usize,
+    #[serde(serialize_with = "ser_ms")]
+    pub pause: Duration,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
 /// A running load.
@@ -201,22 +271,45 @@ impl Load {
         all
     }
 
+    /// Waits for the tasks to end by themselves, up to `limit`; then stops them. True when
+    /// they had to be stopped.
+    pub async fn join_within(self, limit: Duration) -> (Stats, bool) {
+        let Load { tasks, stop, .. } = self;
+        let join = async move {
+            let mut all = Stats::default();
+            for t in tasks {
+                if let Ok(s) = t.await {
+                    all.merge(s);
+                }
+            }
+            all
+        };
+        tokio::pin!(join);
+        tokio::select! {
+            all = &mut join => (all, false),
+            _ = sleep(limit) => {
+                let _ = stop.send(true);
+                (join.await, true)
+            }
+        }
+    }
+
     pub fn active(&self) -> usize {
         self.gauge.active.load(Relaxed)
     }
 }
 
-struct Recorder {
-    stats: Stats,
+pub(crate) struct Recorder {
+    pub(crate) stats: Stats,
     window: Window,
     gauge: Arc<Gauge>,
 }
 
 /// One answer in flight; dropping it takes it off the gauge.
-struct Answer {
+pub(crate) struct Answer {
     start: Instant,
     last: Option<Instant>,
-    tokens: u32,
+    pub(crate) tokens: u32,
     gauge: Arc<Gauge>,
 }
 
@@ -227,7 +320,7 @@ impl Drop for Answer {
 }
 
 impl Recorder {
-    fn begin(&self) -> Answer {
+    pub(crate) fn begin(&self) -> Answer {
         let now = self.gauge.active.fetch_add(1, Relaxed) + 1;
         self.gauge.peak.fetch_max(now, Relaxed);
         Answer {
@@ -238,7 +331,7 @@ impl Recorder {
         }
     }
 
-    fn tokens(&mut self, a: &mut Answer, k: u32, now: Instant) {
+    pub(crate) fn tokens(&mut self, a: &mut Answer, k: u32, now: Instant) {
         if k == 0 {
             return;
         }
@@ -258,12 +351,13 @@ impl Recorder {
                 self.stats.itl_us.push(0);
             }
             self.stats.tokens += u64::from(k);
+            self.stats.frames += 1;
         }
         a.last = Some(now);
         a.tokens += k;
     }
 
-    fn done(&mut self, now: Instant) {
+    pub(crate) fn done(&mut self, now: Instant) {
         self.stats.answers_all += 1;
         if self.window.contains(now) {
             self.stats.answers += 1;
@@ -275,7 +369,7 @@ fn micros(d: Duration) -> u32 {
     d.as_micros().min(u128::from(u32::MAX)) as u32
 }
 
-fn count_tokens(frame: &[u8]) -> u32 {
+pub(crate) fn count_tokens(frame: &[u8]) -> u32 {
     TOKEN_FINDER.find_iter(frame).count() as u32
 }
 
@@ -284,7 +378,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The `code` of an error frame, for the error counts.
-fn error_code(frame: &[u8]) -> String {
+pub(crate) fn error_code(frame: &[u8]) -> String {
     let Some(at) = memchr::memmem::find(frame, b"\"code\":\"") else {
         return "stream_error".to_owned();
     };
@@ -318,13 +412,15 @@ async fn task(
     rec.stats
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     /// The answer ended; the connection can be used again.
     Done,
     /// The answer ended; the server closes the connection.
     DoneClose,
-    /// The client left after `leave_after` tokens.
+    /// The client left after `leave_after` tokens: it drops the connection now.
     Left,
+    /// The client stopped the answer (`Leave::Stop`) at this wall-clock time (µs).
+    Stopped(u64),
 }
 
 async fn client_loop(i: usize, spec: &Spec, mut conn: Option<Conn>, rec: &mut Recorder) {
@@ -338,7 +434,7 @@ async fn client_loop(i: usize, spec: &Spec, mut conn: Option<Conn>, rec: &mut Re
                 Ok(c) => conn = Some(c),
                 Err(kind) => {
                     rec.stats.error(kind);
-                    if spec.once {
+                    if spec.answers.is_some_and(|a| n >= a as usize) {
                         return;
                     }
                     sleep(Duration::from_millis(100)).await;
@@ -346,13 +442,24 @@ async fn client_loop(i: usize, spec: &Spec, mut conn: Option<Conn>, rec: &mut Re
                 }
             }
         }
-        let Some(c) = conn.as_mut() else { return };
-        let result = match spec.target {
-            Target::Direct | Target::Relay => c.openai_answer(spec, &question, rec).await,
-            Target::HubSse => c.sse_answer(spec, &question, rec).await,
-            Target::HubWs => c.ws_answer(spec, &question, n, false, rec).await,
-            Target::HubSignalR => c.ws_answer(spec, &question, n, true, rec).await,
+        let result = match (spec.target, spec.check) {
+            (Target::HubSse, Some(check)) => {
+                crate::resume::sse_answer(&mut conn, spec, check, &question, (i, n), rec).await
+            }
+            (Target::HubWs, Some(check)) => {
+                crate::resume::ws_answer(&mut conn, spec, check, &question, (i, n), rec).await
+            }
+            _ => {
+                let Some(c) = conn.as_mut() else { return };
+                match spec.target {
+                    Target::Direct | Target::Relay => c.openai_answer(spec, &question, rec).await,
+                    Target::HubSse => c.sse_answer(spec, &question, rec).await,
+                    Target::HubWs => c.ws_answer(spec, &question, n, false, rec).await,
+                    Target::HubSignalR => c.ws_answer(spec, &question, n, true, rec).await,
+                }
+            }
         };
+        let last = spec.answers.is_some_and(|a| n >= a as usize);
         match result {
             Ok(Outcome::Done) => {}
             Ok(Outcome::DoneClose) => conn = None,
@@ -360,15 +467,19 @@ async fn client_loop(i: usize, spec: &Spec, mut conn: Option<Conn>, rec: &mut Re
                 rec.stats.leaves.push((id, unix_us()));
                 conn = None;
             }
+            Ok(Outcome::Stopped(at)) => {
+                rec.stats.leaves.push((id, at));
+                conn = None;
+            }
             Err(kind) => {
                 rec.stats.error(kind);
                 conn = None;
-                if !spec.once {
+                if !last {
                     sleep(Duration::from_millis(20)).await;
                 }
             }
         }
-        if spec.once {
+        if last {
             return;
         }
     }
@@ -377,9 +488,13 @@ async fn client_loop(i: usize, spec: &Spec, mut conn: Option<Conn>, rec: &mut Re
 /// Opens the connection a target's client needs (WebSockets: upgraded, SignalR:
 /// handshaken).
 pub async fn connect_for(spec: &Spec, local: Option<IpAddr>) -> Result<Conn, String> {
-    let mut c = Conn::connect(spec.addr, local)
-        .await
-        .map_err(|_| "connect_failed".to_owned())?;
+    let mut c = match spec.lag {
+        Some(lag) => http::connect_narrow(spec.addr, lag.recv_buffer, lag.mss)
+            .await
+            .map(|s| Conn::from_stream(s, Some(lag))),
+        None => Conn::connect(spec.addr, local).await,
+    }
+    .map_err(|_| "connect_failed".to_owned())?;
     match spec.target {
         Target::HubWs => c.ws_upgrade(spec).await?,
         Target::HubSignalR => {
@@ -404,15 +519,21 @@ pub struct Conn {
     buf: BytesMut,
     /// A WebSocket message being reassembled from fragments.
     fragments: Option<(u8, Vec<u8>)>,
+    lag: Option<Lag>,
 }
 
 impl Conn {
     pub async fn connect(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<Conn> {
-        Ok(Conn {
-            s: http::connect(addr, local).await?,
+        Ok(Conn::from_stream(http::connect(addr, local).await?, None))
+    }
+
+    fn from_stream(s: TcpStream, lag: Option<Lag>) -> Conn {
+        Conn {
+            s,
             buf: BytesMut::new(),
             fragments: None,
-        })
+            lag,
+        }
     }
 
     /// Drops the connection with a TCP reset: a client that vanished (a crashed tab, a
@@ -430,7 +551,16 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(8192);
         }
-        match self.s.read_buf(&mut self.buf).await {
+        let read = match self.lag {
+            Some(lag) => {
+                sleep(lag.pause).await;
+                self.s
+                    .read_buf(&mut bytes::BufMut::limit(&mut self.buf, lag.read_bytes))
+                    .await
+            }
+            None => self.s.read_buf(&mut self.buf).await,
+        };
+        match read {
             Ok(0) => Err("connection_closed".into()),
             Ok(_) => Ok(()),
             Err(_) => Err("io_error".into()),
@@ -534,7 +664,7 @@ impl Conn {
 
     /// Reads an event-stream body, calling `event` for each complete event with the time
     /// its bytes arrived; `event` returns false to leave. Ok(true) when the body ended.
-    async fn events(
+    pub(crate) async fn events(
         &mut self,
         head: &ResponseHead,
         mut event: impl FnMut(&[u8], Instant) -> bool,
@@ -657,6 +787,10 @@ impl Conn {
             })
             .await?;
         if left {
+            if spec.leave == Leave::Stop {
+                let id = head.answer_id.as_deref().ok_or("no_answer_id")?;
+                return stop_sse_answer(spec, id).await;
+            }
             return Ok(Outcome::Left);
         }
         if let Some(e) = failed {
@@ -774,8 +908,19 @@ impl Conn {
         };
         self.send(&ws_frame(0x1, frame.as_bytes())).await?;
         let mut a = rec.begin();
+        let mut stopped_at = None;
         loop {
-            let (op, msg) = self.ws_next().await?;
+            let (op, msg) = match stopped_at {
+                // The end of the stopped answer is not what is measured (the mock sees the
+                // upstream close): a hub that never says so still lets the client go.
+                Some(at) => {
+                    match tokio::time::timeout(Duration::from_secs(2), self.ws_next()).await {
+                        Ok(next) => next?,
+                        Err(_) => return Ok(Outcome::Stopped(at)),
+                    }
+                }
+                None => self.ws_next().await?,
+            };
             let now = Instant::now();
             if op != 0x1 {
                 continue;
@@ -803,8 +948,26 @@ impl Conn {
                     finished = Some(Ok(()));
                 }
             }
+            if let Some(at) = stopped_at {
+                // The answer's last frame after the stop: an error (cancelled) or, when
+                // the stop crossed the answer's end, done.
+                if finished.is_some() {
+                    return Ok(Outcome::Stopped(at));
+                }
+                continue;
+            }
             if spec.leave_after.is_some_and(|n| a.tokens >= n) {
-                return Ok(Outcome::Left);
+                if spec.leave == Leave::Drop {
+                    return Ok(Outcome::Left);
+                }
+                let stop = if signalr {
+                    format!("{{\"type\":5,\"invocationId\":\"{n}\"}}\u{1e}")
+                } else {
+                    format!("{{\"type\":\"cancel\",\"id\":\"c{n}\"}}")
+                };
+                stopped_at = Some(unix_us());
+                self.send(&ws_frame(0x1, stop.as_bytes())).await?;
+                continue;
             }
             match finished {
                 Some(Ok(())) => {
@@ -816,6 +979,24 @@ impl Conn {
             }
         }
     }
+}
+
+/// Stops an SSE answer with `DELETE /api/v1/answers/{id}` on a connection of its own (what
+/// a page's Stop button does), then leaves the stream.
+async fn stop_sse_answer(spec: &Spec, answer_id: &str) -> Result<Outcome, String> {
+    let mut c = Conn::connect(spec.addr, None)
+        .await
+        .map_err(|_| "connect_failed".to_owned())?;
+    let req = format!(
+        "DELETE /api/v1/answers/{answer_id} HTTP/1.1\r\nhost: {}\r\nx-api-key: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        spec.addr, spec.key
+    );
+    let at = unix_us();
+    let (status, _) = c.request(req.as_bytes()).await?;
+    if status != 204 {
+        return Err(format!("stop_http_{status}"));
+    }
+    Ok(Outcome::Stopped(at))
 }
 
 /// (fin, opcode, header length, payload length) once the header is complete.

@@ -28,6 +28,8 @@ pub struct ResponseHead {
     pub close: bool,
     /// Bytes of the head, blank line included.
     pub len: usize,
+    /// The hub's `X-Answer-Id`: the answer a stream belongs to, before any event says so.
+    pub answer_id: Option<String>,
 }
 
 pub fn parse_response_head(buf: &[u8]) -> io::Result<Option<ResponseHead>> {
@@ -47,6 +49,7 @@ pub fn parse_response_head(buf: &[u8]) -> io::Result<Option<ResponseHead>> {
         content_length: None,
         close: res.version == Some(0),
         len,
+        answer_id: None,
     };
     for h in res.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -57,6 +60,8 @@ pub fn parse_response_head(buf: &[u8]) -> io::Result<Option<ResponseHead>> {
                 .and_then(|v| v.trim().parse().ok());
         } else if h.name.eq_ignore_ascii_case("connection") {
             head.close = contains_token(h.value, b"close");
+        } else if h.name.eq_ignore_ascii_case("x-answer-id") {
+            head.answer_id = std::str::from_utf8(h.value).ok().map(str::to_owned);
         }
     }
     Ok(Some(head))
@@ -151,6 +156,35 @@ pub async fn connect(addr: SocketAddr, local: Option<IpAddr>) -> io::Result<TcpS
         }
         None => TcpStream::connect(addr).await?,
     };
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Opens a connection that looks like a slow client across a real network rather than a
+/// loopback peer: a receive buffer of `recv_buffer` bytes (a small window) and a segment
+/// size of `mss` (announced in the SYN, so the server's side uses it too, instead of
+/// loopback's 64 KiB segments). The server's send buffer still grows by itself as Linux
+/// sees fit (to about 1 MB here), as it would for a real client.
+pub async fn connect_narrow(addr: SocketAddr, recv_buffer: u32, mss: u32) -> io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    let sock = TcpSocket::new_v4()?;
+    sock.set_recv_buffer_size(recv_buffer)?;
+    let mss = mss as libc::c_int;
+    // SAFETY: setsockopt on a socket this function owns, with a pointer to a live c_int
+    // and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&mss as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let s = sock.connect(addr).await?;
     s.set_nodelay(true)?;
     Ok(s)
 }

@@ -4,6 +4,7 @@
 //! - [`http`]: the bits of HTTP/1.1 the mock, the relay and the clients speak.
 //! - [`mock`]: the mock OpenAI upstream; [`relay`]: the bare pass-through relay.
 //! - [`client`]: the load generator's clients (OpenAI format, SSE, WebSocket, SignalR).
+//! - [`resume`]: answers whose text is checked against the mock's, cut and resumed.
 //! - [`procs`], [`procstat`]: the processes under test and their `/proc` figures.
 //! - [`corpus`]: the synthetic corpus for the retrieval figure.
 //! - [`run`]: the scenarios; [`report`]: the table and the JSON.
@@ -17,5 +18,6 @@ pub mod procs;
 pub mod procstat;
 pub mod relay;
 pub mod report;
+pub mod resume;
 pub mod run;
 pub mod soak;

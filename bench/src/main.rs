@@ -15,15 +15,18 @@ usage: ragstream-bench [--quick | --full] [options]
        ragstream-bench mock [--addr A] [--threads N]
        ragstream-bench relay --upstream ADDR [--addr A] [--threads N]
 
-  --quick           the short run (default; under 3 minutes)
+  --quick           the short run (default; about 5 minutes)
   --full            longer windows and answers (under 10 minutes)
   --hub PATH        the hub binary (default: target/release/ragstream next to this one)
   --no-build        do not run `cargo build --release -p ragstream` first
   --out DIR         where the report goes (default: target/bench)
-  --only LIST       comma-separated groups: throughput, cancel, retrieval, memory
+  --only LIST       comma-separated groups: throughput, cancel, resume, lag, retrieval,
+                    memory
   --levels LIST     concurrency levels (default: 100,1000)
   --wait-quiet S    first wait up to S seconds for the machine to be idle
   --targets LIST    paths of the throughput group: direct, relay, hub-sse, hub-ws, hub-signalr
+  --resume-streams N   clients of the resume group (default 200)
+  --lag-streams N      clients of the lagging-clients group (default 40)
 ";
 
 fn main() -> ExitCode {
@@ -83,6 +86,12 @@ fn main() -> ExitCode {
             }
             if let Some(targets) = value("--targets") {
                 settings.targets = targets.split(',').map(str::to_owned).collect();
+            }
+            if let Some(n) = value("--resume-streams").and_then(|n| n.parse().ok()) {
+                settings.resume_streams = n;
+            }
+            if let Some(n) = value("--lag-streams").and_then(|n| n.parse().ok()) {
+                settings.lag_streams = n;
             }
             if let Some(levels) = value("--levels") {
                 settings.levels = levels.split(',').filter_map(|l| l.parse().ok()).collect();

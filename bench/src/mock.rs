@@ -1,8 +1,9 @@
 //! A fast mock LLM upstream in the OpenAI chat-completions streaming format.
 //!
-//! `POST …/chat/completions` streams `tokens` chunks whose content is [`TOKEN`], the first
-//! `ttft` after the request and then one every `pace`, followed by a finish chunk, a usage
-//! chunk and `data: [DONE]`. Keep-alive works as with a real upstream, so a relay's
+//! `POST …/chat/completions` streams `tokens` chunks whose content is [`TOKEN`] (or, when
+//! `numbered`, `_t_0 `, `_t_1 `, …: the same text for every request), the first `ttft`
+//! after the request and then one every `pace`, followed by a finish chunk, a usage chunk
+//! and `data: [DONE]`. Keep-alive works as with a real upstream, so a relay's
 //! connection pool is exercised.
 //!
 //! It counts, from its own side, how each stream ended: completed, or closed by the client
@@ -94,6 +95,10 @@ pub struct MockConfig {
     pub tokens: u32,
     pub pace_us: u64,
     pub ttft_us: u64,
+    /// Token `i` is `_t_<i> ` ([`numbered_token`]) instead of [`TOKEN`]: an answer's text
+    /// then tells a token lost from one repeated, which identical tokens cannot.
+    #[serde(default)]
+    pub numbered: bool,
 }
 
 impl Default for MockConfig {
@@ -102,9 +107,22 @@ impl Default for MockConfig {
             tokens: 64,
             pace_us: 10_000,
             ttft_us: 50_000,
+            numbered: false,
         }
     }
 }
+
+/// The text of token `i` of a numbered answer: the marker, then its index.
+pub fn numbered_token(i: u32) -> String {
+    format!("{TOKEN_MARK_STR}{i} ")
+}
+
+/// The whole text of a numbered answer of `tokens` tokens: what a client must end with.
+pub fn numbered_text(tokens: u32) -> String {
+    (0..tokens).map(numbered_token).collect()
+}
+
+const TOKEN_MARK_STR: &str = "_t_";
 
 /// One recorded stream end.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,8 +188,12 @@ pub fn unix_us() -> u64 {
 const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
 
 fn token_chunk() -> Vec<u8> {
+    content_chunk(TOKEN)
+}
+
+fn content_chunk(content: &str) -> Vec<u8> {
     let data = format!(
-        "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"mock\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{TOKEN}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
+        "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"mock\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
     );
     let mut out = Vec::new();
     http::push_chunk(&mut out, data.as_bytes());
@@ -330,6 +352,7 @@ async fn stream(s: &mut TcpStream, sh: &Shared, token: &[u8], body: &[u8]) -> bo
             token = &long;
             config.tokens = n;
             config.pace_us = 0;
+            config.numbered = false;
         }
         None => {}
     }
@@ -416,7 +439,12 @@ async fn run_stream(
             // The caller resets or stalls from here; true: the client is still there.
             return true;
         }
-        if wr.write_all(token).await.is_err() {
+        let written = if config.numbered {
+            wr.write_all(&content_chunk(&numbered_token(i))).await
+        } else {
+            wr.write_all(token).await
+        };
+        if written.is_err() {
             return false;
         }
         *sent += 1;

@@ -3,11 +3,16 @@
 //! 1. Throughput and latency: 100 and 1,000 concurrent closed-loop streams (64 tokens
 //!    10 ms apart, first token at 50 ms) over the direct path, the bare relay and the hub
 //!    (SSE, plain WebSocket, SignalR). CPU of the relay and of the hub from `/proc`.
-//! 2. Cancellation: 50 clients that leave after 5 tokens of a 1,000-token answer, while
-//!    100 other streams run; the mock records when it saw each upstream close.
-//! 3. Retrieval: a synthetic 10,000-chunk corpus through the documents API, then 100
+//! 2. Cancellation: 50 clients that stop their answer (explicitly) or drop their connection
+//!    (abruptly) after 5 tokens of a 1,000-token answer, while 100 other streams run; the
+//!    mock records when it saw each upstream close.
+//! 3. Resume ([`detach`]): 10 % of the answers cut mid-answer and resumed, every answer's
+//!    text checked against the mock's; CPU with and without the cuts.
+//! 4. Lagging clients ([`detach`]): the same answers read at once and read slowly: CPU per
+//!    token and frames per token.
+//! 5. Retrieval: a synthetic 10,000-chunk corpus through the documents API, then 100
 //!    streams over SSE and WebSocket whose questions match a few hundred chunks each.
-//! 4. Memory: idle connections (10,000 WebSockets on the hub; idle keep-alive connections
+//! 6. Memory: idle connections (10,000 WebSockets on the hub; idle keep-alive connections
 //!    on the relay) and streams held at once (2,000 at 200 ms per token), each on a freshly
 //!    started process, from RSS deltas.
 
@@ -19,7 +24,11 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use crate::client::{self, Conn, Load, Spec, Stats, Target, Window};
+mod detach;
+
+pub use detach::{LagRun, ResumeRun, ResumeSummary};
+
+use crate::client::{self, Conn, Lag, Leave, Load, Spec, Stats, Target, Window};
 use crate::corpus::Corpus;
 use crate::mock::{MockConfig, MockStats};
 use crate::procs::{self, Proc, ADMIN_KEY};
@@ -42,6 +51,20 @@ pub struct Settings {
     pub held_streams: usize,
     pub held_tokens: u32,
     pub held_pace_ms: f64,
+    /// The hub's `RAGSTREAM_RESUME_GRACE_SECS`: short, so that an abrupt leave is measured
+    /// against it, and so that the answers a window's end drops do not run on into the next
+    /// scenario.
+    pub grace_s: u64,
+    /// Resume cost: clients, answers each, share of answers cut, runs of each kind.
+    pub resume_streams: usize,
+    pub resume_answers: u32,
+    pub resume_drop_pct: u32,
+    pub resume_rounds: usize,
+    /// Lagging clients: clients (one answer each), the mock's answer, how the slow ones read.
+    pub lag_streams: usize,
+    pub lag_tokens: u32,
+    pub lag_pace_ms: f64,
+    pub lag: Lag,
     /// Which scenario groups to run (all by default).
     pub only: Vec<String>,
     /// Which paths the throughput group runs (all by default).
@@ -65,6 +88,20 @@ impl Settings {
             held_streams: 2_000,
             held_tokens: 25,
             held_pace_ms: 200.0,
+            grace_s: 1,
+            resume_streams: 200,
+            resume_answers: 3,
+            resume_drop_pct: 10,
+            resume_rounds: 2,
+            lag_streams: 40,
+            lag_tokens: 2000,
+            lag_pace_ms: 2.0,
+            lag: Lag {
+                recv_buffer: 8192,
+                mss: 1460,
+                read_bytes: 1024,
+                pause: Duration::from_millis(100),
+            },
             only: Vec::new(),
             targets: Vec::new(),
         }
@@ -130,12 +167,16 @@ impl Ctx {
     async fn fresh_hub(&mut self) -> Result<(), String> {
         self.hub = None;
         self.hubs_started += 1;
+        let env = [(
+            "RAGSTREAM_RESUME_GRACE_SECS".to_owned(),
+            self.settings.grace_s.to_string(),
+        )];
         let hub = procs::start_hub(
             &self.hub_bin,
             &self.dir,
             self.mock.addr,
             self.hubs_started,
-            &[],
+            &env,
         )
         .await?;
         self.hub = Some(hub);
@@ -157,11 +198,16 @@ impl Ctx {
     }
 
     async fn mock_config(&self, tokens: u32, pace_ms: f64, ttft_ms: f64) -> Result<(), String> {
-        let config = MockConfig {
+        self.set_mock(MockConfig {
             tokens,
             pace_us: (pace_ms * 1000.0) as u64,
             ttft_us: (ttft_ms * 1000.0) as u64,
-        };
+            numbered: false,
+        })
+        .await
+    }
+
+    async fn set_mock(&self, config: MockConfig) -> Result<(), String> {
         let body = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
         let mut c = Conn::connect(self.mock.addr, None)
             .await
@@ -177,16 +223,7 @@ impl Ctx {
     }
 
     fn spec(&self, target: Target, questions: &std::sync::Arc<Vec<String>>) -> Spec {
-        Spec {
-            target,
-            addr: self.addr(target),
-            key: ADMIN_KEY.to_owned(),
-            questions: questions.clone(),
-            id_prefix: "benchid",
-            leave_after: None,
-            once: false,
-            top_k: 5,
-        }
+        Spec::new(target, self.addr(target), ADMIN_KEY, questions.clone())
     }
 
     /// The hub's count of active streams (admin stats).
@@ -247,6 +284,9 @@ pub struct RunResult {
     pub seconds: f64,
     pub answers: u64,
     pub tokens: u64,
+    /// Frames that carried tokens, as the clients received them: below 1 per token when
+    /// the hub merged tokens that waited.
+    pub frames_per_token: f64,
     pub tokens_per_s: f64,
     pub ttft_ms: Pct,
     /// TTFT minus the direct path's at the same concurrency (p50 − p50, p99 − p99).
@@ -285,15 +325,25 @@ pub struct Ratios {
 #[derive(Debug, Clone, Serialize)]
 pub struct CancelResult {
     pub target: &'static str,
+    /// `stop`: an explicit stop (plain WebSocket cancel, SignalR `CancelInvocation`, SSE
+    /// `DELETE /api/v1/answers/{id}`); `leave`: the connection dropped without a word, which
+    /// the hub answers after its grace window; `close`: the relay, which knows only that.
+    pub how: &'static str,
     pub clients: usize,
     pub left: usize,
     /// Upstream streams the mock saw closed before their end, of those clients.
     pub upstream_closed: usize,
     pub upstream_completed: usize,
+    /// From the stop (or the drop) to the upstream close.
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
     pub latency_ms_max: f64,
-    pub within_100ms: usize,
+    /// The goal: 100 ms after a stop, the grace window + 100 ms after a leave.
+    pub target_ms: f64,
+    pub within_target: usize,
+    /// Leaves whose upstream closed before the grace window was over: answers that were
+    /// not kept for a resume.
+    pub before_grace: usize,
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -370,7 +420,10 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             .collect(),
     );
 
-    if settings.wants("throughput") || settings.wants("cancel") || settings.wants("retrieval") {
+    if ["throughput", "cancel", "resume", "lag", "retrieval"]
+        .iter()
+        .any(|g| settings.wants(g))
+    {
         ctx.fresh_relay()?;
         ctx.fresh_hub().await?;
     }
@@ -398,24 +451,40 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     }
 
     if settings.wants("cancel") {
-        for target in [
-            Target::Relay,
-            Target::HubSse,
-            Target::HubWs,
-            Target::HubSignalR,
+        for (target, how) in [
+            (Target::Relay, Leave::Drop),
+            (Target::HubSse, Leave::Stop),
+            (Target::HubWs, Leave::Stop),
+            (Target::HubSignalR, Leave::Stop),
+            (Target::HubSse, Leave::Drop),
+            (Target::HubWs, Leave::Drop),
+            (Target::HubSignalR, Leave::Drop),
         ] {
-            let r = cancellation(&ctx, target, &plain).await?;
+            let r = cancellation(&ctx, target, how, &plain).await?;
             eprintln!(
-                "cancel {:<12} closed {}/{} p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+                "cancel {:<12} {:<5} closed {}/{} within {:.0} ms: {}, p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
                 r.target,
+                r.how,
                 r.upstream_closed,
                 r.clients,
+                r.target_ms,
+                r.within_target,
                 r.latency_ms_p50,
                 r.latency_ms_p99,
                 r.latency_ms_max
             );
             report.cancellation.push(r);
         }
+    }
+
+    if settings.wants("resume") {
+        let (runs, summaries) = detach::resume_cost(&ctx, &plain).await?;
+        report.resume = runs;
+        report.resume_summary = summaries;
+    }
+
+    if settings.wants("lag") {
+        report.lag = detach::lagging(&ctx, &plain).await?;
     }
 
     if settings.wants("retrieval") {
@@ -557,6 +626,7 @@ async fn throughput(
         seconds: secs,
         answers: stats.answers,
         tokens: stats.tokens,
+        frames_per_token: stats.frames as f64 / stats.tokens.max(1) as f64,
         tokens_per_s: stats.tokens as f64 / secs,
         ttft_ms: pct_ms(&mut stats.ttft_us),
         ttft_added_ms: None,
@@ -585,6 +655,7 @@ async fn throughput(
 async fn cancellation(
     ctx: &Ctx,
     target: Target,
+    how: Leave,
     questions: &std::sync::Arc<Vec<String>>,
 ) -> Result<CancelResult, String> {
     let s = &ctx.settings;
@@ -599,7 +670,14 @@ async fn cancellation(
     let mut spec = ctx.spec(target, questions);
     spec.id_prefix = "benchleave";
     spec.leave_after = Some(5);
-    spec.once = true;
+    spec.leave = how;
+    spec.answers = Some(1);
+    let grace_ms = ctx.settings.grace_s as f64 * 1000.0;
+    let (how, target_ms, wait) = match (target, how) {
+        (Target::Relay, _) => ("close", 100.0, 1000.0),
+        (_, Leave::Stop) => ("stop", 100.0, 1000.0),
+        (_, Leave::Drop) => ("leave", grace_ms + 100.0, grace_ms + 1000.0),
+    };
     let leavers = Load::start(
         spec,
         s.cancel_clients,
@@ -609,8 +687,9 @@ async fn cancellation(
     let stats = tokio::time::timeout(Duration::from_secs(30), leavers.join())
         .await
         .map_err(|_| "the leaving clients did not finish in 30 s".to_owned())?;
-    // Give a slow relay time to notice; what it did not see by then counts as not closed.
-    sleep(Duration::from_millis(1000)).await;
+    // Give a slow relay time to notice (and the hub its grace window); what it did not
+    // see by then counts as not closed.
+    sleep(Duration::from_secs_f64(wait / 1000.0)).await;
     let mock = ctx.mock_stats().await?;
     let mut bg = background.stop().await;
     let mut latencies = Vec::new();
@@ -643,6 +722,7 @@ async fn cancellation(
     }
     Ok(CancelResult {
         target: target.name(),
+        how,
         clients: s.cancel_clients,
         left: stats.leaves.len(),
         upstream_closed: closed,
@@ -650,7 +730,19 @@ async fn cancellation(
         latency_ms_p50: at(0.5),
         latency_ms_p99: at(0.99),
         latency_ms_max: at(1.0),
-        within_100ms: latencies.iter().filter(|l| **l <= 100_000).count(),
+        target_ms,
+        within_target: latencies
+            .iter()
+            .filter(|l| **l as f64 <= target_ms * 1000.0)
+            .count(),
+        before_grace: if how == "leave" {
+            latencies
+                .iter()
+                .filter(|l| (**l as f64) < (grace_ms - 20.0) * 1000.0)
+                .count()
+        } else {
+            0
+        },
         errors,
     })
 }
@@ -737,7 +829,7 @@ async fn held(
     sleep(Duration::from_millis(500)).await;
     let before = procstat::rss_kib(pid);
     let mut spec = ctx.spec(target, questions);
-    spec.once = true;
+    spec.answers = Some(1);
     let stagger = Duration::from_secs(2);
     let (load, idle_rss, mut errors) = if target == Target::HubWs {
         let (conns, errors) = client::open_many(&spec, n, 256).await;

@@ -18,16 +18,14 @@ async fn listen() -> (TcpListener, SocketAddr) {
 }
 
 fn spec(target: Target, addr: SocketAddr) -> Spec {
-    Spec {
+    let mut spec = Spec::new(
         target,
         addr,
-        key: String::new(),
-        questions: Arc::new(vec!["What is a smoke test?".into()]),
-        id_prefix: "benchid",
-        leave_after: None,
-        once: true,
-        top_k: 5,
-    }
+        "",
+        Arc::new(vec!["What is a smoke test?".into()]),
+    );
+    spec.answers = Some(1);
+    spec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,6 +35,7 @@ async fn five_streams_through_the_relay_arrive_whole_and_leavers_close_their_ups
         tokens: 20,
         pace_us: 2_000,
         ttft_us: 5_000,
+        numbered: false,
     };
     tokio::spawn(mock::serve(ml, config));
     let (rl, relay_addr) = listen().await;

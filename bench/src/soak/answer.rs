@@ -258,16 +258,8 @@ async fn open(transport: Transport, shape: &Shape) -> Result<Conn, String> {
     let mut c = Conn::connect(shape.hub, None)
         .await
         .map_err(|e| e.kind().to_string())?;
-    let spec = Spec {
-        target: Target::HubWs,
-        addr: shape.hub,
-        key: shape.key.clone(),
-        questions: Default::default(),
-        id_prefix: "benchid",
-        leave_after: None,
-        once: true,
-        top_k: shape.top_k,
-    };
+    let mut spec = Spec::new(Target::HubWs, shape.hub, &shape.key, Default::default());
+    spec.top_k = shape.top_k;
     match transport {
         Transport::Ws => c.ws_upgrade(&spec).await?,
         Transport::SignalR => {

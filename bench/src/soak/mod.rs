@@ -153,6 +153,7 @@ async fn soak(opts: &Options, dir: &Path) -> Result<SoakReport, String> {
             tokens: opts.tokens,
             pace_us: opts.pace_ms * 1000,
             ttft_us: opts.ttft_ms * 1000,
+            numbered: false,
         },
     ));
     let env: Vec<(String, String)> = HUB_ENV
