@@ -1,4 +1,4 @@
-//! Clients that ask and never read: the hub's memory stays bounded, their answers do not
+//! Clients that ask and never read: they are let go after the write timeout, their answers do not
 //! wait for them, and after the write timeout plus the grace window every slot, connection
 //! and upstream is given back.
 
@@ -31,7 +31,7 @@ fn rss_kib() -> u64 {
 }
 
 #[actix_web::test]
-async fn five_hundred_clients_that_never_read_cost_bounded_memory_and_give_everything_back() {
+async fn five_hundred_clients_that_never_read_are_let_go_and_give_everything_back() {
     let mock = MockUpstream::start(Flavor::OpenAi).await;
     // Long answers of big tokens (about 200 KB each), so an unread socket stalls the hub's
     // writes well before the answer ends.
@@ -102,18 +102,16 @@ async fn five_hundred_clients_that_never_read_cost_bounded_memory_and_give_every
         .count();
     let grown = peak.saturating_sub(before);
     eprintln!(
-        "{CLIENTS} clients that never read: hub (test process) RSS {before} KiB before, peak +{grown} KiB \
+        "{CLIENTS} clients that never read: test process RSS {before} KiB before, peak +{grown} KiB \
          ({} KiB per client); everything released {settled:?} after the first ask; {cut} upstreams stopped early",
         grown / CLIENTS as u64
     );
-    // Bounded: a stalled client holds its answer's log (128 KiB here), at most 32 queued
-    // frames of at most 4 KiB and the connection's buffers; the figure also counts the
-    // in-process mock's precomputed 200 KB replies. Not the whole answer per frame, and
-    // nothing after the write timeout and the grace window (checked above).
-    assert!(
-        grown < CLIENTS as u64 * 1024,
-        "memory grew by {grown} KiB for {CLIENTS} clients"
-    );
+    // The figure is reported, not asserted: this process also runs the other tests (and the
+    // mock's precomputed replies), so its RSS is no measure of the hub alone. The hub's bound
+    // is structural: a stalled client holds its answer's log (128 KiB here), at most 32
+    // queued frames of at most 4 KiB and its connection's buffers, and after the write
+    // timeout and the grace window nothing at all (asserted above). The soak measures the
+    // hub's own RSS in a process of its own (bench/results/soak.md).
     drop(sockets);
 }
 
