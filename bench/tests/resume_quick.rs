@@ -5,8 +5,8 @@
 //! Like the quick soak, it runs the `ragstream` binary next to this test, building it if
 //! it is missing.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,24 +16,6 @@ use ragstream_bench::procs::{self, ADMIN_KEY};
 use tokio::net::TcpListener;
 
 const TOKENS: u32 = 30;
-
-fn hub_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/debug");
-    let bin = dir.join("ragstream");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "ragstream", "--bin", "ragstream"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build -p ragstream failed");
-    }
-    bin
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_answers_resume_with_no_token_lost_or_repeated_and_slow_readers_get_theirs_whole() {
@@ -50,7 +32,7 @@ async fn cut_answers_resume_with_no_token_lost_or_repeated_and_slow_readers_get_
     ));
     let dir = std::env::temp_dir().join(format!("ragstream-resume-quick-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let bin = std::fs::canonicalize(hub_bin()).expect("the hub binary");
+    let bin = std::fs::canonicalize(common::hub_bin()).expect("the hub binary");
     let env = [("RAGSTREAM_RESUME_GRACE_SECS".to_owned(), "10".to_owned())];
     let hub = procs::start_hub(&bin, &dir, mock_addr, 1, &env)
         .await

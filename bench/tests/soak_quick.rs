@@ -6,33 +6,13 @@
 //! It runs the `ragstream` binary that `cargo test --workspace` builds next to this test
 //! (scripts/test); alone (`cargo test -p ragstream-bench`) it builds it first if missing.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 use ragstream_bench::soak::{self, Options};
 
-/// `target/debug/ragstream`, beside the folder this test runs from.
-fn hub_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/debug");
-    let bin = dir.join("ragstream");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "ragstream", "--bin", "ragstream"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build -p ragstream failed");
-    }
-    bin
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quick_soak_with_faults_leaves_the_hub_as_it_found_it() {
-    let report = soak::run(&Options::quick(hub_bin()))
+    let report = soak::run(&Options::quick(common::hub_bin()))
         .await
         .expect("the soak runs");
     let md = report.markdown();

@@ -147,9 +147,6 @@ pub struct NewAnswer {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResumeError {
-    /// Unknown, expired, or someone else's: indistinguishable on purpose.
-    #[error("no such answer")]
-    NotFound,
     /// The answer's log no longer holds the events after the cursor.
     #[error("the events after this cursor are no longer kept; the answer cannot be resumed")]
     Gap,
@@ -242,15 +239,6 @@ impl Answers {
         for id in forgotten {
             self.remove(&id);
         }
-    }
-
-    /// Answers registered now (running or in their grace window).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -105,12 +105,8 @@ pub(super) async fn resume_sse(
         }
     };
     let owner = key_owner(&entry);
-    let subscription = Answers::resume(entry, after).map_err(|e| match e {
-        ResumeError::NotFound => ApiError::AnswerNotFound,
-        ResumeError::Gap | ResumeError::Ahead => {
-            ApiError::bad_request("invalid_cursor", e.to_string())
-        }
-    })?;
+    let subscription = Answers::resume(entry, after)
+        .map_err(|e: ResumeError| ApiError::bad_request("invalid_cursor", e.to_string()))?;
     Ok(sse_response(
         state,
         hub::next_session_id(),
