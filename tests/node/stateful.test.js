@@ -361,7 +361,11 @@ describe(`SignalR stateful reconnect and ResumeAnswer (pace 40 ms, grace ${GRACE
     const pending = c.invoke("SendMessage", QUESTIONS.eiffel, 5);
     pending.catch(() => {});
     await waitFor(() => seen.tokens.length >= 3, { timeout: 10000, label: "three tokens" });
-    const mine = (await connections(hub)).find((x) => x.protocol === "signalr");
+    // Ours is the newest SignalR connection with an answer streaming; an earlier test's
+    // connection may still be listed while it closes (a 404 on CI once).
+    const mine = (await connections(hub))
+      .filter((x) => x.protocol === "signalr" && x.activeStreams > 0)
+      .sort((a, b) => b.id - a.id)[0];
     assert.ok(mine, "our connection is listed");
     await dropConnection(hub, mine.id);
 
