@@ -177,6 +177,10 @@ pub struct Settings {
     pub resume_grace: Duration,
     /// A connection whose writes make no progress for this long is closed.
     pub client_write_timeout: Duration,
+    /// Most bytes a client socket may hold written but not yet sent (`TCP_NOTSENT_LOWAT`);
+    /// 0 leaves the kernel's default. Past it, tokens wait in the answer's log and go out
+    /// merged instead of one frame each piling up in the kernel.
+    pub tcp_notsent_lowat: u32,
     /// Bound of one answer's event log; past it the oldest events are dropped.
     pub answer_log_max_bytes: usize,
     /// SignalR stateful reconnect: bytes of hub messages a connection keeps until the client
@@ -229,6 +233,7 @@ impl Default for Settings {
             client_timeout: Duration::from_secs(30),
             resume_grace: Duration::from_secs(20),
             client_write_timeout: Duration::from_secs(30),
+            tcp_notsent_lowat: 16 * 1024,
             answer_log_max_bytes: 1024 * 1024,
             signalr_resend_max_bytes: 256 * 1024,
             workers: 0,
@@ -375,6 +380,9 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_CLIENT_WRITE_TIMEOUT_SECS", 1, 3600)? {
             s.client_write_timeout = Duration::from_secs(n as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_TCP_NOTSENT_LOWAT", 0, 1 << 30)? {
+            s.tcp_notsent_lowat = n as u32;
         }
         if let Some(n) = number(&var, "RAGSTREAM_ANSWER_LOG_MAX_BYTES", 4096, 1 << 30)? {
             s.answer_log_max_bytes = n;

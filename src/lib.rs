@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod listener;
 pub mod protocol;
 pub mod providers;
 pub mod rag;

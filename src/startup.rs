@@ -1,6 +1,5 @@
 //! Builds the application: store (migrated), providers, the ChatHub, the HTTP server.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use crate::answer::{Answers, Pipeline};
 use crate::auth::tickets::{ConnectionGrant, TicketStore, TICKET_TTL};
 use crate::config::{ConfigError, Settings};
 use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
+use crate::listener;
 use crate::providers::Providers;
 use crate::rag::ingest::UploadGate;
 use crate::routes;
@@ -109,7 +109,7 @@ impl Application {
             global: settings.max_streams_global,
         });
 
-        let listener = TcpListener::bind(settings.addr)?;
+        let listener = listener::bind(settings.addr, settings.tcp_notsent_lowat)?;
         let port = listener.local_addr()?.port();
         let workers = settings.workers;
         let connection_slots = ConnectionSlots::new(settings.max_connections_per_user);
