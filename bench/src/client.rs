@@ -35,6 +35,8 @@ pub enum Target {
     Direct,
     /// Through the bare pass-through relay (OpenAI format).
     Relay,
+    /// Through the same relay built on actix-web + awc (OpenAI format).
+    ActixRelay,
     /// The hub's `GET /api/v1/ask/stream`.
     HubSse,
     /// The hub's WebSocket, plain JSON protocol.
@@ -48,6 +50,7 @@ impl Target {
         match self {
             Target::Direct => "direct",
             Target::Relay => "relay",
+            Target::ActixRelay => "actix-relay",
             Target::HubSse => "hub-sse",
             Target::HubWs => "hub-ws",
             Target::HubSignalR => "hub-signalr",
@@ -452,7 +455,9 @@ async fn client_loop(i: usize, spec: &Spec, mut conn: Option<Conn>, rec: &mut Re
             _ => {
                 let Some(c) = conn.as_mut() else { return };
                 match spec.target {
-                    Target::Direct | Target::Relay => c.openai_answer(spec, &question, rec).await,
+                    Target::Direct | Target::Relay | Target::ActixRelay => {
+                        c.openai_answer(spec, &question, rec).await
+                    }
                     Target::HubSse => c.sse_answer(spec, &question, rec).await,
                     Target::HubWs => c.ws_answer(spec, &question, n, false, rec).await,
                     Target::HubSignalR => c.ws_answer(spec, &question, n, true, rec).await,

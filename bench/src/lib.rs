@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`http`]: the bits of HTTP/1.1 the mock, the relay and the clients speak.
-//! - [`mock`]: the mock OpenAI upstream; [`relay`]: the bare pass-through relay.
+//! - [`mock`]: the mock OpenAI upstream; [`relay`]: the bare pass-through relay;
+//!   [`actix_relay`]: the same relay on actix-web + awc (the framework's floor).
 //! - [`client`]: the load generator's clients (OpenAI format, SSE, WebSocket, SignalR).
 //! - [`resume`]: answers whose text is checked against the mock's, cut and resumed.
 //! - [`procs`], [`procstat`]: the processes under test and their `/proc` figures.
@@ -10,6 +11,7 @@
 //! - [`run`]: the scenarios; [`report`]: the table and the JSON.
 //! - [`soak`]: thousands of answers with faults injected, and the checks after them.
 
+pub mod actix_relay;
 pub mod client;
 pub mod corpus;
 pub mod http;

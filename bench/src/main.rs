@@ -8,12 +8,13 @@ use std::process::ExitCode;
 
 use ragstream_bench::mock::{self, MockConfig};
 use ragstream_bench::run::{self, Options, Settings};
-use ragstream_bench::{procs, relay};
+use ragstream_bench::{actix_relay, procs, relay};
 
 const USAGE: &str = "\
 usage: ragstream-bench [--quick | --full] [options]
        ragstream-bench mock [--addr A] [--threads N]
        ragstream-bench relay --upstream ADDR [--addr A] [--threads N]
+       ragstream-bench actix-relay --upstream ADDR [--addr A] [--threads N]
 
   --quick           the short run (default; about 5 minutes)
   --full            longer windows and answers (under 10 minutes)
@@ -24,7 +25,8 @@ usage: ragstream-bench [--quick | --full] [options]
                     memory
   --levels LIST     concurrency levels (default: 100,1000)
   --wait-quiet S    first wait up to S seconds for the machine to be idle
-  --targets LIST    paths of the throughput group: direct, relay, hub-sse, hub-ws, hub-signalr
+  --targets LIST    paths of the throughput group: direct, relay, actix-relay, hub-sse,
+                    hub-ws, hub-signalr
   --resume-streams N   clients of the resume group (default 200)
   --lag-streams N      clients of the lagging-clients group (default 40)
 ";
@@ -70,6 +72,19 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| e.to_string())
             })
+        }
+        Some("actix-relay") => {
+            let Some(upstream) = value("--upstream").and_then(|u| u.parse().ok()) else {
+                eprint!("{USAGE}");
+                return ExitCode::from(2);
+            };
+            std::net::TcpListener::bind(addr)
+                .and_then(|listener| {
+                    println!("listening {}", listener.local_addr()?);
+                    std::io::Write::flush(&mut std::io::stdout())?;
+                    actix_relay::serve(listener, upstream, threads)
+                })
+                .map_err(|e| e.to_string())
         }
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

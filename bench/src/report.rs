@@ -121,7 +121,7 @@ impl Report {
         }
         let snapshot = self.runs.clone();
         for r in &mut self.runs {
-            if !r.target.starts_with("hub") {
+            if !r.target.starts_with("hub") && r.target != "actix-relay" {
                 continue;
             }
             let Some(relay) = snapshot

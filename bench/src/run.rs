@@ -138,6 +138,7 @@ struct Ctx {
     dir: PathBuf,
     mock: Proc,
     relay: Option<Proc>,
+    actix_relay: Option<Proc>,
     hub: Option<Proc>,
     hubs_started: usize,
 }
@@ -151,6 +152,11 @@ impl Ctx {
                 .as_ref()
                 .map(|p| p.addr)
                 .unwrap_or(self.mock.addr),
+            Target::ActixRelay => self
+                .actix_relay
+                .as_ref()
+                .map(|p| p.addr)
+                .unwrap_or(self.mock.addr),
             _ => self.hub.as_ref().map(|p| p.addr).unwrap_or(self.mock.addr),
         }
     }
@@ -160,6 +166,7 @@ impl Ctx {
         match target {
             Target::Direct => None,
             Target::Relay => self.relay.as_ref().map(Proc::pid),
+            Target::ActixRelay => self.actix_relay.as_ref().map(Proc::pid),
             _ => self.hub.as_ref().map(Proc::pid),
         }
     }
@@ -185,16 +192,21 @@ impl Ctx {
 
     fn fresh_relay(&mut self) -> Result<(), String> {
         self.relay = None;
-        let relay = procs::spawn_self(
-            "relay",
-            &[
-                "relay".into(),
-                "--upstream".into(),
-                self.mock.addr.to_string(),
-            ],
-        )?;
-        self.relay = Some(relay);
+        self.relay = Some(self.spawn_relay("relay")?);
         Ok(())
+    }
+
+    fn fresh_actix_relay(&mut self) -> Result<(), String> {
+        self.actix_relay = None;
+        self.actix_relay = Some(self.spawn_relay("actix-relay")?);
+        Ok(())
+    }
+
+    fn spawn_relay(&self, kind: &'static str) -> Result<Proc, String> {
+        procs::spawn_self(
+            kind,
+            &[kind.into(), "--upstream".into(), self.mock.addr.to_string()],
+        )
     }
 
     async fn mock_config(&self, tokens: u32, pace_ms: f64, ttft_ms: f64) -> Result<(), String> {
@@ -402,6 +414,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         dir: dir.clone(),
         mock,
         relay: None,
+        actix_relay: None,
         hub: None,
         hubs_started: 0,
     };
@@ -428,10 +441,14 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         ctx.fresh_hub().await?;
     }
 
+    if settings.wants("throughput") || settings.wants("cancel") {
+        ctx.fresh_actix_relay()?;
+    }
     if settings.wants("throughput") {
         let targets = [
             Target::Direct,
             Target::Relay,
+            Target::ActixRelay,
             Target::HubSse,
             Target::HubWs,
             Target::HubSignalR,
@@ -453,6 +470,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     if settings.wants("cancel") {
         for (target, how) in [
             (Target::Relay, Leave::Drop),
+            (Target::ActixRelay, Leave::Drop),
             (Target::HubSse, Leave::Stop),
             (Target::HubWs, Leave::Stop),
             (Target::HubSignalR, Leave::Stop),
@@ -476,6 +494,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             report.cancellation.push(r);
         }
     }
+    ctx.actix_relay = None;
 
     if settings.wants("resume") {
         let (runs, summaries) = detach::resume_cost(&ctx, &plain).await?;
@@ -674,7 +693,7 @@ async fn cancellation(
     spec.answers = Some(1);
     let grace_ms = ctx.settings.grace_s as f64 * 1000.0;
     let (how, target_ms, wait) = match (target, how) {
-        (Target::Relay, _) => ("close", 100.0, 1000.0),
+        (Target::Relay | Target::ActixRelay, _) => ("close", 100.0, 1000.0),
         (_, Leave::Stop) => ("stop", 100.0, 1000.0),
         (_, Leave::Drop) => ("leave", grace_ms + 100.0, grace_ms + 1000.0),
     };
