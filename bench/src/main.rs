@@ -22,7 +22,7 @@ usage: ragstream-bench [--quick | --full] [options]
   --no-build        do not run `cargo build --release -p ragstream` first
   --out DIR         where the report goes (default: target/bench)
   --only LIST       comma-separated groups: throughput, cancel, resume, lag, retrieval,
-                    memory
+                    crowd, memory
   --levels LIST     concurrency levels (default: 100,1000)
   --wait-quiet S    first wait up to S seconds for the machine to be idle
   --targets LIST    paths of the throughput group: direct, relay, actix-relay, hub-sse,

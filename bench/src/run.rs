@@ -48,6 +48,8 @@ pub struct Settings {
     pub cancel_background_streams: usize,
     pub corpus_chunks: usize,
     pub idle_connections: usize,
+    /// The crowd group: idle WebSockets held open while 1,000 answers stream.
+    pub crowd_idle: usize,
     pub held_streams: usize,
     pub held_tokens: u32,
     pub held_pace_ms: f64,
@@ -85,6 +87,7 @@ impl Settings {
             cancel_background_streams: 100,
             corpus_chunks: 10_000,
             idle_connections: 10_000,
+            crowd_idle: 5_000,
             held_streams: 2_000,
             held_tokens: 25,
             held_pace_ms: 200.0,
@@ -433,9 +436,16 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             .collect(),
     );
 
-    if ["throughput", "cancel", "resume", "lag", "retrieval"]
-        .iter()
-        .any(|g| settings.wants(g))
+    if [
+        "throughput",
+        "cancel",
+        "resume",
+        "lag",
+        "retrieval",
+        "crowd",
+    ]
+    .iter()
+    .any(|g| settings.wants(g))
     {
         ctx.fresh_relay()?;
         ctx.fresh_hub().await?;
@@ -495,6 +505,13 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         }
     }
     ctx.actix_relay = None;
+
+    if settings.wants("crowd") {
+        for r in crowd(&mut ctx, &plain).await? {
+            eprintln!("{}", report::one_line(&r));
+            report.runs.push(r);
+        }
+    }
 
     if settings.wants("resume") {
         let (runs, summaries) = detach::resume_cost(&ctx, &plain).await?;
@@ -806,6 +823,33 @@ async fn load_corpus(ctx: &Ctx, chunks: usize) -> Result<(usize, f64, Vec<String
     }
     let (questions, matched) = corpus.questions(64);
     Ok((total, started.elapsed().as_secs_f64(), questions, matched))
+}
+
+/// 1,000 answers over WebSocket and over SSE while thousands of idle WebSockets stay open
+/// (a chat service's usual crowd: most clients connected, few asking), on a fresh hub.
+/// The idle sockets cost the hub their heartbeats and their memory; the figures say
+/// whether they slow the answers.
+async fn crowd(
+    ctx: &mut Ctx,
+    questions: &std::sync::Arc<Vec<String>>,
+) -> Result<Vec<RunResult>, String> {
+    ctx.fresh_hub().await?;
+    let n = ctx.settings.crowd_idle;
+    let spec = ctx.spec(Target::HubWs, &std::sync::Arc::new(vec![String::new()]));
+    let (idle, errors) = client::open_many(&spec, n, 256).await;
+    if idle.len() < n {
+        eprintln!(
+            "crowd: {} of {n} idle WebSockets opened: {errors:?}",
+            idle.len()
+        );
+    }
+    let mut runs = Vec::new();
+    for target in [Target::HubWs, Target::HubSse] {
+        let label = format!("{}+{}-idle", target.name(), idle.len());
+        runs.push(throughput(ctx, target, 1000, questions, &label).await?);
+    }
+    drop(idle);
+    Ok(runs)
 }
 
 async fn idle(ctx: &Ctx, target: Target, n: usize) -> IdleResult {
