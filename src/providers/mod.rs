@@ -16,6 +16,7 @@
 
 pub mod anthropic;
 pub mod chain;
+mod chunk_scan;
 pub mod http;
 mod json;
 pub mod offline;

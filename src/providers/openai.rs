@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::chunk_scan;
 use super::http::{self, Endpoint, EventParser};
 use super::json::{self, Str};
 use super::retry;
@@ -183,6 +184,45 @@ fn stream_error(message: String, retryable: bool) -> ProviderError {
 }
 
 impl ChunkParser {
+    /// Every chunk the fast path leaves: finish reasons, usage, errors, anything unusual.
+    fn parse_with_serde(
+        &mut self,
+        data: &str,
+        out: &mut VecDeque<Delta>,
+    ) -> Result<bool, ProviderError> {
+        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| ProviderError::Protocol {
+            provider: NAME,
+            message: format!("a chunk is not valid JSON: {e}"),
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(Self::error(error));
+        }
+        if chunk.object.as_ref().is_some_and(|o| o.as_str() == "error") {
+            let message = chunk.message.map_or_else(String::new, Str::into_string);
+            return Err(stream_error(message, false));
+        }
+        if let Some(choice) = chunk.choices {
+            if let Some(delta) = choice.delta {
+                // A refusal is the model's answer too; the client should see it.
+                for text in [delta.content, delta.refusal].into_iter().flatten() {
+                    if !text.as_str().is_empty() {
+                        out.push_back(Delta::Text(text.into_string()));
+                    }
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finished = true;
+                out.push_back(Delta::Finish(reason.into_string()));
+            }
+        }
+        if let Some(tokens) = chunk.usage.and_then(|u| u.completion_tokens) {
+            out.push_back(Delta::Usage {
+                output_tokens: tokens,
+            });
+        }
+        Ok(false)
+    }
+
     fn error(field: ErrorField<'_>) -> ProviderError {
         match field {
             ErrorField::Object {
@@ -217,37 +257,14 @@ impl EventParser for ChunkParser {
         if data.starts_with("[DONE]") {
             return Ok(true);
         }
-        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| ProviderError::Protocol {
-            provider: NAME,
-            message: format!("a chunk is not valid JSON: {e}"),
-        })?;
-        if let Some(error) = chunk.error {
-            return Err(Self::error(error));
-        }
-        if chunk.object.as_ref().is_some_and(|o| o.as_str() == "error") {
-            let message = chunk.message.map_or_else(String::new, Str::into_string);
-            return Err(stream_error(message, false));
-        }
-        if let Some(choice) = chunk.choices {
-            if let Some(delta) = choice.delta {
-                // A refusal is the model's answer too; the client should see it.
-                for text in [delta.content, delta.refusal].into_iter().flatten() {
-                    if !text.as_str().is_empty() {
-                        out.push_back(Delta::Text(text.into_string()));
-                    }
-                }
+        // Nearly every chunk is one piece of text: read it without serde when sure.
+        if let Some(text) = chunk_scan::openai_content(data) {
+            if !text.is_empty() {
+                out.push_back(Delta::Text(text.into_owned()));
             }
-            if let Some(reason) = choice.finish_reason {
-                self.finished = true;
-                out.push_back(Delta::Finish(reason.into_string()));
-            }
+            return Ok(false);
         }
-        if let Some(tokens) = chunk.usage.and_then(|u| u.completion_tokens) {
-            out.push_back(Delta::Usage {
-                output_tokens: tokens,
-            });
-        }
-        Ok(false)
+        self.parse_with_serde(data, out)
     }
 
     fn end(
@@ -415,5 +432,188 @@ mod tests {
         assert_eq!(messages[2], ("assistant", "It is in Paris [1]."));
         assert_eq!(messages[3].0, "user");
         assert!(messages[3].1.ends_with("Question: When was it built?"));
+    }
+
+    /// The scanner's fast path agrees with serde on every chunk it reads: generated chunks
+    /// of every shape (errors, finish reasons, usage, refusals, duplicate and escaped keys,
+    /// escapes of every kind, lone surrogates), and the same chunks with a byte inserted or
+    /// removed anywhere.
+    mod fast_path_agrees_with_serde {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "[a-zA-Z0-9 .,!?'éü€😀\\[\\]{}:]{0,6}",
+                1 => prop_oneof![
+                    Just("\\n"), Just("\\\""), Just("\\\\"), Just("\\/"), Just("\\t"),
+                    Just("\\u00e9"), Just("\\ud83d\\ude00"), Just("\\ud800"), Just("\\udc00x"),
+                    Just("\\x"), Just("\\u12"), Just("\t"), Just("\u{1}"),
+                ].prop_map(str::to_owned),
+            ]
+        }
+
+        fn string() -> impl Strategy<Value = String> {
+            vec(piece(), 0..4).prop_map(|p| format!("\"{}\"", p.concat()))
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                string(),
+                Just("null".to_owned()),
+                Just("true".to_owned()),
+                Just("-12.5e3".to_owned()),
+                Just("0".to_owned()),
+                Just("[1,{\"a\":[]},\"x\"]".to_owned()),
+                Just("{}".to_owned()),
+            ]
+        }
+
+        fn fields(
+            names: &'static [&'static str],
+            special: impl Strategy<Value = String> + Clone,
+        ) -> impl Strategy<Value = String> {
+            vec(
+                (
+                    proptest::sample::select(names),
+                    prop_oneof![2 => special, 1 => value()],
+                ),
+                0..5,
+            )
+            .prop_map(|kv| {
+                let body: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", body.join(","))
+            })
+        }
+
+        fn chunk() -> impl Strategy<Value = String> {
+            let delta = fields(
+                &["content", "refusal", "role", "c\\u006fntent"],
+                prop_oneof![string(), Just("null".to_owned())],
+            );
+            let choice = fields(
+                &["delta", "finish_reason", "index", "logprobs"],
+                prop_oneof![delta, Just("null".to_owned()), Just("\"stop\"".to_owned())],
+            );
+            let choices = vec(choice, 0..3).prop_map(|c| format!("[{}]", c.join(",")));
+            fields(
+                &[
+                    "choices",
+                    "usage",
+                    "object",
+                    "error",
+                    "message",
+                    "id",
+                    "created",
+                    "obfuscation",
+                ],
+                prop_oneof![
+                    3 => choices,
+                    1 => Just("{\"completion_tokens\":7}".to_owned()),
+                    1 => Just("\"error\"".to_owned()),
+                    1 => Just("\"chat.completion.chunk\"".to_owned()),
+                ],
+            )
+        }
+
+        /// Chunks of the common shape, fields shuffled, with an extra field now and then.
+        fn likely() -> impl Strategy<Value = String> {
+            let extra = proptest::sample::select(
+                &[
+                    "",
+                    ",\"usage\":null",
+                    ",\"usage\":{}",
+                    ",\"object\":\"error\"",
+                    ",\"choices\":[]",
+                    ",\"x\":[[{\"y\":-0.5E+2}]]",
+                    ",\"error\":null",
+                    " ",
+                ][..],
+            );
+            let inner_extra = proptest::sample::select(
+                &[
+                    "",
+                    ",\"role\":\"assistant\"",
+                    ",\"refusal\":null",
+                    ",\"refusal\":\"no\"",
+                    ",\"content\":\"b\"",
+                    ",\"tool_calls\":[]",
+                ][..],
+            );
+            let finish = proptest::sample::select(&["null", "null", "null", "\"stop\""][..]);
+            (string(), extra, inner_extra, finish, any::<bool>()).prop_map(|(content, extra, inner, finish, swap)| {
+                let choice = format!("{{\"index\":0,\"delta\":{{\"content\":{content}{inner}}},\"logprobs\":null,\"finish_reason\":{finish}}}");
+                if swap {
+                    format!("{{\"choices\":[{choice}]{extra},\"id\":\"c1\",\"object\":\"chat.completion.chunk\"}}")
+                } else {
+                    format!("{{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1727346168{extra},\"choices\":[{choice}]}}")
+                }
+            })
+        }
+
+        fn any_chunk() -> impl Strategy<Value = String> {
+            prop_oneof![1 => chunk(), 2 => likely()]
+        }
+
+        fn serde_deltas(data: &str) -> Result<Vec<Delta>, String> {
+            let mut out = VecDeque::new();
+            ChunkParser::default()
+                .parse_with_serde(data, &mut out)
+                .map_err(|e| e.to_string())?;
+            Ok(out.into_iter().collect())
+        }
+
+        fn agree(data: &str) -> Result<(), TestCaseError> {
+            if let Some(text) = chunk_scan::openai_content(data) {
+                let expected: Vec<Delta> = if text.is_empty() {
+                    vec![]
+                } else {
+                    vec![Delta::Text(text.into_owned())]
+                };
+                prop_assert_eq!(serde_deltas(data), Ok(expected), "{}", data);
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn on_generated_chunks(data in any_chunk()) {
+                agree(&data)?;
+            }
+
+            #[test]
+            fn on_damaged_chunks(data in any_chunk(), at in any::<Index>(), insert in proptest::option::of("[\"\\\\,:{}\\[\\] a0-]")) {
+                let mut bytes = data.into_bytes();
+                let i = at.index(bytes.len() + 1);
+                match insert {
+                    Some(c) => { bytes.splice(i..i, c.bytes()); }
+                    None if i < bytes.len() => { bytes.remove(i); }
+                    None => {}
+                }
+                if let Ok(data) = String::from_utf8(bytes) {
+                    agree(&data)?;
+                }
+            }
+        }
+
+        #[test]
+        fn the_generator_reaches_the_fast_path() {
+            use proptest::strategy::ValueTree;
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            let fast = (0..2000)
+                .filter(|_| {
+                    let data = any_chunk().new_tree(&mut runner).unwrap().current();
+                    chunk_scan::openai_content(&data).is_some_and(|t| !t.is_empty())
+                })
+                .count();
+            assert!(
+                fast > 50,
+                "only {fast} of 2000 generated chunks took the fast path with text"
+            );
+        }
     }
 }
