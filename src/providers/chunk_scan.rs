@@ -12,19 +12,21 @@
 //! borrowed from the chunk unless it had escapes.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// Deeper than this, the scanner leaves the chunk to serde (whose own limit is 128).
 const MAX_DEPTH: usize = 32;
 
 /// The delta text of an OpenAI-shaped chunk of the common shape (`""` for a role-only or
-/// empty delta), or `None` when serde must decide.
-pub fn openai_content(data: &str) -> Option<Cow<'_, str>> {
+/// empty delta) with where the content string's body lies in `data` when there is one, or
+/// `None` when serde must decide.
+fn scan_openai(data: &str) -> Option<(Cow<'_, str>, Option<Range<usize>>)> {
     let mut s = Scanner {
         text: data,
         b: data.as_bytes(),
         i: 0,
     };
-    let mut content = None;
+    let mut content: Option<(Cow<'_, str>, Range<usize>)> = None;
     // serde refuses a field named twice; so does the scanner, by leaving it to serde.
     let (mut seen_choices, mut seen_usage, mut seen_object) = (false, false, false);
     s.object(|s, key| match key {
@@ -50,7 +52,65 @@ pub fn openai_content(data: &str) -> Option<Cow<'_, str>> {
     if s.i != s.b.len() || !seen_choices {
         return None;
     }
-    Some(content.unwrap_or(Cow::Borrowed("")))
+    Some(match content {
+        Some((text, span)) => (text, Some(span)),
+        None => (Cow::Borrowed(""), None),
+    })
+}
+
+/// What one upstream stream's chunks have in common around their text.
+///
+/// Most servers send every text chunk of a stream with the same bytes around the text (same
+/// id, model, created, index…). Once a chunk of the common shape has been scanned, the bytes
+/// before and after its content string are kept; a later chunk that starts and ends with
+/// exactly those bytes and has a valid JSON string between them is the same document with
+/// another text, so its text is all there is to read: two comparisons and the string. A
+/// chunk that differs (a finish reason, usage, a server that varies a field per chunk, such
+/// as OpenAI's `obfuscation`) is scanned in full, and teaches a new template a few times
+/// per stream at most, so a server whose chunks never repeat costs no copy per chunk.
+#[derive(Default)]
+pub struct OpenAiChunks {
+    template: Option<(Box<str>, Box<str>)>,
+    lessons: u8,
+}
+
+/// Templates learned per stream at most; past it, chunks that miss are scanned only.
+const MAX_LESSONS: u8 = 4;
+
+impl OpenAiChunks {
+    /// The delta text of a chunk of the common shape, or `None` when serde must decide.
+    pub fn content<'a>(&mut self, data: &'a str) -> Option<Cow<'a, str>> {
+        if let Some(text) = self.by_template(data) {
+            return Some(text);
+        }
+        let (text, span) = scan_openai(data)?;
+        if let Some(span) = span {
+            if self.lessons < MAX_LESSONS {
+                self.lessons += 1;
+                self.template = Some((data[..span.start].into(), data[span.end..].into()));
+            }
+        }
+        Some(text)
+    }
+
+    pub(super) fn by_template<'a>(&self, data: &'a str) -> Option<Cow<'a, str>> {
+        let (prefix, suffix) = self.template.as_ref()?;
+        if data.len() < prefix.len() + suffix.len()
+            || !data.starts_with(&**prefix)
+            || !data.ends_with(&**suffix)
+        {
+            return None;
+        }
+        // The prefix ends with the string's opening quote, the suffix starts with its
+        // closing one: the string must end exactly there (no unescaped quote inside).
+        let mut s = Scanner {
+            text: data,
+            b: data.as_bytes(),
+            i: prefix.len() - 1,
+        };
+        let text = s.string()?;
+        (s.i == data.len() - suffix.len() + 1).then_some(text)
+    }
 }
 
 /// `Some` the first time, `None` (leave it to serde) the second.
@@ -112,7 +172,7 @@ impl<'a> Scanner<'a> {
         self.eat(b']')
     }
 
-    fn choice(&mut self, content: &mut Option<Cow<'a, str>>) -> Option<()> {
+    fn choice(&mut self, content: &mut Option<(Cow<'a, str>, Range<usize>)>) -> Option<()> {
         let (mut seen_delta, mut seen_finish) = (false, false);
         self.object(|s, key| match key {
             b"delta" => {
@@ -127,7 +187,7 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    fn delta(&mut self, content: &mut Option<Cow<'a, str>>) -> Option<()> {
+    fn delta(&mut self, content: &mut Option<(Cow<'a, str>, Range<usize>)>) -> Option<()> {
         let (mut seen_content, mut seen_refusal) = (false, false);
         self.object(|s, key| match key {
             b"content" => {
@@ -135,7 +195,9 @@ impl<'a> Scanner<'a> {
                 if s.peek()? == b'n' {
                     s.null()
                 } else {
-                    *content = Some(s.string()?);
+                    let open = s.i + 1;
+                    let text = s.string()?;
+                    *content = Some((text, open..s.i - 1));
                     Some(())
                 }
             }
@@ -162,33 +224,15 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.eat(b'"')?;
         let start = self.i;
-        loop {
-            match *self.b.get(self.i)? {
-                b'"' => {
-                    let text = self.text.get(start..self.i)?;
-                    self.i += 1;
-                    return Some(Cow::Borrowed(text));
-                }
-                b'\\' => break,
-                c if c < 0x20 => return None,
-                _ => self.i += 1,
-            }
+        self.run()?;
+        if self.b[self.i] == b'"' {
+            let text = self.text.get(start..self.i)?;
+            self.i += 1;
+            return Some(Cow::Borrowed(text));
         }
         let mut out = String::from(self.text.get(start..self.i)?);
         loop {
-            let run = self.i;
-            loop {
-                match *self.b.get(self.i)? {
-                    b'"' | b'\\' => break,
-                    c if c < 0x20 => return None,
-                    _ => self.i += 1,
-                }
-            }
-            out.push_str(self.text.get(run..self.i)?);
-            if self.b[self.i] == b'"' {
-                self.i += 1;
-                return Some(Cow::Owned(out));
-            }
+            // On a backslash.
             self.i += 1;
             let c = match *self.b.get(self.i)? {
                 b'"' => '"',
@@ -199,39 +243,61 @@ impl<'a> Scanner<'a> {
                 b'n' => '\n',
                 b'r' => '\r',
                 b't' => '\t',
-                b'u' => {
-                    let unit = self.hex4()?;
-                    if (0xD800..0xDC00).contains(&unit) {
-                        // A surrogate pair: `\uD83D\uDE00`.
-                        self.literal(b"\\u")?;
-                        self.i -= 1;
-                        let low = self.hex4()?;
-                        if !(0xDC00..0xE000).contains(&low) {
-                            return None;
-                        }
-                        let code = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
-                        self.i -= 1;
-                        char::from_u32(code)?
-                    } else {
-                        self.i -= 1;
-                        char::from_u32(unit)?
-                    }
-                }
+                b'u' => self.unicode_escape()?,
                 _ => return None,
             };
             out.push(c);
             self.i += 1;
+            let run = self.i;
+            self.run()?;
+            out.push_str(self.text.get(run..self.i)?);
+            if self.b[self.i] == b'"' {
+                self.i += 1;
+                return Some(Cow::Owned(out));
+            }
         }
     }
 
-    /// Four hex digits after `u`; leaves the scanner on the last one.
+    /// Moves to the next `"` or `\\` of a string, refusing control characters on the way.
+    /// memchr finds it a word or a vector at a time; the check for control characters is a
+    /// loop without branches, which the compiler vectorises.
+    fn run(&mut self) -> Option<()> {
+        let rest = &self.b[self.i..];
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest[..end].iter().fold(false, |bad, &c| bad | (c < 0x20)) {
+            return None;
+        }
+        self.i += end;
+        Some(())
+    }
+
+    /// `\uXXXX` (the scanner on its `u`), or a surrogate pair `\uD83D\uDE00`; leaves the
+    /// scanner on the last hex digit.
+    fn unicode_escape(&mut self) -> Option<char> {
+        let unit = self.hex4()?;
+        let code = if (0xD800..0xDC00).contains(&unit) {
+            self.i += 1;
+            self.literal(b"\\u")?;
+            self.i -= 1;
+            let low = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&low) {
+                return None;
+            }
+            0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+        } else {
+            unit
+        };
+        char::from_u32(code)
+    }
+
+    /// Four hex digits after the `u` the scanner is on; leaves it on the last one.
     fn hex4(&mut self) -> Option<u32> {
         let digits = self.b.get(self.i + 1..self.i + 5)?;
         let mut v = 0;
         for &d in digits {
             v = v * 16 + (d as char).to_digit(16)?;
         }
-        self.i += 5;
+        self.i += 4;
         Some(v)
     }
 
@@ -309,6 +375,10 @@ impl<'a> Scanner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn openai_content(data: &str) -> Option<Cow<'_, str>> {
+        scan_openai(data).map(|(text, _)| text)
+    }
 
     #[test]
     fn the_common_chunks_are_read_without_serde() {

@@ -172,6 +172,7 @@ enum ErrorField<'a> {
 #[derive(Default)]
 pub struct ChunkParser {
     finished: bool,
+    chunks: chunk_scan::OpenAiChunks,
 }
 
 fn stream_error(message: String, retryable: bool) -> ProviderError {
@@ -258,7 +259,7 @@ impl EventParser for ChunkParser {
             return Ok(true);
         }
         // Nearly every chunk is one piece of text: read it without serde when sure.
-        if let Some(text) = chunk_scan::openai_content(data) {
+        if let Some(text) = self.chunks.content(data) {
             if !text.is_empty() {
                 out.push_back(Delta::Text(text.into_owned()));
             }
@@ -518,8 +519,8 @@ mod tests {
             )
         }
 
-        /// Chunks of the common shape, fields shuffled, with an extra field now and then.
-        fn likely() -> impl Strategy<Value = String> {
+        /// Two chunks of one shape with different texts, as one stream sends them.
+        fn likely_pair() -> impl Strategy<Value = (String, String)> {
             let extra = proptest::sample::select(
                 &[
                     "",
@@ -543,14 +544,22 @@ mod tests {
                 ][..],
             );
             let finish = proptest::sample::select(&["null", "null", "null", "\"stop\""][..]);
-            (string(), extra, inner_extra, finish, any::<bool>()).prop_map(|(content, extra, inner, finish, swap)| {
+            (string(), string(), extra, inner_extra, finish, any::<bool>()).prop_map(|(a, b, extra, inner, finish, swap)| {
+                let shape = |content: &str| {
                 let choice = format!("{{\"index\":0,\"delta\":{{\"content\":{content}{inner}}},\"logprobs\":null,\"finish_reason\":{finish}}}");
                 if swap {
                     format!("{{\"choices\":[{choice}]{extra},\"id\":\"c1\",\"object\":\"chat.completion.chunk\"}}")
                 } else {
                     format!("{{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1727346168{extra},\"choices\":[{choice}]}}")
                 }
+                };
+                (shape(&a), shape(&b))
             })
+        }
+
+        /// Chunks of the common shape, fields shuffled, with an extra field now and then.
+        fn likely() -> impl Strategy<Value = String> {
+            likely_pair().prop_map(|(a, _)| a)
         }
 
         fn any_chunk() -> impl Strategy<Value = String> {
@@ -566,7 +575,15 @@ mod tests {
         }
 
         fn agree(data: &str) -> Result<(), TestCaseError> {
-            if let Some(text) = chunk_scan::openai_content(data) {
+            agree_after(&mut chunk_scan::OpenAiChunks::default(), data)
+        }
+
+        /// What `chunks` (with whatever template it learned before) reads agrees with serde.
+        fn agree_after(
+            chunks: &mut chunk_scan::OpenAiChunks,
+            data: &str,
+        ) -> Result<(), TestCaseError> {
+            if let Some(text) = chunks.content(data) {
                 let expected: Vec<Delta> = if text.is_empty() {
                     vec![]
                 } else {
@@ -583,6 +600,27 @@ mod tests {
             #[test]
             fn on_generated_chunks(data in any_chunk()) {
                 agree(&data)?;
+            }
+
+            #[test]
+            fn on_a_stream_read_by_its_template(
+                (first, second) in likely_pair(),
+                damaged in any_chunk(),
+                at in any::<Index>(),
+                insert in "[\"\\\\,:{}\\[\\] a0-]",
+            ) {
+                let mut chunks = chunk_scan::OpenAiChunks::default();
+                agree_after(&mut chunks, &first)?;
+                agree_after(&mut chunks, &second)?;
+                // The template's own bytes around a damaged text, and other chunks after it.
+                let mut bytes = second.clone().into_bytes();
+                let i = at.index(bytes.len() + 1);
+                bytes.splice(i..i, insert.bytes());
+                if let Ok(data) = String::from_utf8(bytes) {
+                    agree_after(&mut chunks, &data)?;
+                }
+                agree_after(&mut chunks, &damaged)?;
+                agree_after(&mut chunks, &second)?;
             }
 
             #[test]
@@ -606,13 +644,15 @@ mod tests {
             let mut runner = proptest::test_runner::TestRunner::deterministic();
             let fast = (0..2000)
                 .filter(|_| {
-                    let data = any_chunk().new_tree(&mut runner).unwrap().current();
-                    chunk_scan::openai_content(&data).is_some_and(|t| !t.is_empty())
+                    let (a, b) = likely_pair().new_tree(&mut runner).unwrap().current();
+                    let mut chunks = chunk_scan::OpenAiChunks::default();
+                    chunks.content(&a).is_some()
+                        && chunks.by_template(&b).is_some_and(|t| !t.is_empty())
                 })
                 .count();
             assert!(
                 fast > 50,
-                "only {fast} of 2000 generated chunks took the fast path with text"
+                "only {fast} of 2000 generated pairs read their second chunk by the template"
             );
         }
     }
