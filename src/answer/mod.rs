@@ -422,6 +422,7 @@ async fn run(
         .model
         .clone()
         .unwrap_or_else(|| provider.model().to_owned());
+    lease.served_by(provider.name());
 
     // A conversation turn: store it and read the turns before it.
     let mut record: Option<TurnRecord> = None;
@@ -534,6 +535,7 @@ async fn run(
                 meta.ttft_ms
                     .get_or_insert_with(|| started.elapsed().as_millis() as u64);
                 counted += 1;
+                lease.relayed(meta.ttft_ms, counted);
                 // Kept before it is sent: what the row holds if the answer stops now.
                 if let Some(turn) = record.as_mut() {
                     turn.text(&text, meta.ttft_ms, usage.unwrap_or(counted));
@@ -541,6 +543,7 @@ async fn run(
                 out.emit(StreamEvent::Token(text));
             }
             Ok(Delta::Start { provider, model }) => {
+                lease.served_by(provider);
                 meta.provider = provider.to_owned();
                 meta.model = model;
                 if let Some(turn) = record.as_mut() {

@@ -28,6 +28,19 @@ pub struct Admit {
 pub struct Release {
     pub lease_id: u64,
     pub outcome: Option<Outcome>,
+    /// What the answer had done by then, also when it was cut short (for the metrics).
+    pub progress: Progress,
+}
+
+/// An answer's progress as its task saw it; kept on the lease, so it reaches the hub however
+/// the answer ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// The provider asked (then the one that answered, in a failover chain).
+    pub provider: Option<&'static str>,
+    pub ttft_ms: Option<u64>,
+    /// Text deltas relayed so far.
+    pub tokens: u64,
 }
 
 /// How an answer ended, as the pipeline saw it.

@@ -10,6 +10,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::table::Routes;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use std::convert::Infallible;
@@ -26,27 +27,20 @@ use crate::store::{KeyOwner, Role};
 
 const MAX_NAME_CHARS: usize = 200;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/admin")
-            .service(
-                web::resource("/tenants")
-                    .route(web::post().to(create_tenant))
-                    .route(web::get().to(list_tenants)),
-            )
-            .service(
-                web::resource("/keys")
-                    .route(web::post().to(create_key))
-                    .route(web::get().to(list_keys)),
-            )
-            .route("/keys/{id}", web::delete().to(revoke_key))
-            .route("/stats", web::get().to(stats))
-            .route("/events", web::get().to(events))
-            .route("/streams", web::get().to(list_streams))
-            .route("/streams/{id}", web::delete().to(end_stream))
-            .route("/connections", web::get().to(list_connections))
-            .route("/connections/{id}", web::delete().to(end_connection)),
-    );
+pub fn configure(routes: &mut Routes) {
+    routes.scope("/admin", |r| {
+        r.post("/tenants", create_tenant)
+            .get("/tenants", list_tenants)
+            .post("/keys", create_key)
+            .get("/keys", list_keys)
+            .delete("/keys/{id}", revoke_key)
+            .get("/stats", stats)
+            .get("/events", events)
+            .get("/streams", list_streams)
+            .delete("/streams/{id}", end_stream)
+            .get("/connections", list_connections)
+            .delete("/connections/{id}", end_connection);
+    });
 }
 
 /// `?tenantId=` on a listing.

@@ -11,18 +11,18 @@ use serde::Deserialize;
 
 use super::answers::{last_event_id, resume_sse};
 use super::ask::{answer_json, answer_sse, to_request, AskParams};
+use super::table::Routes;
 use crate::answer::{conversation_id, AnswerRequest, ConversationRef, ProviderChoice};
 use crate::auth::{resolve_stream, stream_ticket, Principal, StreamPrincipal};
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store::KeyOwner;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/agent/chat", web::post().to(chat)).service(
-        web::resource("/agent/chat/stream")
-            .route(web::get().to(chat_stream_get))
-            .route(web::post().to(chat_stream_post)),
-    );
+pub fn configure(routes: &mut Routes) {
+    routes
+        .post("/agent/chat", chat)
+        .get("/agent/chat/stream", chat_stream_get)
+        .post("/agent/chat/stream", chat_stream_post);
 }
 
 #[derive(Deserialize)]

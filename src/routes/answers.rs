@@ -9,6 +9,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::table::Routes;
 use crate::answer::{AnswerEntry, AnswerOwner, Answers, ResumeError, Subscription};
 use crate::auth::{resolve_stream, stream_ticket, Principal};
 use crate::error::ApiError;
@@ -17,9 +18,10 @@ use crate::protocol::sse;
 use crate::startup::AppState;
 use crate::store::KeyOwner;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/answers/{id}/stream", web::get().to(stream))
-        .route("/answers/{id}", web::delete().to(stop));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .get("/answers/{id}/stream", stream)
+        .delete("/answers/{id}", stop);
 }
 
 #[derive(Deserialize)]

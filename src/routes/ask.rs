@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::answers::{last_event_id, resume_sse, sse_response};
+use super::table::Routes;
 use crate::answer::{
     validate_choice, validate_question, validate_top_k, AnswerOwner, AnswerRequest,
     ConversationRef, ProviderChoice, Start, StreamEvent,
@@ -19,12 +20,11 @@ use crate::hub;
 use crate::startup::AppState;
 use crate::store::KeyOwner;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ask", web::post().to(ask)).service(
-        web::resource("/ask/stream")
-            .route(web::get().to(ask_stream_get))
-            .route(web::post().to(ask_stream_post)),
-    );
+pub fn configure(routes: &mut Routes) {
+    routes
+        .post("/ask", ask)
+        .get("/ask/stream", ask_stream_get)
+        .post("/ask/stream", ask_stream_post);
 }
 
 #[derive(Deserialize)]

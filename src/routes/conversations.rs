@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::read_limited;
+use super::table::Routes;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -17,18 +18,13 @@ const MAX_PAGE: i64 = 100;
 /// A create body only ever holds a title.
 const CREATE_BODY_LIMIT: usize = 16 * 1024;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/conversations")
-            .route(web::post().to(create))
-            .route(web::get().to(list)),
-    )
-    .service(
-        web::resource("/conversations/{id}")
-            .route(web::get().to(read))
-            .route(web::patch().to(rename))
-            .route(web::delete().to(delete)),
-    );
+pub fn configure(routes: &mut Routes) {
+    routes
+        .post("/conversations", create)
+        .get("/conversations", list)
+        .get("/conversations/{id}", read)
+        .patch("/conversations/{id}", rename)
+        .delete("/conversations/{id}", delete);
 }
 
 #[derive(Deserialize)]

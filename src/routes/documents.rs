@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{read_limited, too_large, utf8};
+use super::table::Routes;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::rag::ingest::{ingest, quota_message, Upload};
@@ -36,13 +37,11 @@ const MULTIPART_FRAMING_BYTES: usize = 64 * 1024;
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 200;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/documents")
-            .route(web::post().to(create))
-            .route(web::get().to(list)),
-    )
-    .route("/documents/{id}", web::delete().to(delete));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .post("/documents", create)
+        .get("/documents", list)
+        .delete("/documents/{id}", delete);
 }
 
 #[derive(Deserialize)]

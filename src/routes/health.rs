@@ -1,11 +1,11 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::table::Routes;
 use crate::startup::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+pub fn configure(routes: &mut Routes) {
+    routes.get("/healthz", healthz).get("/readyz", readyz);
 }
 
 /// The process is up.

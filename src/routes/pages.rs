@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+use super::table::Routes;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -15,10 +16,11 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
 frame-ancestors 'none'; form-action 'self'";
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(chat_page))
-        .route("/admin", web::get().to(admin_page))
-        .route("/static/{path:.*}", web::get().to(asset));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .get("/", chat_page)
+        .get("/admin", admin_page)
+        .get("/static/{path:.*}", asset);
 }
 
 async fn chat_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -7,18 +7,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::table::Routes;
 use crate::auth::session;
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store::SessionInfo;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/session")
-            .route(web::post().to(sign_in))
-            .route(web::get().to(who))
-            .route(web::delete().to(sign_out)),
-    );
+pub fn configure(routes: &mut Routes) {
+    routes
+        .post("/session", sign_in)
+        .get("/session", who)
+        .delete("/session", sign_out);
 }
 
 #[derive(Deserialize)]

@@ -4,12 +4,13 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::table::Routes;
 use crate::auth::tickets::TICKET_TTL;
 use crate::auth::Principal;
 use crate::startup::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/stream-tickets", web::post().to(issue));
+pub fn configure(routes: &mut Routes) {
+    routes.post("/stream-tickets", issue);
 }
 
 async fn issue(state: web::Data<AppState>, Principal(owner): Principal) -> HttpResponse {

@@ -4,12 +4,13 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::table::Routes;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/whoami", web::get().to(whoami));
+pub fn configure(routes: &mut Routes) {
+    routes.get("/whoami", whoami);
 }
 
 /// `{"keyId","tenantId","tenantName","role"}`; `role` is `user`, `admin` (of its own tenant)

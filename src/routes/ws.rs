@@ -11,6 +11,7 @@ use actix_ws::AggregatedMessageStream;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::table::Routes;
 use crate::auth::tickets::ConnectionGrant;
 use crate::auth::{resolve_stream, StreamPrincipal};
 use crate::error::ApiError;
@@ -21,9 +22,10 @@ use crate::startup::AppState;
 /// error and the socket stays open; beyond it the socket is closed with 1009.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/ws", web::get().to(chat_ws))
-        .route("/chat/ws/negotiate", web::post().to(negotiate));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .get("/chat/ws", chat_ws)
+        .post("/chat/ws/negotiate", negotiate);
 }
 
 async fn chat_ws(
