@@ -5,7 +5,11 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use std::net::IpAddr;
+
 use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
 
 use super::table::Routes;
 use crate::error::ApiError;
@@ -48,26 +52,77 @@ pub(super) async fn metrics(
 }
 
 fn allowed(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    match &state.settings.metrics_token {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let peer = req.peer_addr().map(|a| a.ip());
+    match (&state.settings.metrics_token, may_scrape(state.settings.metrics_token.as_ref(), authorization, peer)) {
+        (_, true) => Ok(()),
+        (Some(_), false) => Err(ApiError::Forbidden(
+            "a valid metrics token is required: Authorization: Bearer <RAGSTREAM_METRICS_TOKEN>",
+        )),
+        (None, false) => Err(ApiError::Forbidden(
+            "metrics are served to loopback clients only; set RAGSTREAM_METRICS_TOKEN to scrape from elsewhere",
+        )),
+    }
+}
+
+/// With a token: the request must carry it as a bearer token (from anywhere). Without one:
+/// the peer must be on loopback.
+fn may_scrape(token: Option<&Secret>, authorization: Option<&str>, peer: Option<IpAddr>) -> bool {
+    match token {
         Some(token) => {
-            let presented = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
+            let presented = authorization
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim)
                 .unwrap_or("");
-            if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
-                Ok(())
-            } else {
-                Err(ApiError::Forbidden(
-                    "a valid metrics token is required: Authorization: Bearer <RAGSTREAM_METRICS_TOKEN>",
-                ))
-            }
+            bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes()))
         }
-        None if req.peer_addr().is_some_and(|a| a.ip().is_loopback()) => Ok(()),
-        None => Err(ApiError::Forbidden(
-            "metrics are served to loopback clients only; set RAGSTREAM_METRICS_TOKEN to scrape from elsewhere",
-        )),
+        None => peer.is_some_and(|ip| ip.is_loopback()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_token_only_loopback_peers_may_scrape() {
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let local6: IpAddr = "::1".parse().unwrap();
+        let remote: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(may_scrape(None, None, Some(local)));
+        assert!(may_scrape(None, None, Some(local6)));
+        assert!(!may_scrape(None, None, Some(remote)));
+        assert!(!may_scrape(None, Some("Bearer anything"), Some(remote)));
+        assert!(!may_scrape(None, None, None));
+    }
+
+    #[test]
+    fn with_a_token_only_its_bearer_may_scrape_from_anywhere() {
+        let token = Secret::new("scrape-token-0123456789");
+        let remote: IpAddr = "192.0.2.7".parse().unwrap();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let t = Some(&token);
+        assert!(may_scrape(
+            t,
+            Some("Bearer scrape-token-0123456789"),
+            Some(remote)
+        ));
+        assert!(
+            !may_scrape(t, None, Some(local)),
+            "loopback needs the token too"
+        );
+        assert!(!may_scrape(
+            t,
+            Some("Bearer scrape-token-012345678"),
+            Some(remote)
+        ));
+        assert!(!may_scrape(
+            t,
+            Some("scrape-token-0123456789"),
+            Some(remote)
+        ));
     }
 }

@@ -11,6 +11,7 @@ mod flood;
 mod health;
 mod helpers;
 mod limits;
+mod metrics;
 mod pages;
 mod providers;
 mod resume;
