@@ -158,7 +158,7 @@ struct SessionInfo {
     terminate: Recipient<Terminate>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HubStats {
     pub connections: usize,

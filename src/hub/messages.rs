@@ -93,7 +93,7 @@ pub struct GetAdminView {
     pub tenant: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamInfo {
     pub id: u64,
@@ -107,7 +107,7 @@ pub struct StreamInfo {
     pub detached: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
     /// Answers that ended with done or error (cut-short answers are counted as cancelled).
@@ -121,7 +121,7 @@ pub struct Metrics {
     pub tokens_per_second: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AdminView {
     pub stats: HubStats,
     pub connections: Vec<ConnectionInfo>,
@@ -240,7 +240,7 @@ impl Terminate {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
     pub id: u64,

@@ -44,8 +44,9 @@ pub fn configure(routes: &mut Routes) {
 }
 
 /// `?tenantId=` on a listing.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct TenantFilter {
     tenant_id: Option<String>,
 }
@@ -85,11 +86,25 @@ fn valid_name(name: &str) -> Result<&str, ApiError> {
     Ok(name)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewTenant {
     name: String,
 }
 
+#[utoipa::path(
+    operation_id = "admin_create_tenant",
+    post,
+    path = "/api/v1/admin/tenants",
+    tag = "admin",
+    request_body(content = NewTenant, content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "Created", body = crate::store::Tenant),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an operator key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn create_tenant(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -112,6 +127,18 @@ async fn create_tenant(
 }
 
 /// Every tenant for an operator; its own for a tenant admin.
+#[utoipa::path(
+    operation_id = "admin_list_tenants",
+    get,
+    path = "/api/v1/admin/tenants",
+    tag = "admin",
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Every tenant (operator) or the caller's own", body = crate::routes::api_doc::TenantList),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list_tenants(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -129,7 +156,7 @@ async fn list_tenants(
     Ok(HttpResponse::Ok().json(json!({ "tenants": tenants })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct NewKeyRequest {
     /// The caller's own tenant when missing.
@@ -142,6 +169,21 @@ struct NewKeyRequest {
     operator: bool,
 }
 
+#[utoipa::path(
+    operation_id = "admin_create_key",
+    post,
+    path = "/api/v1/admin/keys",
+    tag = "admin",
+    request_body(content = NewKeyRequest, content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "Created; `key` is shown this once", body = crate::routes::api_doc::CreatedKey),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not allowed to make this kind of key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn create_key(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -166,6 +208,20 @@ async fn create_key(
     Ok(HttpResponse::Created().json(key))
 }
 
+#[utoipa::path(
+    operation_id = "admin_list_keys",
+    get,
+    path = "/api/v1/admin/keys",
+    tag = "admin",
+    params(TenantFilter),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Keys, without their secrets", body = crate::routes::api_doc::KeyList),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list_keys(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -178,6 +234,20 @@ async fn list_keys(
 
 /// Revokes a key, and within a second ends everything it holds open. 404 for a key that is
 /// unknown, another tenant's (for a tenant admin) or already revoked.
+#[utoipa::path(
+    operation_id = "admin_revoke_key",
+    delete,
+    path = "/api/v1/admin/keys/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "The key id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Revoked; its connections, tickets and answers end within a second"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not allowed to revoke an operator key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such key (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn revoke_key(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -218,6 +288,20 @@ fn end_everything_of_revoked_key(state: &AppState, key_id: &str) {
     });
 }
 
+#[utoipa::path(
+    operation_id = "admin_stats",
+    get,
+    path = "/api/v1/admin/stats",
+    tag = "admin",
+    params(TenantFilter),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Counters of the hub or one tenant", body = crate::hub::HubStats),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn stats(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -232,6 +316,20 @@ async fn stats(
     Ok(HttpResponse::Ok().json(view.stats))
 }
 
+#[utoipa::path(
+    operation_id = "admin_list_connections",
+    get,
+    path = "/api/v1/admin/connections",
+    tag = "admin",
+    params(TenantFilter),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Open connections", body = crate::routes::api_doc::ConnectionList),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list_connections(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -247,6 +345,20 @@ async fn list_connections(
 }
 
 /// Ends a connection and its answers; SignalR clients are told they may reconnect.
+#[utoipa::path(
+    operation_id = "admin_end_connection",
+    delete,
+    path = "/api/v1/admin/connections/{id}",
+    tag = "admin",
+    params(("id" = u64, Path, description = "The connection id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such connection (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn end_connection(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -276,6 +388,20 @@ const ADMIN_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 /// behind it must be an admin's. The feed ends when that key is revoked.
 ///
 /// [`AdminView`]: crate::hub::messages::AdminView
+#[utoipa::path(
+    operation_id = "admin_events",
+    get,
+    path = "/api/v1/admin/events",
+    tag = "admin",
+    params(TenantFilter),
+    security(("api_key" = []), ("ticket" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "`event: stats` every second with the whole admin view", content_type = "text/event-stream", body = crate::hub::messages::AdminView),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn events(
     state: web::Data<AppState>,
     StreamPrincipal(owner): StreamPrincipal,
@@ -318,6 +444,20 @@ async fn events(
         .streaming(body))
 }
 
+#[utoipa::path(
+    operation_id = "admin_list_streams",
+    get,
+    path = "/api/v1/admin/streams",
+    tag = "admin",
+    params(TenantFilter),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Running answers and recent figures", body = crate::routes::api_doc::StreamList),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list_streams(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -333,6 +473,20 @@ async fn list_streams(
 }
 
 /// Ends one running answer on any transport; its client gets an `ended_by_admin` error.
+#[utoipa::path(
+    operation_id = "admin_end_stream",
+    delete,
+    path = "/api/v1/admin/streams/{id}",
+    tag = "admin",
+    params(("id" = u64, Path, description = "The stream id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Ended; its client gets an ended_by_admin error"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such stream (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn end_stream(
     state: web::Data<AppState>,
     Admin(admin): Admin,

@@ -25,7 +25,8 @@ pub fn configure(routes: &mut Routes) {
         .post("/agent/chat/stream", chat_stream_post);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ChatParams {
     #[serde(alias = "question")]
     message: Option<String>,
@@ -67,6 +68,24 @@ async fn turn(
     Ok(request)
 }
 
+#[utoipa::path(
+    operation_id = "agent_chat",
+    post,
+    path = "/api/v1/agent/chat",
+    tag = "answers",
+    request_body(content = ChatParams, description = "A turn of a conversation", content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The whole answer", body = crate::routes::api_doc::AnswerResponse),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 429, description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 502, description = "The provider failed (partial answer kept)", body = crate::routes::api_doc::AnswerFailure),
+        (status = 504, description = "The provider timed out", body = crate::routes::api_doc::AnswerFailure),
+        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn chat(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -76,6 +95,22 @@ async fn chat(
     answer_json(&state, &owner, request, choice).await
 }
 
+#[utoipa::path(
+    operation_id = "agent_chat_stream_get",
+    get,
+    path = "/api/v1/agent/chat/stream",
+    tag = "answers",
+    params(ChatParams, ("Last-Event-ID" = Option<String>, Header, description = "An EventSource reconnecting: continues that answer")),
+    security(("api_key" = []), ("ticket" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The answer as Server-Sent Events; `X-Answer-Id` names it", content_type = "text/event-stream", body = crate::routes::api_doc::SseEvent),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 429, description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn chat_stream_get(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -90,6 +125,22 @@ async fn chat_stream_get(
     answer_sse(&state, owner, request, choice, stream_ticket(&req)).await
 }
 
+#[utoipa::path(
+    operation_id = "agent_chat_stream_post",
+    post,
+    path = "/api/v1/agent/chat/stream",
+    tag = "answers",
+    request_body(content = ChatParams, description = "A turn of a conversation", content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The answer as Server-Sent Events; `X-Answer-Id` names it", content_type = "text/event-stream", body = crate::routes::api_doc::SseEvent),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 429, description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn chat_stream_post(
     state: web::Data<AppState>,
     StreamPrincipal(owner): StreamPrincipal,

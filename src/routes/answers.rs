@@ -24,11 +24,26 @@ pub fn configure(routes: &mut Routes) {
         .delete("/answers/{id}", stop);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct After {
     after: Option<u64>,
 }
 
+#[utoipa::path(
+    operation_id = "answers_stream",
+    get,
+    path = "/api/v1/answers/{id}/stream",
+    tag = "answers",
+    params(("id" = String, Path, description = "The answer id"), After, ("Last-Event-ID" = Option<String>, Header, description = "Wins over `after`")),
+    security(("api_key" = []), ("ticket" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The answer as Server-Sent Events; `X-Answer-Id` names it", content_type = "text/event-stream", body = crate::routes::api_doc::SseEvent),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such answer (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn stream(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -51,6 +66,19 @@ async fn stream(
     resume_sse(&req, &state, &id, after).await
 }
 
+#[utoipa::path(
+    operation_id = "answers_stop",
+    delete,
+    path = "/api/v1/answers/{id}",
+    tag = "answers",
+    params(("id" = String, Path, description = "The answer id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Stopped (or had already ended)"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such answer (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn stop(
     state: web::Data<AppState>,
     Principal(owner): Principal,

@@ -27,7 +27,8 @@ pub fn configure(routes: &mut Routes) {
         .post("/ask/stream", ask_stream_post);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AskParams {
     #[serde(alias = "message")]
     pub question: Option<String>,
@@ -64,6 +65,23 @@ pub(super) fn to_request(
     Ok((request, choice))
 }
 
+#[utoipa::path(
+    operation_id = "ask_ask",
+    post,
+    path = "/api/v1/ask",
+    tag = "answers",
+    request_body(content = AskParams, description = "The question", content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The whole answer", body = crate::routes::api_doc::AnswerResponse),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 429, description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 502, description = "The provider failed (partial answer kept)", body = crate::routes::api_doc::AnswerFailure),
+        (status = 504, description = "The provider timed out", body = crate::routes::api_doc::AnswerFailure),
+        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn ask(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -144,6 +162,21 @@ pub(super) async fn answer_json(
     ))
 }
 
+#[utoipa::path(
+    operation_id = "ask_ask_stream_get",
+    get,
+    path = "/api/v1/ask/stream",
+    tag = "answers",
+    params(AskParams, ("Last-Event-ID" = Option<String>, Header, description = "An EventSource reconnecting: continues that answer after that event")),
+    security(("api_key" = []), ("ticket" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The answer as Server-Sent Events; `X-Answer-Id` names it", content_type = "text/event-stream", body = crate::routes::api_doc::SseEvent),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 429, description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn ask_stream_get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -159,6 +192,21 @@ async fn ask_stream_get(
     answer_sse(&state, owner, request, choice, stream_ticket(&req)).await
 }
 
+#[utoipa::path(
+    operation_id = "ask_ask_stream_post",
+    post,
+    path = "/api/v1/ask/stream",
+    tag = "answers",
+    request_body(content = AskParams, description = "The question", content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The answer as Server-Sent Events; `X-Answer-Id` names it", content_type = "text/event-stream", body = crate::routes::api_doc::SseEvent),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 429, description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn ask_stream_post(
     state: web::Data<AppState>,
     StreamPrincipal(owner): StreamPrincipal,

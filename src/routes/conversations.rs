@@ -27,7 +27,7 @@ pub fn configure(routes: &mut Routes) {
         .delete("/conversations/{id}", delete);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct TitleBody {
     title: Option<String>,
 }
@@ -48,6 +48,19 @@ fn title(raw: Option<&str>) -> Result<Option<String>, ApiError> {
 
 /// `POST /conversations` with `{"title"?}`, or no body at all (`curl -X POST`): the title
 /// is then taken from the first question.
+#[utoipa::path(
+    operation_id = "conversations_create",
+    post,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    request_body(content = Option<TitleBody>, description = "Optional: without a title, the first question names it", content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "Created", body = crate::store::Conversation),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -74,12 +87,26 @@ async fn create(
     Ok(HttpResponse::Created().json(conversation))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
+#[utoipa::path(
+    operation_id = "conversations_list",
+    get,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    params(Page),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "A page, newest first", body = crate::routes::api_doc::ConversationPage),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -111,6 +138,19 @@ async fn list(
     })))
 }
 
+#[utoipa::path(
+    operation_id = "conversations_read",
+    get,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The conversation and its messages", body = crate::routes::api_doc::ConversationWithMessages),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn read(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -127,6 +167,21 @@ async fn read(
     Ok(HttpResponse::Ok().json(body))
 }
 
+#[utoipa::path(
+    operation_id = "conversations_rename",
+    patch,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation id")),
+    request_body(content = TitleBody, content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Renamed", body = crate::store::Conversation),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn rename(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -144,6 +199,19 @@ async fn rename(
     Ok(HttpResponse::Ok().json(conversation))
 }
 
+#[utoipa::path(
+    operation_id = "conversations_delete",
+    delete,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn delete(
     state: web::Data<AppState>,
     Principal(owner): Principal,

@@ -44,17 +44,36 @@ pub fn configure(routes: &mut Routes) {
         .delete("/documents/{id}", delete);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct JsonDocument {
     title: Option<String>,
     text: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TitleQuery {
     title: Option<String>,
 }
 
+#[utoipa::path(
+    operation_id = "documents_create",
+    post,
+    path = "/api/v1/documents",
+    tag = "documents",
+    params(TitleQuery),
+    request_body(content((JsonDocument = "application/json"), (String = "text/plain"), (String = "text/markdown"), (String = "multipart/form-data")), description = "JSON {title,text}, a text or Markdown body, or a multipart upload of .txt/.md files (then the answer is {documents:[…]})"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "One document created (JSON or plain text)", body = crate::store::DocumentSummary),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 409, description = "The tenant's quota is full", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 413, description = "Too large", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 415, description = "Not JSON, text or multipart of .txt/.md files", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -260,7 +279,8 @@ async fn read_multipart(
     Ok(docs)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     limit: Option<usize>,
     cursor: Option<String>,
@@ -268,6 +288,19 @@ struct ListQuery {
 
 /// A page of documents: `documents` (as before), `total`, and `nextCursor` / `next` (the
 /// next page's URL), both null on the last page.
+#[utoipa::path(
+    operation_id = "documents_list",
+    get,
+    path = "/api/v1/documents",
+    tag = "documents",
+    params(ListQuery),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "A page, newest first", body = crate::routes::api_doc::DocumentPage),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -332,6 +365,19 @@ fn decode_cursor(raw: &str) -> Result<DocumentCursor, ApiError> {
     })
 }
 
+#[utoipa::path(
+    operation_id = "documents_delete",
+    delete,
+    path = "/api/v1/documents/{id}",
+    tag = "documents",
+    params(("id" = String, Path, description = "The document id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such document (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn delete(
     state: web::Data<AppState>,
     Principal(owner): Principal,

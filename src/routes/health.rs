@@ -9,11 +9,30 @@ pub fn configure(routes: &mut Routes) {
 }
 
 /// The process is up.
+#[utoipa::path(
+    operation_id = "health_healthz",
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process is up", body = crate::routes::api_doc::Health),
+    )
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// The process can serve: its database answers.
+#[utoipa::path(
+    operation_id = "health_readyz",
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the database answers", body = crate::routes::api_doc::Health),
+        (status = 503, description = "Not ready", body = crate::routes::api_doc::Health),
+    )
+)]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),

@@ -27,6 +27,17 @@ pub fn configure(routes: &mut Routes) {
 /// Scrape the hub's metrics
 ///
 /// Counters, gauges and histograms in the Prometheus text format (version 0.0.4).
+#[utoipa::path(
+    operation_id = "metrics",
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, description = "The metrics in the Prometheus text format 0.0.4", content_type = "text/plain", body = String),
+        (status = 403, description = "A token is configured and this one is missing or wrong, or none is and the peer is not on loopback", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 pub(super) async fn metrics(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -4,6 +4,7 @@
 mod admin;
 mod agent;
 mod answers;
+pub mod api_doc;
 mod ask;
 mod body;
 mod conversations;
@@ -54,6 +55,7 @@ pub fn table() -> Routes {
     health::configure(&mut routes);
     metrics::configure(&mut routes);
     pages::configure(&mut routes);
+    api_doc::configure(&mut routes);
     routes.scope("/api/v1", |r| {
         ask::configure(r);
         agent::configure(r);

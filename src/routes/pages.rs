@@ -23,14 +23,43 @@ pub fn configure(routes: &mut Routes) {
         .get("/static/{path:.*}", asset);
 }
 
+#[utoipa::path(
+    operation_id = "pages_chat_page",
+    get,
+    path = "/",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The chat page", content_type = "text/html"),
+    )
+)]
 async fn chat_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     serve(&state.settings.static_dir, "index.html").await
 }
 
+#[utoipa::path(
+    operation_id = "pages_admin_page",
+    get,
+    path = "/admin",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The admin page", content_type = "text/html"),
+    )
+)]
 async fn admin_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     serve(&state.settings.static_dir, "admin.html").await
 }
 
+#[utoipa::path(
+    operation_id = "pages_asset",
+    get,
+    path = "/static/{path}",
+    tag = "pages",
+    params(("path" = String, Path, description = "A path inside the static folder")),
+    responses(
+        (status = 200, description = "A file of the static folder"),
+        (status = 404, description = "No such file (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn asset(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -62,7 +91,7 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-async fn serve(root: &Path, requested: &str) -> Result<HttpResponse, ApiError> {
+pub(super) async fn serve(root: &Path, requested: &str) -> Result<HttpResponse, ApiError> {
     let path = resolve(root, requested).ok_or(ApiError::NotFound("file"))?;
     let read_path = path.clone();
     // File reads block; keep them off the worker's event loop.

@@ -20,7 +20,7 @@ pub fn configure(routes: &mut Routes) {
         .delete("/session", sign_out);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SignIn {
     api_key: Option<String>,
@@ -66,6 +66,20 @@ fn key_of(req: &HttpRequest, body: &[u8]) -> Result<String, ApiError> {
         .ok_or(ApiError::Unauthorized)
 }
 
+#[utoipa::path(
+    operation_id = "session_sign_in",
+    post,
+    path = "/api/v1/session",
+    tag = "session",
+    request_body(content = SignIn, description = "The key, unless sent as X-API-Key", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Signed in: an HttpOnly session cookie is set", body = crate::routes::api_doc::SessionView),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "A page of another origin", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 415, description = "The body is not JSON", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -96,6 +110,17 @@ async fn sign_in(
         .json(describe(&info, &state)))
 }
 
+#[utoipa::path(
+    operation_id = "session_who",
+    get,
+    path = "/api/v1/session",
+    tag = "session",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "Who is signed in", body = crate::routes::api_doc::SessionView),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn who(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match session::current(&req, &state).await? {
         Some(info) => Ok(HttpResponse::Ok()
@@ -114,6 +139,16 @@ async fn who(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespons
     }
 }
 
+#[utoipa::path(
+    operation_id = "session_sign_out",
+    delete,
+    path = "/api/v1/session",
+    tag = "session",
+    responses(
+        (status = 204, description = "Signed out; the cookie is cleared"),
+        (status = 403, description = "A page of another origin", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn sign_out(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Some(token) = session::cookie_value(&req, &state.settings) {
         session::check_origin(&req, true)?;

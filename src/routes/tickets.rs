@@ -13,6 +13,17 @@ pub fn configure(routes: &mut Routes) {
     routes.post("/stream-tickets", issue);
 }
 
+#[utoipa::path(
+    operation_id = "tickets_issue",
+    post,
+    path = "/api/v1/stream-tickets",
+    tag = "realtime",
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "A ticket, valid for one minute and one use", body = crate::routes::api_doc::TicketResponse),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn issue(state: web::Data<AppState>, Principal(owner): Principal) -> HttpResponse {
     let ticket = state.tickets.issue(owner);
     HttpResponse::Created().json(json!({

@@ -15,6 +15,17 @@ pub fn configure(routes: &mut Routes) {
 
 /// `{"keyId","tenantId","tenantName","role"}`; `role` is `user`, `admin` (of its own tenant)
 /// or `operator` (of every tenant).
+#[utoipa::path(
+    operation_id = "whoami_whoami",
+    get,
+    path = "/api/v1/whoami",
+    tag = "session",
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The key and what it may do", body = crate::routes::api_doc::WhoAmI),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn whoami(
     state: web::Data<AppState>,
     Principal(owner): Principal,

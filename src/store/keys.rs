@@ -55,7 +55,7 @@ pub enum Bootstrap {
     Generated(String),
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyRecord {
     pub id: String,
@@ -68,7 +68,7 @@ pub struct ApiKeyRecord {
 }
 
 /// A key just created: the only time its plain text exists outside the client.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewKey {
     pub key: String,

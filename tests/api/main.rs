@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod limits;
 mod metrics;
+mod openapi;
 mod pages;
 mod providers;
 mod resume;
