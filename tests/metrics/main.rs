@@ -19,7 +19,7 @@ use ragstream::config::{OpenAiSettings, ProviderKind, Secret, UpstreamSettings};
 use serde_json::{json, Value};
 
 use helpers::{spawn_app_with, Options, SseFrame, SseReader, TestApp, TOWER};
-use support::mock_upstream::{Flavor, MockUpstream, Reply};
+use support::mock_upstream::{Ending, Flavor, MockUpstream, Reply};
 
 /// One sample: name, labels, value.
 type Sample = (String, Vec<(String, String)>, f64);
@@ -346,6 +346,30 @@ async fn counters_move_by_what_the_traffic_did() {
         s.get("ragstream_connections_open", &[("transport", "ws")]) == 0.0
     })
     .await;
+
+    // The upstream fails after its first tokens: the answer ends with an error, by code.
+    openai.push(Reply::ending(&["Part", "ial"], Ending::ErrorEvent));
+    let frames = sse(&app, &[("question", "How tall?"), ("provider", "openai")]).await;
+    let last = frames.last().expect("a final frame").json();
+    let code = last["error"]["code"]
+        .as_str()
+        .expect("an error code")
+        .to_owned();
+    let failed = [
+        ("transport", "sse"),
+        ("provider", "openai"),
+        ("outcome", "error"),
+        ("code", code.as_str()),
+    ];
+    let s = scrape_until(&app, "the failed answer ended", |s| {
+        delta(s, "ragstream_answers_ended_total", &failed) == 1.0
+    })
+    .await;
+    let upstream_code = [("provider", "openai"), ("code", code.as_str())];
+    assert_eq!(
+        delta(&s, "ragstream_upstream_errors_total", &upstream_code),
+        1.0
+    );
 
     detach_resume_and_cancel(&app, &openai, &before).await;
 }
