@@ -93,6 +93,7 @@ struct NewTenant {
 
 #[utoipa::path(
     operation_id = "admin_create_tenant",
+    summary = "Create a tenant",
     post,
     path = "/api/v1/admin/tenants",
     tag = "admin",
@@ -171,6 +172,7 @@ struct NewKeyRequest {
 
 #[utoipa::path(
     operation_id = "admin_create_key",
+    summary = "Create an API key",
     post,
     path = "/api/v1/admin/keys",
     tag = "admin",
@@ -210,6 +212,7 @@ async fn create_key(
 
 #[utoipa::path(
     operation_id = "admin_list_keys",
+    summary = "List API keys",
     get,
     path = "/api/v1/admin/keys",
     tag = "admin",
@@ -290,6 +293,7 @@ fn end_everything_of_revoked_key(state: &AppState, key_id: &str) {
 
 #[utoipa::path(
     operation_id = "admin_stats",
+    summary = "Hub counters",
     get,
     path = "/api/v1/admin/stats",
     tag = "admin",
@@ -318,6 +322,7 @@ async fn stats(
 
 #[utoipa::path(
     operation_id = "admin_list_connections",
+    summary = "List open connections",
     get,
     path = "/api/v1/admin/connections",
     tag = "admin",
@@ -446,6 +451,7 @@ async fn events(
 
 #[utoipa::path(
     operation_id = "admin_list_streams",
+    summary = "List running answers",
     get,
     path = "/api/v1/admin/streams",
     tag = "admin",

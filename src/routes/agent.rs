@@ -70,6 +70,7 @@ async fn turn(
 
 #[utoipa::path(
     operation_id = "agent_chat",
+    summary = "Ask a conversation turn, answered as one JSON body",
     post,
     path = "/api/v1/agent/chat",
     tag = "answers",
@@ -97,6 +98,7 @@ async fn chat(
 
 #[utoipa::path(
     operation_id = "agent_chat_stream_get",
+    summary = "Ask a conversation turn, answered as Server-Sent Events",
     get,
     path = "/api/v1/agent/chat/stream",
     tag = "answers",
@@ -127,6 +129,7 @@ async fn chat_stream_get(
 
 #[utoipa::path(
     operation_id = "agent_chat_stream_post",
+    summary = "Ask a conversation turn (JSON body), answered as Server-Sent Events",
     post,
     path = "/api/v1/agent/chat/stream",
     tag = "answers",

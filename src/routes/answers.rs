@@ -32,6 +32,7 @@ struct After {
 
 #[utoipa::path(
     operation_id = "answers_stream",
+    summary = "Resume an answer over Server-Sent Events",
     get,
     path = "/api/v1/answers/{id}/stream",
     tag = "answers",
@@ -68,6 +69,7 @@ async fn stream(
 
 #[utoipa::path(
     operation_id = "answers_stop",
+    summary = "Stop an answer",
     delete,
     path = "/api/v1/answers/{id}",
     tag = "answers",

@@ -67,6 +67,7 @@ pub(super) fn to_request(
 
 #[utoipa::path(
     operation_id = "ask_ask",
+    summary = "Ask a question, answered as one JSON body",
     post,
     path = "/api/v1/ask",
     tag = "answers",
@@ -164,6 +165,7 @@ pub(super) async fn answer_json(
 
 #[utoipa::path(
     operation_id = "ask_ask_stream_get",
+    summary = "Ask a question, answered as Server-Sent Events",
     get,
     path = "/api/v1/ask/stream",
     tag = "answers",
@@ -194,6 +196,7 @@ async fn ask_stream_get(
 
 #[utoipa::path(
     operation_id = "ask_ask_stream_post",
+    summary = "Ask a question (JSON body), answered as Server-Sent Events",
     post,
     path = "/api/v1/ask/stream",
     tag = "answers",

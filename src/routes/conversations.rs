@@ -96,6 +96,7 @@ struct Page {
 
 #[utoipa::path(
     operation_id = "conversations_list",
+    summary = "List conversations",
     get,
     path = "/api/v1/conversations",
     tag = "conversations",
@@ -140,6 +141,7 @@ async fn list(
 
 #[utoipa::path(
     operation_id = "conversations_read",
+    summary = "Read a conversation with its messages",
     get,
     path = "/api/v1/conversations/{id}",
     tag = "conversations",
@@ -169,6 +171,7 @@ async fn read(
 
 #[utoipa::path(
     operation_id = "conversations_rename",
+    summary = "Rename a conversation",
     patch,
     path = "/api/v1/conversations/{id}",
     tag = "conversations",
@@ -201,6 +204,7 @@ async fn rename(
 
 #[utoipa::path(
     operation_id = "conversations_delete",
+    summary = "Delete a conversation",
     delete,
     path = "/api/v1/conversations/{id}",
     tag = "conversations",

@@ -58,6 +58,7 @@ struct TitleQuery {
 
 #[utoipa::path(
     operation_id = "documents_create",
+    summary = "Upload documents",
     post,
     path = "/api/v1/documents",
     tag = "documents",
@@ -367,6 +368,7 @@ fn decode_cursor(raw: &str) -> Result<DocumentCursor, ApiError> {
 
 #[utoipa::path(
     operation_id = "documents_delete",
+    summary = "Delete a document",
     delete,
     path = "/api/v1/documents/{id}",
     tag = "documents",

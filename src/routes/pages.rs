@@ -25,6 +25,7 @@ pub fn configure(routes: &mut Routes) {
 
 #[utoipa::path(
     operation_id = "pages_chat_page",
+    summary = "The chat page",
     get,
     path = "/",
     tag = "pages",
@@ -38,6 +39,7 @@ async fn chat_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 
 #[utoipa::path(
     operation_id = "pages_admin_page",
+    summary = "The admin page",
     get,
     path = "/admin",
     tag = "pages",
@@ -51,6 +53,7 @@ async fn admin_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 
 #[utoipa::path(
     operation_id = "pages_asset",
+    summary = "A file of the static folder",
     get,
     path = "/static/{path}",
     tag = "pages",

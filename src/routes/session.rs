@@ -68,6 +68,7 @@ fn key_of(req: &HttpRequest, body: &[u8]) -> Result<String, ApiError> {
 
 #[utoipa::path(
     operation_id = "session_sign_in",
+    summary = "Sign a browser in",
     post,
     path = "/api/v1/session",
     tag = "session",
@@ -112,6 +113,7 @@ async fn sign_in(
 
 #[utoipa::path(
     operation_id = "session_who",
+    summary = "Who is signed in",
     get,
     path = "/api/v1/session",
     tag = "session",
@@ -141,6 +143,7 @@ async fn who(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespons
 
 #[utoipa::path(
     operation_id = "session_sign_out",
+    summary = "Sign out",
     delete,
     path = "/api/v1/session",
     tag = "session",

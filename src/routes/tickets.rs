@@ -15,6 +15,7 @@ pub fn configure(routes: &mut Routes) {
 
 #[utoipa::path(
     operation_id = "tickets_issue",
+    summary = "Get a single-use stream ticket",
     post,
     path = "/api/v1/stream-tickets",
     tag = "realtime",

@@ -30,6 +30,7 @@ pub fn configure(routes: &mut Routes) {
 
 #[utoipa::path(
     operation_id = "ws_chat_ws",
+    summary = "Open a WebSocket (plain JSON protocol or SignalR)",
     get,
     path = "/api/v1/chat/ws",
     tag = "realtime",
