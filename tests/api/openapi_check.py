@@ -2,9 +2,10 @@
 
   openapi_check.py spec DOC.json
       openapi-spec-validator validates the whole description (OpenAPI 3.1).
-  openapi_check.py instances DOC.json SCHEMA < instances.jsonl
-      every JSON line on stdin must validate against components.schemas.SCHEMA
-      (openapi-schema-validator's OAS 3.1 dialect), $refs resolved inside DOC.
+  openapi_check.py instances DOC.json < instances.tsv
+      every line on stdin is `SCHEMA<TAB>JSON`: the JSON must validate against
+      components.schemas.SCHEMA (openapi-schema-validator's OAS 3.1 dialect), $refs
+      resolved inside DOC.
 
 Exit 1 with the validator's message on the first failure.
 """
@@ -23,16 +24,21 @@ def main() -> None:
     if command == "spec":
         validate(doc)
         return
-    name = sys.argv[3]
-    schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
-    validator = OAS31Validator(schema)
     count = 0
     for line in sys.stdin:
-        if line.strip():
-            validator.validate(json.loads(line))
-            count += 1
+        if not line.strip():
+            continue
+        name, instance = line.split("\t", 1)
+        if name not in doc["components"]["schemas"]:
+            sys.exit(f"no schema named {name}")
+        schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+        try:
+            OAS31Validator(schema).validate(json.loads(instance))
+        except Exception as e:
+            sys.exit(f"{name}: {e}")
+        count += 1
     if count == 0:
-        sys.exit(f"no instance of {name} was given")
+        sys.exit("no instance was given")
 
 
 if __name__ == "__main__":
