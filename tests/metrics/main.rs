@@ -138,7 +138,7 @@ fn done_tokens(frames: &[SseFrame]) -> f64 {
 
 async fn spawn(openai: &MockUpstream) -> TestApp {
     let url = openai.base_url.clone();
-    let app = spawn_app_with(Options {
+    let mut app = spawn_app_with(Options {
         resume_grace: Duration::from_secs(30),
         settings: Some(Box::new(move |s| {
             // openai first, offline when it fails before its first token.
@@ -159,6 +159,12 @@ async fn spawn(openai: &MockUpstream) -> TestApp {
         ..Options::default()
     })
     .await;
+    // Shorter than the hub's keep-alive (5 s): a parse between two requests on a loaded
+    // machine must not leave the client reusing a connection the hub has closed.
+    app.client = awc::Client::builder()
+        .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(2)))
+        .timeout(Duration::from_secs(30))
+        .finish();
     app.add_document(&app.admin_key, "Tower", TOWER).await;
     app
 }
