@@ -55,6 +55,54 @@ pub struct AnswerFailure {
     pub conversation_id: Option<String>,
 }
 
+/// What a question answered as one JSON body may come to (`POST /ask`, `POST /agent/chat`).
+#[derive(utoipa::IntoResponses)]
+pub enum AnswerJsonResponses {
+    #[response(status = 200, description = "The whole answer")]
+    Answer(AnswerResponse),
+    #[response(status = 400, description = "Bad input: the code names the rule")]
+    BadRequest(ErrorEnvelope),
+    #[response(status = 401, description = "No valid API key")]
+    Unauthorized(ErrorEnvelope),
+    #[response(
+        status = 429,
+        description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)"
+    )]
+    TooManyStreams(ErrorEnvelope),
+    #[response(
+        status = 502,
+        description = "The provider failed (partial answer kept)"
+    )]
+    ProviderFailed(AnswerFailure),
+    #[response(status = 503, description = "Shutting down, or too busy (Retry-After)")]
+    Unavailable(ErrorEnvelope),
+    #[response(status = 504, description = "The provider timed out")]
+    ProviderTimeout(AnswerFailure),
+}
+
+/// What a question answered as Server-Sent Events may come to: errors known before the
+/// stream starts are plain HTTP errors; once it has started it ends with `done` or `error`.
+#[derive(utoipa::IntoResponses)]
+pub enum AnswerStreamResponses {
+    #[response(
+        status = 200,
+        description = "The answer as Server-Sent Events; `X-Answer-Id` names it",
+        content_type = "text/event-stream"
+    )]
+    Stream(SseEvent),
+    #[response(status = 400, description = "Bad input: the code names the rule")]
+    BadRequest(ErrorEnvelope),
+    #[response(status = 401, description = "No valid API key")]
+    Unauthorized(ErrorEnvelope),
+    #[response(
+        status = 429,
+        description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)"
+    )]
+    TooManyStreams(ErrorEnvelope),
+    #[response(status = 503, description = "Shutting down, or too busy (Retry-After)")]
+    Unavailable(ErrorEnvelope),
+}
+
 /// The `data:` of one Server-Sent Events frame of an answer. Every frame has an
 /// `id: <answerId>:<seq>` (send it back as `Last-Event-ID` to resume); `conversation` and
 /// `sources` frames are named events, tokens and the final frame are unnamed; a `: ping`
@@ -298,7 +346,13 @@ Server-Sent Events, WebSocket (plain JSON or SignalR) or returned as one JSON bo
         SseToken,
         SseDone,
         SseError,
-        ErrorEnvelope
+        ErrorEnvelope,
+        ErrorBody,
+        // Behind the IntoResponses enums, which do not collect their schemas.
+        AnswerResponse,
+        AnswerFailure,
+        DoneMetadata,
+        Source
     )),
     modifiers(&SecuritySchemes),
     tags(

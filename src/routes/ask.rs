@@ -74,13 +74,7 @@ pub(super) fn to_request(
     request_body(content = AskParams, description = "The question", content_type = "application/json"),
     security(("api_key" = []), ("session" = [])),
     responses(
-        (status = 200, description = "The whole answer", body = crate::routes::api_doc::AnswerResponse),
-        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
-        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
-        (status = 429, description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)", body = crate::routes::api_doc::ErrorEnvelope),
-        (status = 502, description = "The provider failed (partial answer kept)", body = crate::routes::api_doc::AnswerFailure),
-        (status = 504, description = "The provider timed out", body = crate::routes::api_doc::AnswerFailure),
-        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+        crate::routes::api_doc::AnswerJsonResponses,
     )
 )]
 async fn ask(
@@ -172,11 +166,7 @@ pub(super) async fn answer_json(
     params(AskParams, ("Last-Event-ID" = Option<String>, Header, description = "An EventSource reconnecting: continues that answer after that event")),
     security(("api_key" = []), ("ticket" = []), ("session" = [])),
     responses(
-        (status = 200, description = "The answer as Server-Sent Events; `X-Answer-Id` names it", content_type = "text/event-stream", body = crate::routes::api_doc::SseEvent),
-        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
-        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
-        (status = 429, description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)", body = crate::routes::api_doc::ErrorEnvelope),
-        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+        crate::routes::api_doc::AnswerStreamResponses,
     )
 )]
 async fn ask_stream_get(
@@ -203,11 +193,7 @@ async fn ask_stream_get(
     request_body(content = AskParams, description = "The question", content_type = "application/json"),
     security(("api_key" = []), ("session" = [])),
     responses(
-        (status = 200, description = "The answer as Server-Sent Events; `X-Answer-Id` names it", content_type = "text/event-stream", body = crate::routes::api_doc::SseEvent),
-        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
-        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
-        (status = 429, description = "Over the key's or the hub's concurrent stream limit (Retry-After: 1)", body = crate::routes::api_doc::ErrorEnvelope),
-        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+        crate::routes::api_doc::AnswerStreamResponses,
     )
 )]
 async fn ask_stream_post(

@@ -15,6 +15,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use awc::error::PayloadError;
+use bytes::Bytes;
 use ragstream::config::{OpenAiSettings, ProviderKind, Secret, UpstreamSettings};
 use serde_json::{json, Value};
 
@@ -115,7 +117,14 @@ async fn scrape_until(app: &TestApp, what: &str, check: impl Fn(&Scrape) -> bool
     }
 }
 
-async fn sse(app: &TestApp, params: &[(&str, &str)]) -> Vec<SseFrame> {
+/// Starts an SSE answer: its id (`X-Answer-Id`) and the open response.
+async fn start_sse(
+    app: &TestApp,
+    params: &[(&str, &str)],
+) -> (
+    String,
+    awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, PayloadError>>>,
+) {
     let res = app
         .client
         .get(app.url("/api/v1/ask/stream"))
@@ -126,6 +135,14 @@ async fn sse(app: &TestApp, params: &[(&str, &str)]) -> Vec<SseFrame> {
         .await
         .expect("request sent");
     assert_eq!(res.status().as_u16(), 200);
+    let answer = res.headers().get("x-answer-id").expect("X-Answer-Id");
+    let answer = answer.to_str().expect("ASCII").to_owned();
+    (answer, res)
+}
+
+/// Every frame of one SSE answer.
+async fn sse(app: &TestApp, params: &[(&str, &str)]) -> Vec<SseFrame> {
+    let (_, res) = start_sse(app, params).await;
     SseReader::new(res).collect().await
 }
 
@@ -391,22 +408,7 @@ async fn detach_resume_and_cancel(app: &TestApp, openai: &MockUpstream, before: 
         ("question", "How tall is the tower?"),
         ("provider", "openai"),
     ];
-    let res = app
-        .client
-        .get(app.url("/api/v1/ask/stream"))
-        .query(&params)
-        .expect("query")
-        .insert_header(("X-API-Key", app.admin_key.as_str()))
-        .send()
-        .await
-        .expect("request sent");
-    let answer = res
-        .headers()
-        .get("x-answer-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (answer, res) = start_sse(app, &params).await;
     let mut reader = SseReader::new(res);
     while reader
         .next()
@@ -440,22 +442,7 @@ async fn detach_resume_and_cancel(app: &TestApp, openai: &MockUpstream, before: 
     .await;
     assert_eq!(delta(&s, "ragstream_answers_resumed_total", &[]), 1.0);
 
-    let res = app
-        .client
-        .get(app.url("/api/v1/ask/stream"))
-        .query(&params)
-        .expect("query")
-        .insert_header(("X-API-Key", app.admin_key.as_str()))
-        .send()
-        .await
-        .expect("request sent");
-    let answer = res
-        .headers()
-        .get("x-answer-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (answer, res) = start_sse(app, &params).await;
     let status = app
         .delete(&format!("/api/v1/answers/{answer}"), &app.admin_key)
         .await;
