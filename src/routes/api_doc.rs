@@ -377,7 +377,8 @@ impl Modify for SecuritySchemes {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-API-Key",
-                "An API key (with X-Tenant-Id, when sent, naming its tenant).",
+                "An API key (also accepted as `Authorization: Bearer <key>`); an `X-Tenant-Id` \
+                 header, when sent, must name the key's tenant.",
             ))),
         );
         components.add_security_scheme(
