@@ -198,6 +198,9 @@ pub struct Settings {
     /// A browser session ends this long after sign-in, however busy.
     pub session_max: Duration,
     pub cookie_secure: CookieSecure,
+    /// Bearer token that `GET /metrics` requires; without one, only loopback peers may
+    /// scrape.
+    pub metrics_token: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +245,7 @@ impl Default for Settings {
             session_idle: Duration::from_secs(8 * 3600),
             session_max: Duration::from_secs(7 * 86_400),
             cookie_secure: CookieSecure::Auto,
+            metrics_token: None,
         }
     }
 }
@@ -423,6 +427,16 @@ impl Settings {
                     })
                 }
             };
+        }
+        if let Some(v) = var("RAGSTREAM_METRICS_TOKEN") {
+            let token = v.trim();
+            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError {
+                    var: "RAGSTREAM_METRICS_TOKEN",
+                    message: "must be at least 16 printable characters without spaces".to_owned(),
+                });
+            }
+            s.metrics_token = Some(Secret::new(token));
         }
         if s.heartbeat_interval >= s.client_timeout {
             return Err(ConfigError {
@@ -844,6 +858,19 @@ mod tests {
     fn a_short_admin_key_is_refused() {
         let err = from(&[("RAGSTREAM_ADMIN_KEY", "short")]).unwrap_err();
         assert_eq!(err.var, "RAGSTREAM_ADMIN_KEY");
+    }
+
+    #[test]
+    fn a_short_or_spaced_metrics_token_is_refused() {
+        for bad in ["short", "has a space inside it"] {
+            let err = from(&[("RAGSTREAM_METRICS_TOKEN", bad)]).unwrap_err();
+            assert_eq!(err.var, "RAGSTREAM_METRICS_TOKEN");
+        }
+        let s = from(&[("RAGSTREAM_METRICS_TOKEN", "scrape-token-0123456789")]).unwrap();
+        assert_eq!(
+            s.metrics_token.as_ref().map(Secret::expose),
+            Some("scrape-token-0123456789")
+        );
     }
 
     #[test]

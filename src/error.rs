@@ -45,7 +45,7 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,

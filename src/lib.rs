@@ -9,6 +9,7 @@
 //! - [`rag`]: chunking, full-text query building, prompts.
 //! - [`protocol`]: pure wire codecs (SSE, plain WebSocket).
 //! - [`store`]: sqlx persistence.
+//! - [`telemetry`]: Prometheus metrics.
 //! - [`routes`]: thin HTTP handlers; [`auth`]: who is asking; [`error`]: one error type.
 
 pub mod answer;
@@ -23,3 +24,4 @@ pub mod rag;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod telemetry;

@@ -64,6 +64,7 @@ impl Application {
         let store = Store::connect(&settings.database_url).await?;
         // No answer of this run exists yet: a `streaming` row is one a previous run left
         // behind when it stopped without finishing it (a crash, a kill).
+        crate::telemetry::install();
         let interrupted = store.mark_interrupted().await?;
         if interrupted > 0 {
             log::warn!(

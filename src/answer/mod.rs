@@ -49,7 +49,7 @@ use crate::store::{FinalWrite, MessageStatus, NewTurn, Passage, Store, StoreWrit
 const HISTORY_ROWS: usize = 200;
 
 /// A retrieved passage as clients see it; `number` is its citation `[n]`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
     pub number: usize,
@@ -62,7 +62,7 @@ pub struct Source {
 
 /// What an answer produced. Sent with `done`; also with an `error` from the provider,
 /// then with `finish_reason: "error"` and what had streamed until the failure.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DoneMetadata {
     pub answer_id: String,
     pub provider: String,
@@ -74,6 +74,7 @@ pub struct DoneMetadata {
     /// of text deltas streamed.
     pub tokens: u64,
     pub finish_reason: String,
+    #[schema(value_type = Vec<Source>)]
     pub sources: Arc<[Source]>,
     /// The conversation this answer is a turn of (agent chat only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -422,6 +423,7 @@ async fn run(
         .model
         .clone()
         .unwrap_or_else(|| provider.model().to_owned());
+    lease.served_by(provider.name());
 
     // A conversation turn: store it and read the turns before it.
     let mut record: Option<TurnRecord> = None;
@@ -534,6 +536,7 @@ async fn run(
                 meta.ttft_ms
                     .get_or_insert_with(|| started.elapsed().as_millis() as u64);
                 counted += 1;
+                lease.relayed(meta.ttft_ms, counted);
                 // Kept before it is sent: what the row holds if the answer stops now.
                 if let Some(turn) = record.as_mut() {
                     turn.text(&text, meta.ttft_ms, usage.unwrap_or(counted));
@@ -541,6 +544,7 @@ async fn run(
                 out.emit(StreamEvent::Token(text));
             }
             Ok(Delta::Start { provider, model }) => {
+                lease.served_by(provider);
                 meta.provider = provider.to_owned();
                 meta.model = model;
                 if let Some(turn) = record.as_mut() {

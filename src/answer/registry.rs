@@ -130,7 +130,10 @@ impl AnswerEntry {
     }
 
     fn leave(&self) {
-        self.subscribers.fetch_sub(1, Ordering::AcqRel);
+        let before = self.subscribers.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 && !self.log.is_ended() && self.reason() == StopReason::Running {
+            crate::telemetry::answer_detached();
+        }
         self.presence.notify_waiters();
     }
 }
@@ -224,6 +227,7 @@ impl Answers {
         if after > entry.log.last_seq() {
             return Err(ResumeError::Ahead);
         }
+        crate::telemetry::answer_resumed();
         Ok(Subscription::new(entry, after, false))
     }
 

@@ -13,9 +13,11 @@ use serde::Serialize;
 use super::lease::Lease;
 use super::messages::{
     AdminView, Admit, AdmitError, Attach, Connect, ConnectionInfo, Disconnect, EndConnection,
-    EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome, Release,
-    RevokeKey, StreamInfo, Terminate, UnwatchKey, WatchKey,
+    EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome, Progress,
+    Release, RevokeKey, StreamInfo, Terminate, UnwatchKey, WatchKey,
 };
+use crate::answer::StopReason;
+use crate::telemetry::{self, AnswerEnd};
 
 /// Time-to-first-token samples kept for the percentiles.
 const TTFT_SAMPLES: usize = 256;
@@ -106,6 +108,42 @@ struct TenantTally {
     metrics: MetricsState,
 }
 
+/// Tells the metrics how an answer ended. An answer cut short has no outcome: who stopped it
+/// is read from its abort handle (an administrator or a revocation) and its stop reason.
+fn record_end(stream: &ActiveStream, release: &Release) {
+    let (outcome, code) = match &release.outcome {
+        Some(Outcome {
+            error_code: None, ..
+        }) => ("done", "none"),
+        Some(Outcome {
+            error_code: Some(code),
+            ..
+        }) => ("error", code.as_str()),
+        None if stream.abort.as_ref().is_some_and(|a| a.is_aborted()) => {
+            ("cancelled", "ended_by_admin")
+        }
+        None => match stream.answer.as_ref().map(|a| a.reason()) {
+            Some(StopReason::Abandoned) => ("cancelled", "abandoned"),
+            _ => ("cancelled", "cancelled"),
+        },
+    };
+    let progress = release.progress;
+    let ttft_ms = release
+        .outcome
+        .as_ref()
+        .and_then(|o| o.ttft_ms)
+        .or(progress.ttft_ms);
+    telemetry::answer_ended(&AnswerEnd {
+        transport: stream.transport,
+        provider: progress.provider.unwrap_or("none"),
+        outcome,
+        code,
+        ttft: ttft_ms.map(Duration::from_millis),
+        elapsed: stream.started.elapsed(),
+        tokens: progress.tokens,
+    });
+}
+
 /// Whether a registry entry is visible to an admin scoped to `tenant` (`None`: every tenant).
 fn in_scope(tenant: Option<&str>, of: &str) -> bool {
     tenant.is_none_or(|t| t == of)
@@ -120,7 +158,7 @@ struct SessionInfo {
     terminate: Recipient<Terminate>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HubStats {
     pub connections: usize,
@@ -303,9 +341,11 @@ impl Handler<Admit> for ChatHub {
 
     fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
         if self.revoked.contains(&msg.user) {
+            telemetry::admission_refused("key_revoked");
             return Err(AdmitError::KeyRevoked);
         }
         if self.streams.len() >= self.limits.global {
+            telemetry::admission_refused("global_limit");
             self.refused_total += 1;
             self.tally(&msg.tenant).refused += 1;
             return Err(AdmitError::Global {
@@ -314,6 +354,7 @@ impl Handler<Admit> for ChatHub {
         }
         let count = self.per_user.entry(msg.user.clone()).or_insert(0);
         if *count >= self.limits.per_user {
+            telemetry::admission_refused("per_user_limit");
             self.refused_total += 1;
             self.tally(&msg.tenant).refused += 1;
             return Err(AdmitError::PerUser {
@@ -321,6 +362,7 @@ impl Handler<Admit> for ChatHub {
             });
         }
         *count += 1;
+        let transport = msg.transport;
         let id = self.next_lease;
         self.next_lease += 1;
         self.admitted_total += 1;
@@ -331,16 +373,18 @@ impl Handler<Admit> for ChatHub {
                 user: msg.user,
                 tenant: msg.tenant,
                 session_id: msg.session_id,
-                transport: msg.transport,
+                transport,
                 started: Instant::now(),
                 abort: None,
                 answer: None,
             },
         );
+        telemetry::answer_started(transport);
         Ok(Lease {
             id,
             hub: ctx.address(),
             outcome: None,
+            progress: Progress::default(),
         })
     }
 }
@@ -354,6 +398,7 @@ impl Handler<Release> for ChatHub {
             return;
         };
         self.released_total += 1;
+        record_end(&stream, &msg);
         let tally = self.tally(&stream.tenant);
         tally.released += 1;
         tally.metrics.record(msg.outcome.clone());

@@ -42,6 +42,7 @@ impl ConnectionSlots {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(key_id.to_owned()).or_insert(0);
         if *count >= self.limit {
+            crate::telemetry::admission_refused("too_many_connections");
             return None;
         }
         *count += 1;

@@ -4,7 +4,7 @@ use actix::Addr;
 use futures_util::future::AbortHandle;
 
 use super::chat_hub::ChatHub;
-use super::messages::{Attach, Outcome, Release};
+use super::messages::{Attach, Outcome, Progress, Release};
 use crate::answer::AnswerEntry;
 
 /// An admitted stream's slot. Dropping it releases the slot, so every way an answer can
@@ -16,6 +16,7 @@ pub struct Lease {
     pub(super) id: u64,
     pub(super) hub: Addr<ChatHub>,
     pub(super) outcome: Option<Outcome>,
+    pub(super) progress: Progress,
 }
 
 impl Lease {
@@ -36,6 +37,17 @@ impl Lease {
     pub fn record(&mut self, outcome: Outcome) {
         self.outcome = Some(outcome);
     }
+
+    /// The provider that answers (the metrics' label).
+    pub fn served_by(&mut self, provider: &'static str) {
+        self.progress.provider = Some(provider);
+    }
+
+    /// Two stores per token, no message: the hub hears it with the release.
+    pub fn relayed(&mut self, ttft_ms: Option<u64>, tokens: u64) {
+        self.progress.ttft_ms = ttft_ms;
+        self.progress.tokens = tokens;
+    }
 }
 
 impl Drop for Lease {
@@ -45,6 +57,7 @@ impl Drop for Lease {
         self.hub.do_send(Release {
             lease_id: self.id,
             outcome: self.outcome.take(),
+            progress: self.progress,
         });
     }
 }

@@ -28,6 +28,19 @@ pub struct Admit {
 pub struct Release {
     pub lease_id: u64,
     pub outcome: Option<Outcome>,
+    /// What the answer had done by then, also when it was cut short (for the metrics).
+    pub progress: Progress,
+}
+
+/// An answer's progress as its task saw it; kept on the lease, so it reaches the hub however
+/// the answer ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// The provider asked (then the one that answered, in a failover chain).
+    pub provider: Option<&'static str>,
+    pub ttft_ms: Option<u64>,
+    /// Text deltas relayed so far.
+    pub tokens: u64,
 }
 
 /// How an answer ended, as the pipeline saw it.
@@ -80,7 +93,7 @@ pub struct GetAdminView {
     pub tenant: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamInfo {
     pub id: u64,
@@ -94,7 +107,7 @@ pub struct StreamInfo {
     pub detached: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
     /// Answers that ended with done or error (cut-short answers are counted as cancelled).
@@ -108,7 +121,7 @@ pub struct Metrics {
     pub tokens_per_second: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AdminView {
     pub stats: HubStats,
     pub connections: Vec<ConnectionInfo>,
@@ -227,7 +240,7 @@ impl Terminate {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
     pub id: u64,

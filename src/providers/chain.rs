@@ -39,6 +39,7 @@ impl Provider for ChainProvider {
                     Err(e) => {
                         if let Some(next) = members.get(i + 1) {
                             log::warn!("{e}; failing over to {}", next.name());
+                            crate::telemetry::upstream_failover(member.name(), next.name());
                         }
                         last = Some(e);
                     }

@@ -11,6 +11,7 @@ use futures_util::{stream, StreamExt};
 
 use super::{Delta, DeltaStream, ProviderError};
 use crate::config::UpstreamSettings;
+use crate::telemetry;
 
 /// Reads `s` up to its first text, or its end. On success the returned stream replays
 /// what was read, then continues `s`.
@@ -58,19 +59,36 @@ pub fn with_retries(
     stream::once(async move {
         let mut retries = 0;
         loop {
+            telemetry::upstream_attempt(provider);
             match open_until_text(attempt()).await {
-                Ok(s) => return s,
+                // A failure after the first token is counted as it passes: one branch per
+                // delta, no allocation.
+                Ok(s) => return counting_errors(provider, s),
                 Err(e) if e.retryable() && retries < settings.max_retries => {
+                    telemetry::upstream_error(provider, e.code());
+                    telemetry::upstream_retry(provider);
                     let delay = backoff(retries, &settings, e.retry_after());
                     retries += 1;
                     log::warn!("{e}; retry {retries} of {provider} in {delay:?}");
                     tokio::time::sleep(delay).await;
                 }
-                Err(e) => return stream::iter([Err(e)]).boxed_local(),
+                Err(e) => {
+                    telemetry::upstream_error(provider, e.code());
+                    return stream::iter([Err(e)]).boxed_local();
+                }
             }
         }
     })
     .flatten()
+    .boxed_local()
+}
+
+fn counting_errors(provider: &'static str, s: DeltaStream) -> DeltaStream {
+    s.inspect(move |item| {
+        if let Err(e) = item {
+            telemetry::upstream_error(provider, e.code());
+        }
+    })
     .boxed_local()
 }
 

@@ -10,6 +10,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::table::Routes;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use std::convert::Infallible;
@@ -26,32 +27,26 @@ use crate::store::{KeyOwner, Role};
 
 const MAX_NAME_CHARS: usize = 200;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/admin")
-            .service(
-                web::resource("/tenants")
-                    .route(web::post().to(create_tenant))
-                    .route(web::get().to(list_tenants)),
-            )
-            .service(
-                web::resource("/keys")
-                    .route(web::post().to(create_key))
-                    .route(web::get().to(list_keys)),
-            )
-            .route("/keys/{id}", web::delete().to(revoke_key))
-            .route("/stats", web::get().to(stats))
-            .route("/events", web::get().to(events))
-            .route("/streams", web::get().to(list_streams))
-            .route("/streams/{id}", web::delete().to(end_stream))
-            .route("/connections", web::get().to(list_connections))
-            .route("/connections/{id}", web::delete().to(end_connection)),
-    );
+pub fn configure(routes: &mut Routes) {
+    routes.scope("/admin", |r| {
+        r.post("/tenants", create_tenant)
+            .get("/tenants", list_tenants)
+            .post("/keys", create_key)
+            .get("/keys", list_keys)
+            .delete("/keys/{id}", revoke_key)
+            .get("/stats", stats)
+            .get("/events", events)
+            .get("/streams", list_streams)
+            .delete("/streams/{id}", end_stream)
+            .get("/connections", list_connections)
+            .delete("/connections/{id}", end_connection);
+    });
 }
 
 /// `?tenantId=` on a listing.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct TenantFilter {
     tenant_id: Option<String>,
 }
@@ -91,11 +86,26 @@ fn valid_name(name: &str) -> Result<&str, ApiError> {
     Ok(name)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewTenant {
     name: String,
 }
 
+#[utoipa::path(
+    operation_id = "admin_create_tenant",
+    summary = "Create a tenant",
+    post,
+    path = "/api/v1/admin/tenants",
+    tag = "admin",
+    request_body(content = NewTenant, content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "Created", body = crate::store::Tenant),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an operator key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn create_tenant(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -118,6 +128,18 @@ async fn create_tenant(
 }
 
 /// Every tenant for an operator; its own for a tenant admin.
+#[utoipa::path(
+    operation_id = "admin_list_tenants",
+    get,
+    path = "/api/v1/admin/tenants",
+    tag = "admin",
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Every tenant (operator) or the caller's own", body = crate::routes::api_doc::TenantList),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list_tenants(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -135,7 +157,7 @@ async fn list_tenants(
     Ok(HttpResponse::Ok().json(json!({ "tenants": tenants })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct NewKeyRequest {
     /// The caller's own tenant when missing.
@@ -148,6 +170,22 @@ struct NewKeyRequest {
     operator: bool,
 }
 
+#[utoipa::path(
+    operation_id = "admin_create_key",
+    summary = "Create an API key",
+    post,
+    path = "/api/v1/admin/keys",
+    tag = "admin",
+    request_body(content = NewKeyRequest, content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "Created; `key` is shown this once", body = crate::routes::api_doc::CreatedKey),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not allowed to make this kind of key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn create_key(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -172,6 +210,21 @@ async fn create_key(
     Ok(HttpResponse::Created().json(key))
 }
 
+#[utoipa::path(
+    operation_id = "admin_list_keys",
+    summary = "List API keys",
+    get,
+    path = "/api/v1/admin/keys",
+    tag = "admin",
+    params(TenantFilter),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Keys, without their secrets", body = crate::routes::api_doc::KeyList),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list_keys(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -184,6 +237,20 @@ async fn list_keys(
 
 /// Revokes a key, and within a second ends everything it holds open. 404 for a key that is
 /// unknown, another tenant's (for a tenant admin) or already revoked.
+#[utoipa::path(
+    operation_id = "admin_revoke_key",
+    delete,
+    path = "/api/v1/admin/keys/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "The key id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Revoked; its connections, tickets and answers end within a second"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not allowed to revoke an operator key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such key (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn revoke_key(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -224,6 +291,21 @@ fn end_everything_of_revoked_key(state: &AppState, key_id: &str) {
     });
 }
 
+#[utoipa::path(
+    operation_id = "admin_stats",
+    summary = "Hub counters",
+    get,
+    path = "/api/v1/admin/stats",
+    tag = "admin",
+    params(TenantFilter),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Counters of the hub or one tenant", body = crate::hub::HubStats),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn stats(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -238,6 +320,21 @@ async fn stats(
     Ok(HttpResponse::Ok().json(view.stats))
 }
 
+#[utoipa::path(
+    operation_id = "admin_list_connections",
+    summary = "List open connections",
+    get,
+    path = "/api/v1/admin/connections",
+    tag = "admin",
+    params(TenantFilter),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Open connections", body = crate::routes::api_doc::ConnectionList),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list_connections(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -253,6 +350,20 @@ async fn list_connections(
 }
 
 /// Ends a connection and its answers; SignalR clients are told they may reconnect.
+#[utoipa::path(
+    operation_id = "admin_end_connection",
+    delete,
+    path = "/api/v1/admin/connections/{id}",
+    tag = "admin",
+    params(("id" = u64, Path, description = "The connection id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such connection (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn end_connection(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -282,6 +393,20 @@ const ADMIN_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 /// behind it must be an admin's. The feed ends when that key is revoked.
 ///
 /// [`AdminView`]: crate::hub::messages::AdminView
+#[utoipa::path(
+    operation_id = "admin_events",
+    get,
+    path = "/api/v1/admin/events",
+    tag = "admin",
+    params(TenantFilter),
+    security(("api_key" = []), ("ticket" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "`event: stats` every second with the whole admin view", content_type = "text/event-stream", body = crate::hub::messages::AdminView),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn events(
     state: web::Data<AppState>,
     StreamPrincipal(owner): StreamPrincipal,
@@ -324,6 +449,21 @@ async fn events(
         .streaming(body))
 }
 
+#[utoipa::path(
+    operation_id = "admin_list_streams",
+    summary = "List running answers",
+    get,
+    path = "/api/v1/admin/streams",
+    tag = "admin",
+    params(TenantFilter),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Running answers and recent figures", body = crate::routes::api_doc::StreamList),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list_streams(
     state: web::Data<AppState>,
     Admin(admin): Admin,
@@ -339,6 +479,20 @@ async fn list_streams(
 }
 
 /// Ends one running answer on any transport; its client gets an `ended_by_admin` error.
+#[utoipa::path(
+    operation_id = "admin_end_stream",
+    delete,
+    path = "/api/v1/admin/streams/{id}",
+    tag = "admin",
+    params(("id" = u64, Path, description = "The stream id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Ended; its client gets an ended_by_admin error"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such stream (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn end_stream(
     state: web::Data<AppState>,
     Admin(admin): Admin,

@@ -11,21 +11,22 @@ use serde::Deserialize;
 
 use super::answers::{last_event_id, resume_sse};
 use super::ask::{answer_json, answer_sse, to_request, AskParams};
+use super::table::Routes;
 use crate::answer::{conversation_id, AnswerRequest, ConversationRef, ProviderChoice};
 use crate::auth::{resolve_stream, stream_ticket, Principal, StreamPrincipal};
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store::KeyOwner;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/agent/chat", web::post().to(chat)).service(
-        web::resource("/agent/chat/stream")
-            .route(web::get().to(chat_stream_get))
-            .route(web::post().to(chat_stream_post)),
-    );
+pub fn configure(routes: &mut Routes) {
+    routes
+        .post("/agent/chat", chat)
+        .get("/agent/chat/stream", chat_stream_get)
+        .post("/agent/chat/stream", chat_stream_post);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ChatParams {
     #[serde(alias = "question")]
     message: Option<String>,
@@ -67,6 +68,19 @@ async fn turn(
     Ok(request)
 }
 
+#[utoipa::path(
+    operation_id = "agent_chat",
+    summary = "Ask a conversation turn, answered as one JSON body",
+    post,
+    path = "/api/v1/agent/chat",
+    tag = "answers",
+    request_body(content = ChatParams, description = "A turn of a conversation", content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        crate::routes::api_doc::AnswerJsonResponses,
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn chat(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -76,6 +90,19 @@ async fn chat(
     answer_json(&state, &owner, request, choice).await
 }
 
+#[utoipa::path(
+    operation_id = "agent_chat_stream_get",
+    summary = "Ask a conversation turn, answered as Server-Sent Events",
+    get,
+    path = "/api/v1/agent/chat/stream",
+    tag = "answers",
+    params(ChatParams, ("Last-Event-ID" = Option<String>, Header, description = "An EventSource reconnecting: continues that answer")),
+    security(("api_key" = []), ("ticket" = []), ("session" = [])),
+    responses(
+        crate::routes::api_doc::AnswerStreamResponses,
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn chat_stream_get(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -90,6 +117,19 @@ async fn chat_stream_get(
     answer_sse(&state, owner, request, choice, stream_ticket(&req)).await
 }
 
+#[utoipa::path(
+    operation_id = "agent_chat_stream_post",
+    summary = "Ask a conversation turn (JSON body), answered as Server-Sent Events",
+    post,
+    path = "/api/v1/agent/chat/stream",
+    tag = "answers",
+    request_body(content = ChatParams, description = "A turn of a conversation", content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        crate::routes::api_doc::AnswerStreamResponses,
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn chat_stream_post(
     state: web::Data<AppState>,
     StreamPrincipal(owner): StreamPrincipal,

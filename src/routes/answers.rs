@@ -9,6 +9,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::table::Routes;
 use crate::answer::{AnswerEntry, AnswerOwner, Answers, ResumeError, Subscription};
 use crate::auth::{resolve_stream, stream_ticket, Principal};
 use crate::error::ApiError;
@@ -17,16 +18,33 @@ use crate::protocol::sse;
 use crate::startup::AppState;
 use crate::store::KeyOwner;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/answers/{id}/stream", web::get().to(stream))
-        .route("/answers/{id}", web::delete().to(stop));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .get("/answers/{id}/stream", stream)
+        .delete("/answers/{id}", stop);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct After {
     after: Option<u64>,
 }
 
+#[utoipa::path(
+    operation_id = "answers_stream",
+    summary = "Resume an answer over Server-Sent Events",
+    get,
+    path = "/api/v1/answers/{id}/stream",
+    tag = "answers",
+    params(("id" = String, Path, description = "The answer id"), After, ("Last-Event-ID" = Option<String>, Header, description = "Wins over `after`")),
+    security(("api_key" = []), ("ticket" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The answer as Server-Sent Events; `X-Answer-Id` names it", content_type = "text/event-stream", body = crate::routes::api_doc::SseEvent),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such answer (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn stream(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -49,6 +67,20 @@ async fn stream(
     resume_sse(&req, &state, &id, after).await
 }
 
+#[utoipa::path(
+    operation_id = "answers_stop",
+    summary = "Stop an answer",
+    delete,
+    path = "/api/v1/answers/{id}",
+    tag = "answers",
+    params(("id" = String, Path, description = "The answer id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Stopped (or had already ended)"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such answer (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn stop(
     state: web::Data<AppState>,
     Principal(owner): Principal,

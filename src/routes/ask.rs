@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::answers::{last_event_id, resume_sse, sse_response};
+use super::table::Routes;
 use crate::answer::{
     validate_choice, validate_question, validate_top_k, AnswerOwner, AnswerRequest,
     ConversationRef, ProviderChoice, Start, StreamEvent,
@@ -19,15 +20,15 @@ use crate::hub;
 use crate::startup::AppState;
 use crate::store::KeyOwner;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ask", web::post().to(ask)).service(
-        web::resource("/ask/stream")
-            .route(web::get().to(ask_stream_get))
-            .route(web::post().to(ask_stream_post)),
-    );
+pub fn configure(routes: &mut Routes) {
+    routes
+        .post("/ask", ask)
+        .get("/ask/stream", ask_stream_get)
+        .post("/ask/stream", ask_stream_post);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AskParams {
     #[serde(alias = "message")]
     pub question: Option<String>,
@@ -64,6 +65,18 @@ pub(super) fn to_request(
     Ok((request, choice))
 }
 
+#[utoipa::path(
+    operation_id = "ask_ask",
+    summary = "Ask a question, answered as one JSON body",
+    post,
+    path = "/api/v1/ask",
+    tag = "answers",
+    request_body(content = AskParams, description = "The question", content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        crate::routes::api_doc::AnswerJsonResponses,
+    )
+)]
 async fn ask(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -144,6 +157,18 @@ pub(super) async fn answer_json(
     ))
 }
 
+#[utoipa::path(
+    operation_id = "ask_ask_stream_get",
+    summary = "Ask a question, answered as Server-Sent Events",
+    get,
+    path = "/api/v1/ask/stream",
+    tag = "answers",
+    params(AskParams, ("Last-Event-ID" = Option<String>, Header, description = "An EventSource reconnecting: continues that answer after that event")),
+    security(("api_key" = []), ("ticket" = []), ("session" = [])),
+    responses(
+        crate::routes::api_doc::AnswerStreamResponses,
+    )
+)]
 async fn ask_stream_get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -159,6 +184,18 @@ async fn ask_stream_get(
     answer_sse(&state, owner, request, choice, stream_ticket(&req)).await
 }
 
+#[utoipa::path(
+    operation_id = "ask_ask_stream_post",
+    summary = "Ask a question (JSON body), answered as Server-Sent Events",
+    post,
+    path = "/api/v1/ask/stream",
+    tag = "answers",
+    request_body(content = AskParams, description = "The question", content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        crate::routes::api_doc::AnswerStreamResponses,
+    )
+)]
 async fn ask_stream_post(
     state: web::Data<AppState>,
     StreamPrincipal(owner): StreamPrincipal,

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::read_limited;
+use super::table::Routes;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -17,21 +18,16 @@ const MAX_PAGE: i64 = 100;
 /// A create body only ever holds a title.
 const CREATE_BODY_LIMIT: usize = 16 * 1024;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/conversations")
-            .route(web::post().to(create))
-            .route(web::get().to(list)),
-    )
-    .service(
-        web::resource("/conversations/{id}")
-            .route(web::get().to(read))
-            .route(web::patch().to(rename))
-            .route(web::delete().to(delete)),
-    );
+pub fn configure(routes: &mut Routes) {
+    routes
+        .post("/conversations", create)
+        .get("/conversations", list)
+        .get("/conversations/{id}", read)
+        .patch("/conversations/{id}", rename)
+        .delete("/conversations/{id}", delete);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct TitleBody {
     title: Option<String>,
 }
@@ -52,6 +48,19 @@ fn title(raw: Option<&str>) -> Result<Option<String>, ApiError> {
 
 /// `POST /conversations` with `{"title"?}`, or no body at all (`curl -X POST`): the title
 /// is then taken from the first question.
+#[utoipa::path(
+    operation_id = "conversations_create",
+    post,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    request_body(content = Option<TitleBody>, description = "Optional: without a title, the first question names it", content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "Created", body = crate::store::Conversation),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -78,12 +87,27 @@ async fn create(
     Ok(HttpResponse::Created().json(conversation))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
+#[utoipa::path(
+    operation_id = "conversations_list",
+    summary = "List conversations",
+    get,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    params(Page),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "A page, newest first", body = crate::routes::api_doc::ConversationPage),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -115,6 +139,20 @@ async fn list(
     })))
 }
 
+#[utoipa::path(
+    operation_id = "conversations_read",
+    summary = "Read a conversation with its messages",
+    get,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The conversation and its messages", body = crate::routes::api_doc::ConversationWithMessages),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn read(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -131,6 +169,22 @@ async fn read(
     Ok(HttpResponse::Ok().json(body))
 }
 
+#[utoipa::path(
+    operation_id = "conversations_rename",
+    summary = "Rename a conversation",
+    patch,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation id")),
+    request_body(content = TitleBody, content_type = "application/json"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Renamed", body = crate::store::Conversation),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn rename(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -148,6 +202,20 @@ async fn rename(
     Ok(HttpResponse::Ok().json(conversation))
 }
 
+#[utoipa::path(
+    operation_id = "conversations_delete",
+    summary = "Delete a conversation",
+    delete,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such conversation (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn delete(
     state: web::Data<AppState>,
     Principal(owner): Principal,

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{read_limited, too_large, utf8};
+use super::table::Routes;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::rag::ingest::{ingest, quota_message, Upload};
@@ -36,26 +37,44 @@ const MULTIPART_FRAMING_BYTES: usize = 64 * 1024;
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 200;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/documents")
-            .route(web::post().to(create))
-            .route(web::get().to(list)),
-    )
-    .route("/documents/{id}", web::delete().to(delete));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .post("/documents", create)
+        .get("/documents", list)
+        .delete("/documents/{id}", delete);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct JsonDocument {
     title: Option<String>,
     text: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TitleQuery {
     title: Option<String>,
 }
 
+#[utoipa::path(
+    operation_id = "documents_create",
+    summary = "Upload documents",
+    post,
+    path = "/api/v1/documents",
+    tag = "documents",
+    params(TitleQuery),
+    request_body(content((JsonDocument = "application/json"), (String = "text/plain"), (String = "text/markdown"), (String = "multipart/form-data")), description = "JSON {title,text}, a text or Markdown body, or a multipart upload of .txt/.md files (then the answer is {documents:[…]})"),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "One document created (JSON or plain text)", body = crate::store::DocumentSummary),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 409, description = "The tenant's quota is full", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 413, description = "Too large", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 415, description = "Not JSON, text or multipart of .txt/.md files", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 503, description = "Shutting down, or too busy (Retry-After)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -261,7 +280,8 @@ async fn read_multipart(
     Ok(docs)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     limit: Option<usize>,
     cursor: Option<String>,
@@ -269,6 +289,19 @@ struct ListQuery {
 
 /// A page of documents: `documents` (as before), `total`, and `nextCursor` / `next` (the
 /// next page's URL), both null on the last page.
+#[utoipa::path(
+    operation_id = "documents_list",
+    get,
+    path = "/api/v1/documents",
+    tag = "documents",
+    params(ListQuery),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "A page, newest first", body = crate::routes::api_doc::DocumentPage),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     Principal(owner): Principal,
@@ -333,6 +366,20 @@ fn decode_cursor(raw: &str) -> Result<DocumentCursor, ApiError> {
     })
 }
 
+#[utoipa::path(
+    operation_id = "documents_delete",
+    summary = "Delete a document",
+    delete,
+    path = "/api/v1/documents/{id}",
+    tag = "documents",
+    params(("id" = String, Path, description = "The document id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such document (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn delete(
     state: web::Data<AppState>,
     Principal(owner): Principal,

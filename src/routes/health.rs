@@ -1,19 +1,38 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::table::Routes;
 use crate::startup::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+pub fn configure(routes: &mut Routes) {
+    routes.get("/healthz", healthz).get("/readyz", readyz);
 }
 
 /// The process is up.
+#[utoipa::path(
+    operation_id = "health_healthz",
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process is up", body = crate::routes::api_doc::Health),
+    )
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// The process can serve: its database answers.
+#[utoipa::path(
+    operation_id = "health_readyz",
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the database answers", body = crate::routes::api_doc::Health),
+        (status = 503, description = "Not ready", body = crate::routes::api_doc::Health),
+    )
+)]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),

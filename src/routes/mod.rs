@@ -4,18 +4,23 @@
 mod admin;
 mod agent;
 mod answers;
+pub mod api_doc;
 mod ask;
 mod body;
 mod conversations;
 mod documents;
 mod health;
+mod metrics;
 mod pages;
 mod session;
+mod table;
 mod tickets;
 mod whoami;
 mod ws;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+
+pub use table::Routes;
 
 use crate::error::ApiError;
 
@@ -38,22 +43,39 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             ApiError::bad_request("invalid_path", format!("invalid path: {e}")).into()
         }),
     )
-    .configure(health::configure)
-    .configure(pages::configure)
-    .service(
-        web::scope("/api/v1")
-            .configure(ask::configure)
-            .configure(agent::configure)
-            .configure(answers::configure)
-            .configure(conversations::configure)
-            .configure(documents::configure)
-            .configure(ws::configure)
-            .configure(tickets::configure)
-            .configure(whoami::configure)
-            .configure(session::configure)
-            .configure(admin::configure),
-    )
     .default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::NotFound("route"))
     }));
+    table().register(cfg);
+}
+
+/// Every HTTP route of the hub.
+pub fn table() -> Routes {
+    let mut routes = Routes::default();
+    health::configure(&mut routes);
+    metrics::configure(&mut routes);
+    pages::configure(&mut routes);
+    api_doc::configure(&mut routes);
+    routes.scope("/api/v1", |r| {
+        ask::configure(r);
+        agent::configure(r);
+        answers::configure(r);
+        conversations::configure(r);
+        documents::configure(r);
+        ws::configure(r);
+        tickets::configure(r);
+        whoami::configure(r);
+        session::configure(r);
+        admin::configure(r);
+    });
+    routes
+}
+
+/// `(method, path)` of every HTTP route, paths as actix spells them (`{id}`, `{path:.*}`).
+pub fn endpoints() -> Vec<(String, String)> {
+    table()
+        .endpoints()
+        .into_iter()
+        .map(|(method, path)| (method.to_string(), path))
+        .collect()
 }

@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+use super::table::Routes;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -15,20 +16,53 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
 frame-ancestors 'none'; form-action 'self'";
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(chat_page))
-        .route("/admin", web::get().to(admin_page))
-        .route("/static/{path:.*}", web::get().to(asset));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .get("/", chat_page)
+        .get("/admin", admin_page)
+        .get("/static/{path:.*}", asset);
 }
 
+#[utoipa::path(
+    operation_id = "pages_chat_page",
+    summary = "The chat page",
+    get,
+    path = "/",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The chat page", content_type = "text/html"),
+    )
+)]
 async fn chat_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     serve(&state.settings.static_dir, "index.html").await
 }
 
+#[utoipa::path(
+    operation_id = "pages_admin_page",
+    summary = "The admin page",
+    get,
+    path = "/admin",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The admin page", content_type = "text/html"),
+    )
+)]
 async fn admin_page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     serve(&state.settings.static_dir, "admin.html").await
 }
 
+#[utoipa::path(
+    operation_id = "pages_asset",
+    summary = "A file of the static folder",
+    get,
+    path = "/static/{path}",
+    tag = "pages",
+    params(("path" = String, Path, description = "A path inside the static folder")),
+    responses(
+        (status = 200, description = "A file of the static folder"),
+        (status = 404, description = "No such file (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn asset(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -60,7 +94,7 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-async fn serve(root: &Path, requested: &str) -> Result<HttpResponse, ApiError> {
+pub(super) async fn serve(root: &Path, requested: &str) -> Result<HttpResponse, ApiError> {
     let path = resolve(root, requested).ok_or(ApiError::NotFound("file"))?;
     let read_path = path.clone();
     // File reads block; keep them off the worker's event loop.

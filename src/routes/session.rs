@@ -7,21 +7,20 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::table::Routes;
 use crate::auth::session;
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store::SessionInfo;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/session")
-            .route(web::post().to(sign_in))
-            .route(web::get().to(who))
-            .route(web::delete().to(sign_out)),
-    );
+pub fn configure(routes: &mut Routes) {
+    routes
+        .post("/session", sign_in)
+        .get("/session", who)
+        .delete("/session", sign_out);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SignIn {
     api_key: Option<String>,
@@ -67,6 +66,21 @@ fn key_of(req: &HttpRequest, body: &[u8]) -> Result<String, ApiError> {
         .ok_or(ApiError::Unauthorized)
 }
 
+#[utoipa::path(
+    operation_id = "session_sign_in",
+    summary = "Sign a browser in",
+    post,
+    path = "/api/v1/session",
+    tag = "session",
+    request_body(content = SignIn, description = "The key, unless sent as X-API-Key", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Signed in: an HttpOnly session cookie is set", body = crate::routes::api_doc::SessionView),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "A page of another origin", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 415, description = "The body is not JSON", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -97,6 +111,18 @@ async fn sign_in(
         .json(describe(&info, &state)))
 }
 
+#[utoipa::path(
+    operation_id = "session_who",
+    summary = "Who is signed in",
+    get,
+    path = "/api/v1/session",
+    tag = "session",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "Who is signed in", body = crate::routes::api_doc::SessionView),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn who(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match session::current(&req, &state).await? {
         Some(info) => Ok(HttpResponse::Ok()
@@ -115,6 +141,17 @@ async fn who(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespons
     }
 }
 
+#[utoipa::path(
+    operation_id = "session_sign_out",
+    summary = "Sign out",
+    delete,
+    path = "/api/v1/session",
+    tag = "session",
+    responses(
+        (status = 204, description = "Signed out; the cookie is cleared"),
+        (status = 403, description = "A page of another origin", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn sign_out(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Some(token) = session::cookie_value(&req, &state.settings) {
         session::check_origin(&req, true)?;

@@ -4,14 +4,27 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::table::Routes;
 use crate::auth::tickets::TICKET_TTL;
 use crate::auth::Principal;
 use crate::startup::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/stream-tickets", web::post().to(issue));
+pub fn configure(routes: &mut Routes) {
+    routes.post("/stream-tickets", issue);
 }
 
+#[utoipa::path(
+    operation_id = "tickets_issue",
+    summary = "Get a single-use stream ticket",
+    post,
+    path = "/api/v1/stream-tickets",
+    tag = "realtime",
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "A ticket, valid for one minute and one use", body = crate::routes::api_doc::TicketResponse),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn issue(state: web::Data<AppState>, Principal(owner): Principal) -> HttpResponse {
     let ticket = state.tickets.issue(owner);
     HttpResponse::Created().json(json!({

@@ -11,6 +11,7 @@ use actix_ws::AggregatedMessageStream;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::table::Routes;
 use crate::auth::tickets::ConnectionGrant;
 use crate::auth::{resolve_stream, StreamPrincipal};
 use crate::error::ApiError;
@@ -21,11 +22,28 @@ use crate::startup::AppState;
 /// error and the socket stays open; beyond it the socket is closed with 1009.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/ws", web::get().to(chat_ws))
-        .route("/chat/ws/negotiate", web::post().to(negotiate));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .get("/chat/ws", chat_ws)
+        .post("/chat/ws/negotiate", negotiate);
 }
 
+#[utoipa::path(
+    operation_id = "ws_chat_ws",
+    summary = "Open a WebSocket (plain JSON protocol or SignalR)",
+    get,
+    path = "/api/v1/chat/ws",
+    tag = "realtime",
+    params(("id" = Option<String>, Query, description = "A SignalR connection token from negotiate"), ("ticket" = Option<String>, Query, description = "A stream ticket")),
+    security(("api_key" = []), ("ticket" = []), ("session" = [])),
+    responses(
+        (status = 101, description = "Switching to WebSocket: the first text frame picks the plain JSON protocol or a SignalR handshake"),
+        (status = 400, description = "Bad input: the code names the rule", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such connection (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 429, description = "Too many WebSocket connections for this key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn chat_ws(
     req: HttpRequest,
     body: web::Payload,
@@ -128,6 +146,18 @@ async fn reconnect(
 /// A version 1 client that asks for stateful reconnect (`useStatefulReconnect=true`, what
 /// `withStatefulReconnect()` sends) gets it, unless the resume grace window is zero (then a
 /// lost connection has nothing to come back to).
+#[utoipa::path(
+    operation_id = "ws_negotiate",
+    post,
+    path = "/api/v1/chat/ws/negotiate",
+    tag = "realtime",
+    params(("negotiateVersion" = Option<i64>, Query), ("useStatefulReconnect" = Option<bool>, Query)),
+    security(("api_key" = []), ("ticket" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "WebSockets with text frames", body = crate::routes::api_doc::Negotiated),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
 async fn negotiate(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -37,7 +37,7 @@ impl MessageStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Conversation {
     pub id: String,
@@ -46,7 +46,7 @@ pub struct Conversation {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageRecord {
     pub id: String,
@@ -270,11 +270,12 @@ impl Store {
     /// start: a read-then-write transaction could fail with `SQLITE_BUSY` when another
     /// writer commits in between, which the busy timeout does not cover.
     pub async fn begin_turn(&self, turn: &NewTurn<'_>) -> Result<Option<BegunTurn>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let conversation_id = match turn.conversation_id {
-            None => {
-                let id = Uuid::new_v4().to_string();
-                sqlx::query(
+        crate::telemetry::timed("conversation_begin", async {
+            let mut tx = self.pool.begin().await?;
+            let conversation_id = match turn.conversation_id {
+                None => {
+                    let id = Uuid::new_v4().to_string();
+                    sqlx::query(
                     "INSERT INTO conversations (id, tenant_id, user_id, title) VALUES (?, ?, ?, ?)",
                 )
                 .bind(&id)
@@ -283,87 +284,93 @@ impl Store {
                 .bind(auto_title(turn.question))
                 .execute(&mut *tx)
                 .await?;
-                id
-            }
-            Some(id) => {
-                // Untitled conversations (created empty) take their first question's title.
-                let done = sqlx::query(&format!(
-                    "UPDATE conversations SET updated_at = {NOW}, title = COALESCE(title, ?) \
-                     WHERE id = ? AND tenant_id = ? AND user_id = ?"
-                ))
-                .bind(auto_title(turn.question))
-                .bind(id)
-                .bind(turn.tenant_id)
-                .bind(turn.user_id)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 0 {
-                    return Ok(None);
+                    id
                 }
-                id.to_owned()
-            }
-        };
-        let mut earlier = sqlx::query_as::<_, PastMessage>(
-            "SELECT role, content, status FROM messages WHERE conversation_id = ? \
+                Some(id) => {
+                    // Untitled conversations (created empty) take their first question's title.
+                    let done = sqlx::query(&format!(
+                        "UPDATE conversations SET updated_at = {NOW}, title = COALESCE(title, ?) \
+                     WHERE id = ? AND tenant_id = ? AND user_id = ?"
+                    ))
+                    .bind(auto_title(turn.question))
+                    .bind(id)
+                    .bind(turn.tenant_id)
+                    .bind(turn.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        return Ok(None);
+                    }
+                    id.to_owned()
+                }
+            };
+            let mut earlier = sqlx::query_as::<_, PastMessage>(
+                "SELECT role, content, status FROM messages WHERE conversation_id = ? \
              ORDER BY seq DESC LIMIT ?",
-        )
-        .bind(&conversation_id)
-        .bind(turn.history_rows as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        earlier.reverse();
-        let (last_seq,): (i64,) =
-            sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?")
-                .bind(&conversation_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, seq, role, content) \
+            )
+            .bind(&conversation_id)
+            .bind(turn.history_rows as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            earlier.reverse();
+            let (last_seq,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?",
+            )
+            .bind(&conversation_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO messages (id, conversation_id, seq, role, content) \
              VALUES (?, ?, ?, 'user', ?)",
-        )
-        .bind(Uuid::new_v4().to_string())
-        .bind(&conversation_id)
-        .bind(last_seq + 1)
-        .bind(turn.question)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, seq, role, status, provider, model) \
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(&conversation_id)
+            .bind(last_seq + 1)
+            .bind(turn.question)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO messages (id, conversation_id, seq, role, status, provider, model) \
              VALUES (?, ?, ?, 'assistant', 'streaming', ?, ?)",
-        )
-        .bind(turn.assistant_message_id)
-        .bind(&conversation_id)
-        .bind(last_seq + 2)
-        .bind(turn.provider)
-        .bind(turn.model)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(BegunTurn {
-            conversation_id,
-            earlier,
-        }))
+            )
+            .bind(turn.assistant_message_id)
+            .bind(&conversation_id)
+            .bind(last_seq + 2)
+            .bind(turn.provider)
+            .bind(turn.model)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some(BegunTurn {
+                conversation_id,
+                earlier,
+            }))
+        })
+        .await
     }
 
     /// The one write at an answer's end. Only a `streaming` row is written, so sending
     /// the same write twice (an end whose first write was cut short) changes nothing.
     pub async fn finish_message(&self, write: &FinalWrite) -> Result<(), sqlx::Error> {
-        sqlx::query(&format!(
-            "UPDATE messages SET content = ?, status = ?, provider = ?, model = ?, \
+        crate::telemetry::timed("conversation_finish", async {
+            sqlx::query(&format!(
+                "UPDATE messages SET content = ?, status = ?, provider = ?, model = ?, \
                     ttft_ms = ?, tokens = ?, error_code = ?, updated_at = {NOW} \
              WHERE id = ? AND status = 'streaming'"
-        ))
-        .bind(&write.content)
-        .bind(write.status.as_str())
-        .bind(&write.provider)
-        .bind(&write.model)
-        .bind(write.ttft_ms.map(|t| t as i64))
-        .bind(write.tokens as i64)
-        .bind(write.error_code.as_deref())
-        .bind(&write.message_id)
-        .execute(&self.pool)
+            ))
+            .bind(&write.content)
+            .bind(write.status.as_str())
+            .bind(&write.provider)
+            .bind(&write.model)
+            .bind(write.ttft_ms.map(|t| t as i64))
+            .bind(write.tokens as i64)
+            .bind(write.error_code.as_deref())
+            .bind(&write.message_id)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+        })
         .await
-        .map(|_| ())
     }
 
     /// Marks the answers a previous run left `streaming` as `interrupted`; returns how

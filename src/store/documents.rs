@@ -23,7 +23,7 @@ const BATCH_TEXT_BYTES: usize = 32 * 1024;
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentSummary {
     pub id: String,
@@ -327,23 +327,26 @@ impl Store {
         match_query: &str,
         k: usize,
     ) -> Result<Vec<Passage>, sqlx::Error> {
-        let Some(table) = tenant_index::find(&self.pool, tenant_id).await? else {
-            return Ok(Vec::new());
-        };
-        let fts = table.name();
-        sqlx::query_as::<_, Passage>(&format!(
-            "SELECT c.document_id AS document_id, d.title AS title, c.id AS chunk_id, \
+        crate::telemetry::timed("search", async {
+            let Some(table) = tenant_index::find(&self.pool, tenant_id).await? else {
+                return Ok(Vec::new());
+            };
+            let fts = table.name();
+            sqlx::query_as::<_, Passage>(&format!(
+                "SELECT c.document_id AS document_id, d.title AS title, c.id AS chunk_id, \
                     {fts}.text AS text, -bm25({fts}, 2.0, 1.0) AS score \
              FROM {fts} \
              JOIN chunks c ON c.id = {fts}.rowid \
              JOIN documents d ON d.id = c.document_id \
              WHERE {fts} MATCH ? AND c.tenant_id = ? AND d.status = 'ready' \
              ORDER BY bm25({fts}, 2.0, 1.0), c.id LIMIT ?"
-        ))
-        .bind(match_query)
-        .bind(tenant_id)
-        .bind(k as i64)
-        .fetch_all(&self.pool)
+            ))
+            .bind(match_query)
+            .bind(tenant_id)
+            .bind(k as i64)
+            .fetch_all(&self.pool)
+            .await
+        })
         .await
     }
 }

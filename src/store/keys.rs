@@ -55,7 +55,7 @@ pub enum Bootstrap {
     Generated(String),
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyRecord {
     pub id: String,
@@ -68,7 +68,7 @@ pub struct ApiKeyRecord {
 }
 
 /// A key just created: the only time its plain text exists outside the client.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewKey {
     pub key: String,
@@ -89,24 +89,27 @@ impl Store {
     /// Resolves a presented key. The lookup is by SHA-256 digest, so timing reveals nothing
     /// about the key itself; the final comparison is constant-time all the same.
     pub async fn authenticate(&self, presented: &str) -> Result<Option<KeyOwner>, sqlx::Error> {
-        let hash = digest(presented);
-        let row: Option<(String, String, bool, bool, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, tenant_id, is_admin, is_operator, key_hash FROM api_keys \
+        crate::telemetry::timed("auth_key", async {
+            let hash = digest(presented);
+            let row: Option<(String, String, bool, bool, Vec<u8>)> = sqlx::query_as(
+                "SELECT id, tenant_id, is_admin, is_operator, key_hash FROM api_keys \
              WHERE key_hash = ? AND revoked_at IS NULL",
-        )
-        .bind(&hash[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(
-            row.and_then(|(key_id, tenant_id, is_admin, is_operator, stored)| {
-                bool::from(stored.ct_eq(&hash[..])).then_some(KeyOwner {
-                    key_id,
-                    tenant_id,
-                    is_admin: is_admin || is_operator,
-                    is_operator,
-                })
-            }),
-        )
+            )
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(
+                row.and_then(|(key_id, tenant_id, is_admin, is_operator, stored)| {
+                    bool::from(stored.ct_eq(&hash[..])).then_some(KeyOwner {
+                        key_id,
+                        tenant_id,
+                        is_admin: is_admin || is_operator,
+                        is_operator,
+                    })
+                }),
+            )
+        })
+        .await
     }
 
     pub async fn create_key(

@@ -103,10 +103,11 @@ impl Store {
         token: &str,
         times: SessionTimes,
     ) -> Result<Option<SessionInfo>, sqlx::Error> {
-        let now = now_ms();
-        let hash = digest(token);
-        type Row = (String, String, bool, bool, String, String, i64, String);
-        let row: Option<Row> = sqlx::query_as(
+        crate::telemetry::timed("auth_session", async {
+            let now = now_ms();
+            let hash = digest(token);
+            type Row = (String, String, bool, bool, String, String, i64, String);
+            let row: Option<Row> = sqlx::query_as(
             "SELECT k.id, k.tenant_id, k.is_admin, k.is_operator, k.name, t.name, s.last_seen_at, \
                     strftime('%Y-%m-%dT%H:%M:%fZ', s.expires_at / 1000.0, 'unixepoch') \
              FROM sessions s \
@@ -120,37 +121,39 @@ impl Store {
         .bind(millis(times.idle))
         .fetch_optional(&self.pool)
         .await?;
-        let Some((
-            key_id,
-            tenant_id,
-            is_admin,
-            is_operator,
-            key_name,
-            tenant_name,
-            last_seen,
-            expires_at,
-        )) = row
-        else {
-            return Ok(None);
-        };
-        if now.saturating_sub(last_seen) >= millis(times.refresh_after()) {
-            sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?")
-                .bind(now)
-                .bind(&hash[..])
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(Some(SessionInfo {
-            owner: KeyOwner {
+            let Some((
                 key_id,
                 tenant_id,
                 is_admin,
                 is_operator,
-            },
-            key_name,
-            tenant_name,
-            expires_at,
-        }))
+                key_name,
+                tenant_name,
+                last_seen,
+                expires_at,
+            )) = row
+            else {
+                return Ok(None);
+            };
+            if now.saturating_sub(last_seen) >= millis(times.refresh_after()) {
+                sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?")
+                    .bind(now)
+                    .bind(&hash[..])
+                    .execute(&self.pool)
+                    .await?;
+            }
+            Ok(Some(SessionInfo {
+                owner: KeyOwner {
+                    key_id,
+                    tenant_id,
+                    is_admin,
+                    is_operator,
+                },
+                key_name,
+                tenant_name,
+                expires_at,
+            }))
+        })
+        .await
     }
 
     /// Signs a session out; false when no session had that value.

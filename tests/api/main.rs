@@ -11,6 +11,8 @@ mod flood;
 mod health;
 mod helpers;
 mod limits;
+mod metrics;
+mod openapi;
 mod pages;
 mod providers;
 mod resume;
