@@ -95,6 +95,7 @@ mod tests {
             terms: vec![],
             model: None,
             history: vec![],
+            ..Prompt::default()
         }
     }
 

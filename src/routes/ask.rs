@@ -60,6 +60,7 @@ pub(super) fn to_request(
         question,
         top_k: validate_top_k(params.top_k)?,
         conversation,
+        chat: None,
     };
     Ok((request, choice))
 }
