@@ -2,7 +2,6 @@
 //! a query string or `POST` with a JSON body). Both run the same pipeline; errors known
 //! before the stream starts (auth, limits, bad input) are plain HTTP errors.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -14,7 +13,7 @@ use crate::answer::{
     ConversationRef, ProviderChoice, Start, StreamEvent,
 };
 use crate::auth::{resolve_stream, stream_ticket, Principal, StreamPrincipal};
-use crate::error::ApiError;
+use crate::error::{stream_error_status, ApiError};
 use crate::hub;
 use crate::startup::AppState;
 use crate::store::KeyOwner;
@@ -114,15 +113,7 @@ pub(super) async fn answer_json(
                 return Ok(HttpResponse::Ok().json(body));
             }
             StreamEvent::Error(error) => {
-                let status = match error.code.as_str() {
-                    "internal" | "retrieval_failed" | "storage_failed" => {
-                        StatusCode::INTERNAL_SERVER_ERROR
-                    }
-                    "conversation_not_found" => StatusCode::NOT_FOUND,
-                    "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream_timeout" => StatusCode::GATEWAY_TIMEOUT,
-                    _ => StatusCode::BAD_GATEWAY,
-                };
+                let status = stream_error_status(&error.code);
                 // A provider failure keeps the partial answer, as the streams do.
                 let mut body = match ev.partial {
                     Some(metadata) => json!({
