@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::{FrameEncoder, Piece};
 use crate::answer::{AnswerEvent, Source, StreamEvent};
-use crate::error::{stream_error_status, ErrorBody};
+use crate::error::stream_error_status;
 use crate::providers::{ChatTurn, Role, Sampling};
 
 /// The model id that means "the hub's configured provider chain".
@@ -778,15 +778,6 @@ pub fn split_model(model: &str) -> (Option<&str>, Option<&str>) {
         Some((provider, model)) => (Some(provider), Some(model).filter(|m| !m.is_empty())),
         None => (None, Some(model)),
     }
-}
-
-/// A hub error code as a stream error body (for tests and the JSON route).
-pub fn stream_error(error: &ErrorBody) -> (u16, Vec<u8>) {
-    let status = stream_error_status(&error.code).as_u16();
-    (
-        status,
-        error_body(status, &error.code, &error.message, None),
-    )
 }
 
 #[cfg(test)]

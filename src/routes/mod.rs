@@ -9,6 +9,7 @@ mod body;
 mod conversations;
 mod documents;
 mod health;
+mod openai_compat;
 mod pages;
 mod session;
 mod tickets;
@@ -40,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .configure(health::configure)
     .configure(pages::configure)
+    .configure(openai_compat::configure)
     .service(
         web::scope("/api/v1")
             .configure(ask::configure)

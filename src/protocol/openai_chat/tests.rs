@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::answer::DoneMetadata;
+use crate::error::ErrorBody;
 
 fn parse(body: Value) -> Result<ChatRequest, RequestError> {
     parse_request(body.to_string().as_bytes())
