@@ -11,6 +11,7 @@ mod flood;
 mod health;
 mod helpers;
 mod limits;
+mod openai_compat;
 mod pages;
 mod providers;
 mod resume;
