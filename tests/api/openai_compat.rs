@@ -582,3 +582,28 @@ async fn the_hubs_own_openai_provider_streams_from_another_hub() {
     a.wait_for_active_streams(0, Duration::from_secs(2)).await;
     b.wait_for_active_streams(0, Duration::from_secs(2)).await;
 }
+
+#[actix_web::test]
+async fn a_non_streaming_client_that_drops_closes_the_upstream_within_100_ms() {
+    let (app, mock) = mock_app(Duration::from_secs(10), |_| {}).await;
+    mock.push(Reply::slow(400, Duration::from_millis(20)));
+    let request = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&app.admin_key)
+        .send_json(&ask(QUESTION));
+    let pending = actix_web::rt::spawn(async move {
+        let _ = request.await;
+    });
+    mock.wait_for_tokens_sent(2, Duration::from_secs(5)).await;
+    let left = Instant::now();
+    pending.abort();
+    // Even with a grace window: a non-streaming client cannot come back for its answer.
+    let log = mock.wait_for_stream_end(Duration::from_secs(2)).await;
+    let (at, end) = log.end.expect("ended");
+    assert_eq!(end, StreamEnd::Disconnected);
+    let after = at.saturating_duration_since(left);
+    assert!(after < CANCEL_BUDGET, "the upstream stayed open {after:?}");
+    app.wait_for_active_streams(0, Duration::from_millis(500))
+        .await;
+}
