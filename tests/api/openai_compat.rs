@@ -607,3 +607,33 @@ async fn a_non_streaming_client_that_drops_closes_the_upstream_within_100_ms() {
     app.wait_for_active_streams(0, Duration::from_millis(500))
         .await;
 }
+
+#[actix_web::test]
+async fn an_upstream_hubs_mid_stream_error_reaches_the_downstream_hubs_client() {
+    // A's provider fails after two tokens; A's error chunk is what B's OpenAI parser reads.
+    let (a, mock) = mock_app(Duration::ZERO, |_| {}).await;
+    mock.set_default(Reply::ending(&["Hel", "lo"], Ending::ErrorEvent));
+    let a_key = a.admin_key.clone();
+    let a_base = format!("{}/v1", a.base);
+    let b = spawn_app_with(Options {
+        settings: Some(Box::new(move |s| {
+            s.providers = vec![ProviderKind::OpenAi];
+            s.openai = Some(OpenAiSettings {
+                api_key: Secret::new(&a_key),
+                base_url: a_base,
+                model: "ragstream".into(),
+            });
+        })),
+        ..Options::default()
+    })
+    .await;
+    let frames = frames(post(&b, Some(&b.admin_key), &[], &streaming(QUESTION)).await).await;
+    assert_eq!(content(&frames), "Hello");
+    assert!(frames.iter().all(|f| f.data != "[DONE]"), "{frames:?}");
+    let last = frames.last().unwrap().json();
+    assert_eq!(last["error"]["code"], "upstream_error", "{last}");
+    let message = last["error"]["message"].as_str().unwrap();
+    assert!(message.contains("openai failed mid-stream"), "{message}");
+    a.wait_for_active_streams(0, Duration::from_secs(2)).await;
+    b.wait_for_active_streams(0, Duration::from_secs(2)).await;
+}
