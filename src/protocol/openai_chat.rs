@@ -451,7 +451,7 @@ pub fn finish_reason(reason: &str) -> &'static str {
 /// The error `type` the SDKs expect for an HTTP status.
 pub fn error_type(status: u16) -> &'static str {
     match status {
-        400 | 404 | 409 | 413 | 415 | 422 => "invalid_request_error",
+        400 | 404 | 405 | 409 | 413 | 415 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         429 => "rate_limit_error",

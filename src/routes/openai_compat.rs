@@ -42,12 +42,30 @@ pub const CONVERSATION_HEADER: &str = "X-Conversation-Id";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
-            .route("/chat/completions", web::post().to(chat_completions))
-            .route("/models", web::get().to(models))
+            .service(
+                web::resource("/chat/completions")
+                    .route(web::post().to(chat_completions))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/models")
+                    .route(web::get().to(models))
+                    .default_service(web::to(method_not_allowed)),
+            )
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(V1Error::from(ApiError::NotFound("route")))
             })),
     );
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, V1Error> {
+    Err(V1Error {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed".to_owned(),
+        message: format!("{} is not allowed on {}", req.method(), req.path()),
+        param: None,
+        retry_after: false,
+    })
 }
 
 /// An error in OpenAI's shape: `{"error":{"message","type","code","param"}}`.

@@ -251,6 +251,20 @@ async fn errors_come_in_openai_shape_with_the_statuses_sdks_map() {
 
     let mut res = app
         .client
+        .get(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+    assert_openai_error(
+        &parse(&res.body().await.unwrap()),
+        "invalid_request_error",
+        "method_not_allowed",
+    );
+
+    let mut res = app
+        .client
         .post(app.url("/v1/chat/completions"))
         .bearer_auth(&key)
         .content_type("application/json")
