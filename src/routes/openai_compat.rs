@@ -15,11 +15,11 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 
 use super::answers::{encoded_sse_response, last_event_id, resume_subscription};
-use super::ask::answer_owner;
+use super::ask::{start_answer, Admission};
 use super::body::read_limited;
 use crate::answer::{
     validate_choice, validate_question, AnswerRequest, ClientChat, ConversationRef, ProviderChoice,
-    Start, StreamEvent, DEFAULT_TOP_K,
+    StreamEvent, DEFAULT_TOP_K,
 };
 use crate::auth::Principal;
 use crate::config::ProviderKind;
@@ -192,7 +192,9 @@ async fn chat_completions(
         if let Some((answer, after)) = last_event_id(&req)? {
             let (subscription, owner) = resume_subscription(&req, &state, &answer, after).await?;
             let encoder = ChunkEncoder::new(&chat.model, now_secs(), chat.include_usage);
-            return Ok(openai_sse(&state, subscription, owner, encoder));
+            let res =
+                encoded_sse_response(&state, hub::next_session_id(), subscription, owner, encoder);
+            return Ok(res);
         }
     }
     let choice = model_choice(&state, &chat.model)?;
@@ -219,29 +221,13 @@ async fn chat_completions(
     };
     if stream {
         let session_id = hub::next_session_id();
-        let lease = hub::admit(&state.hub, &owner, Some(session_id), "sse").await?;
-        let answer = state.pipeline.start(Start {
-            request,
-            choice,
-            lease,
-            owner: answer_owner(&owner),
-            ticket: None,
-            label: None,
-            cancel_on_drop: false,
-        });
+        let answer =
+            start_answer(&state, &owner, request, choice, Admission::sse(session_id)).await?;
         let encoder = ChunkEncoder::new(&model, now_secs(), include_usage);
-        return Ok(openai_sse(&state, answer, owner, encoder));
+        let res = encoded_sse_response(&state, session_id, answer, owner, encoder);
+        return Ok(res);
     }
     completion(&state, &owner, request, choice, &model).await
-}
-
-fn openai_sse(
-    state: &AppState,
-    answer: crate::answer::Subscription,
-    owner: KeyOwner,
-    encoder: ChunkEncoder,
-) -> HttpResponse {
-    encoded_sse_response(state, hub::next_session_id(), answer, owner, encoder)
 }
 
 /// A client message as the history selection reads stored ones.
@@ -296,18 +282,9 @@ async fn completion(
     choice: ProviderChoice,
     model: &str,
 ) -> Result<HttpResponse, V1Error> {
-    let lease = hub::admit(&state.hub, owner, None, "json").await?;
     // The client leaving drops this future and the subscription with it, which stops
     // the answer: a non-streaming client cannot come back for it.
-    let mut answer = state.pipeline.start(Start {
-        request,
-        choice,
-        lease,
-        owner: answer_owner(owner),
-        ticket: None,
-        label: None,
-        cancel_on_drop: true,
-    });
+    let mut answer = start_answer(state, owner, request, choice, Admission::json()).await?;
     let answer_id = answer.answer_id().to_string();
     let mut text = String::new();
     let mut conversation = None;

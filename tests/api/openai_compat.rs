@@ -235,48 +235,34 @@ async fn errors_come_in_openai_shape_with_the_statuses_sdks_map() {
         assert_eq!(reply["error"]["param"], field);
     }
 
-    let mut res = app
-        .client
-        .get(app.url("/v1/nothing-here"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 404);
-    assert_openai_error(
-        &parse(&res.body().await.unwrap()),
-        "invalid_request_error",
-        "not_found",
-    );
-
-    let mut res = app
-        .client
-        .get(app.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 405);
-    assert_openai_error(
-        &parse(&res.body().await.unwrap()),
-        "invalid_request_error",
-        "method_not_allowed",
-    );
-
-    let mut res = app
-        .client
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .content_type("application/json")
-        .send_body("{not json")
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 400);
-    assert_openai_error(
-        &parse(&res.body().await.unwrap()),
-        "invalid_request_error",
-        "invalid_json",
-    );
+    for (method, path, body, status, code) in [
+        ("GET", "/v1/nothing-here", "", 404, "not_found"),
+        ("GET", "/v1/chat/completions", "", 405, "method_not_allowed"),
+        (
+            "POST",
+            "/v1/chat/completions",
+            "{not json",
+            400,
+            "invalid_json",
+        ),
+    ] {
+        let method = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut res = app
+            .client
+            .request(method, app.url(path))
+            .bearer_auth(&key)
+            .content_type("application/json")
+            .send_body(body)
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "{path}");
+        let reply = parse(&res.body().await.unwrap());
+        assert_openai_error(&reply, "invalid_request_error", code);
+    }
+    let huge = json!({"model": "ragstream", "messages": [{"role": "user", "content": "x".repeat(1 << 20)}]});
+    let (status, reply) = json_reply(&app, Some(&key), &huge).await;
+    assert_eq!(status, 413);
+    assert_openai_error(&reply, "invalid_request_error", "payload_too_large");
     app.wait_for_active_streams(0, Duration::from_secs(2)).await;
 }
 
