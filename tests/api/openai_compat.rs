@@ -544,13 +544,12 @@ async fn a_client_that_leaves_closes_the_upstream_within_100_ms() {
         .await;
 }
 
-#[actix_web::test]
-async fn the_hubs_own_openai_provider_streams_from_another_hub() {
-    // Hub A answers from its documents; hub B's upstream is A's /v1 with a key of A's.
-    let a = offline_app(Options::default()).await;
+/// A hub whose only provider is the OpenAI one with hub `a` as its upstream: `a`'s `/v1`
+/// base URL, `a`'s admin key, model `ragstream`.
+async fn hub_over(a: &TestApp) -> TestApp {
     let a_key = a.admin_key.clone();
     let a_base = format!("{}/v1", a.base);
-    let b = spawn_app_with(Options {
+    spawn_app_with(Options {
         settings: Some(Box::new(move |s| {
             s.providers = vec![ProviderKind::OpenAi];
             s.openai = Some(OpenAiSettings {
@@ -561,7 +560,14 @@ async fn the_hubs_own_openai_provider_streams_from_another_hub() {
         })),
         ..Options::default()
     })
-    .await;
+    .await
+}
+
+#[actix_web::test]
+async fn the_hubs_own_openai_provider_streams_from_another_hub() {
+    // Hub A answers from its documents; hub B's upstream is A's /v1 with a key of A's.
+    let a = offline_app(Options::default()).await;
+    let b = hub_over(&a).await;
 
     let frames = frames(post(&b, Some(&b.admin_key), &[], &streaming(QUESTION)).await).await;
     assert_eq!(frames.last().unwrap().data, "[DONE]", "{frames:?}");
@@ -613,20 +619,7 @@ async fn an_upstream_hubs_mid_stream_error_reaches_the_downstream_hubs_client() 
     // A's provider fails after two tokens; A's error chunk is what B's OpenAI parser reads.
     let (a, mock) = mock_app(Duration::ZERO, |_| {}).await;
     mock.set_default(Reply::ending(&["Hel", "lo"], Ending::ErrorEvent));
-    let a_key = a.admin_key.clone();
-    let a_base = format!("{}/v1", a.base);
-    let b = spawn_app_with(Options {
-        settings: Some(Box::new(move |s| {
-            s.providers = vec![ProviderKind::OpenAi];
-            s.openai = Some(OpenAiSettings {
-                api_key: Secret::new(&a_key),
-                base_url: a_base,
-                model: "ragstream".into(),
-            });
-        })),
-        ..Options::default()
-    })
-    .await;
+    let b = hub_over(&a).await;
     let frames = frames(post(&b, Some(&b.admin_key), &[], &streaming(QUESTION)).await).await;
     assert_eq!(content(&frames), "Hello");
     assert!(frames.iter().all(|f| f.data != "[DONE]"), "{frames:?}");
