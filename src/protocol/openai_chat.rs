@@ -768,6 +768,17 @@ pub fn models_body(ids: &[String], created: i64) -> Vec<u8> {
     serde_json::to_vec(&list).unwrap_or_default()
 }
 
+/// The `GET /v1/models/{id}` body.
+pub fn model_body(id: &str, created: i64) -> Vec<u8> {
+    let model = ModelObject {
+        id,
+        object: "model",
+        created,
+        owned_by: "ragstream",
+    };
+    serde_json::to_vec(&model).unwrap_or_default()
+}
+
 /// What a request's `model` names: `ragstream` (the configured chain), `provider:model`, a
 /// provider alone or a model alone (the allow-list decides, as on the hub's own routes).
 pub fn split_model(model: &str) -> (Option<&str>, Option<&str>) {

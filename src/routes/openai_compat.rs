@@ -52,6 +52,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(models))
                     .default_service(web::to(method_not_allowed)),
             )
+            .service(
+                web::resource("/models/{model:.+}")
+                    .route(web::get().to(model))
+                    .default_service(web::to(method_not_allowed)),
+            )
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(V1Error::from(ApiError::NotFound("route")))
             })),
@@ -154,13 +159,37 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-async fn models(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, V1Error> {
-    authenticate(&req).await?;
+/// `ragstream`, then every `provider:model` choice.
+fn model_ids(state: &AppState) -> Vec<String> {
     let mut ids = vec![DEFAULT_MODEL.to_owned()];
     ids.extend(state.pipeline.providers().model_choices());
+    ids
+}
+
+async fn models(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, V1Error> {
+    authenticate(&req).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .body(codec::models_body(&ids, now_secs())))
+        .body(codec::models_body(&model_ids(&state), now_secs())))
+}
+
+/// One model (`client.models.retrieve`): a listed id, or one the allow-list accepts.
+async fn model(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, V1Error> {
+    authenticate(&req).await?;
+    let id = id.into_inner();
+    if !model_ids(&state).contains(&id) {
+        model_choice(&state, &id).map_err(|mut e| {
+            e.status = StatusCode::NOT_FOUND;
+            e
+        })?;
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(codec::model_body(&id, now_secs())))
 }
 
 /// The provider and model a request's `model` names (see [`codec::split_model`]).

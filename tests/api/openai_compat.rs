@@ -397,6 +397,30 @@ async fn models_lists_ragstream_and_the_allowed_choices_and_a_choice_is_used() {
     let res = app.client.get(app.url("/v1/models")).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 401);
 
+    // One model: a listed one, one a wildcard allows, and an unknown one (404).
+    for (id, status) in [
+        ("ragstream", 200),
+        ("openai:gpt-4o", 200),
+        ("openai:any-model-the-wildcard-allows", 200),
+        ("anthropic:claude", 404),
+    ] {
+        let mut res = app
+            .client
+            .get(app.url(&format!("/v1/models/{id}")))
+            .bearer_auth(&app.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "{id}");
+        let body = parse(&res.body().await.unwrap());
+        if status == 200 {
+            assert_eq!(body["id"], id);
+            assert_eq!(body["object"], "model");
+        } else {
+            assert_openai_error(&body, "invalid_request_error", "model_not_found");
+        }
+    }
+
     let mut body = ask(QUESTION);
     body["model"] = json!("openai:gpt-4o");
     let (status, reply) = json_reply(&app, Some(&app.admin_key), &body).await;
