@@ -410,3 +410,51 @@ fn errors_have_openai_shape_and_types_by_status() {
         json!({"object": "list", "data": [{"id": "ragstream", "object": "model", "created": 3, "owned_by": "ragstream"}]})
     );
 }
+
+/// What this encoder writes, the hub's own OpenAI provider reads back: the text, the
+/// finish reason and the usage; and an error chunk as an upstream failure.
+#[test]
+fn the_hubs_own_openai_parser_reads_what_the_encoder_writes() {
+    use crate::providers::http::parse_body;
+    use crate::providers::openai::ChunkParser;
+    use crate::providers::Delta;
+
+    let tokens = ["Hé", "llo, 日本", " 🦀 \"quoted\"\n", "end [1]."];
+    let mut events = vec![event(1, StreamEvent::Sources(Arc::from(vec![source()])))];
+    for (i, t) in tokens.iter().enumerate() {
+        events.push(event(2 + i as u64, StreamEvent::Token((*t).into())));
+    }
+    events.push(event(9, done(7, "stop")));
+    let body = encode_all(&mut ChunkEncoder::new("ragstream", 1, true), &events);
+    let (deltas, end) = parse_body(ChunkParser::default(), &body);
+    assert_eq!(end, Ok(()));
+    let text: String = deltas
+        .iter()
+        .filter_map(|d| match d {
+            Delta::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, tokens.concat());
+    assert!(deltas.contains(&Delta::Finish("stop".into())), "{deltas:?}");
+    assert!(
+        deltas.contains(&Delta::Usage { output_tokens: 7 }),
+        "{deltas:?}"
+    );
+
+    let error = ErrorBody {
+        code: "upstream_timeout".into(),
+        message: "too slow".into(),
+    };
+    let body = encode_all(
+        &mut ChunkEncoder::new("ragstream", 1, false),
+        &[
+            event(1, StreamEvent::Token("a".into())),
+            event(2, StreamEvent::Error(error)),
+        ],
+    );
+    let (deltas, end) = parse_body(ChunkParser::default(), &body);
+    assert_eq!(deltas, [Delta::Text("a".into())]);
+    let e = end.expect_err("an upstream failure");
+    assert!(e.to_string().contains("too slow"), "{e}");
+}
