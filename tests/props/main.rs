@@ -1,5 +1,5 @@
 //! Property tests of the wire codecs: the upstream SSE decoder, the SignalR JSON hub
-//! protocol and the plain WebSocket protocol. Whatever bytes arrive, however the network
+//! protocol, the plain WebSocket protocol and OpenAI chat completions. Whatever bytes arrive, however the network
 //! splits them, nothing panics; a valid stream decodes the same whole or in pieces; what
 //! an encoder writes reads back the same.
 //!
@@ -8,6 +8,7 @@
 //! replayed first on the next run (commit it with the fix).
 
 mod gen;
+mod openai_chat;
 mod plain_ws;
 mod signalr;
 mod upstream_sse;
