@@ -654,3 +654,46 @@ async fn an_upstream_hubs_mid_stream_error_reaches_the_downstream_hubs_client() 
     a.wait_for_active_streams(0, Duration::from_secs(2)).await;
     b.wait_for_active_streams(0, Duration::from_secs(2)).await;
 }
+
+#[actix_web::test]
+async fn an_anthropic_provider_gets_the_system_message_and_sampling_in_its_own_names() {
+    let mock = MockUpstream::start(Flavor::Anthropic).await;
+    let url = mock.base_url.clone();
+    let app = spawn_app_with(Options {
+        settings: Some(Box::new(move |s| {
+            s.providers = vec![ProviderKind::Anthropic];
+            s.anthropic = Some(ragstream::config::AnthropicSettings {
+                api_key: Secret::new("sk-ant-test-openai-compat"),
+                base_url: url,
+                model: "claude-test".into(),
+                max_tokens: 256,
+            });
+        })),
+        ..Options::default()
+    })
+    .await;
+    let body = json!({
+        "model": "anthropic",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": QUESTION}
+        ],
+        "stream": true,
+        "temperature": 1.8, "top_p": 0.5, "max_tokens": 40, "stop": "END", "user": "u-9"
+    });
+    let frames = frames(post(&app, Some(&app.admin_key), &[], &body).await).await;
+    assert_eq!(frames.last().unwrap().data, "[DONE]");
+    assert!(!content(&frames).is_empty());
+    let requests = mock.requests();
+    let sent = &requests.last().expect("the upstream was called").body;
+    let system = sent["system"].as_str().unwrap();
+    assert!(
+        system.starts_with(ragstream::rag::prompt::SYSTEM_PROMPT) && system.ends_with("Be brief.")
+    );
+    assert_eq!(sent["max_tokens"], 40);
+    assert_eq!(sent["temperature"], 1.0, "capped at Anthropic's maximum");
+    assert_eq!(sent["top_p"], 0.5);
+    assert_eq!(sent["stop_sequences"], json!(["END"]));
+    assert_eq!(sent["metadata"]["user_id"], "u-9");
+    assert_eq!(sent["model"], "claude-test");
+}
