@@ -3,8 +3,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::answer::DoneMetadata;
+use crate::answer::{AnswerEvent, DoneMetadata, Source, StreamEvent};
 use crate::error::ErrorBody;
+use crate::protocol::{FrameEncoder, Piece};
+use crate::providers::{Role, Sampling};
 
 fn parse(body: Value) -> Result<ChatRequest, RequestError> {
     parse_request(body.to_string().as_bytes())
