@@ -131,6 +131,18 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The HTTP status a non-streaming route answers with when the answer ended with an error
+/// event of this `code` (the streams carry the code itself).
+pub fn stream_error_status(code: &str) -> StatusCode {
+    match code {
+        "internal" | "retrieval_failed" | "storage_failed" => StatusCode::INTERNAL_SERVER_ERROR,
+        "conversation_not_found" => StatusCode::NOT_FOUND,
+        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "upstream_timeout" => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
 impl From<actix_web::error::JsonPayloadError> for ApiError {
     fn from(e: actix_web::error::JsonPayloadError) -> Self {
         use actix_web::error::JsonPayloadError as J;

@@ -19,7 +19,7 @@ pub mod registry;
 mod request;
 
 pub use request::{
-    conversation_id, validate_choice, validate_question, validate_top_k, AnswerRequest,
+    conversation_id, validate_choice, validate_question, validate_top_k, AnswerRequest, ClientChat,
     ConversationRef, ProviderChoice, DEFAULT_TOP_K, MAX_TOP_K,
 };
 
@@ -403,7 +403,7 @@ impl Drop for TurnRecord {
 
 async fn run(
     p: Pipeline,
-    req: AnswerRequest,
+    mut req: AnswerRequest,
     choice: ProviderChoice,
     lease: Lease,
     out: Emitter,
@@ -483,6 +483,11 @@ async fn run(
         earlier = begun.earlier;
     }
 
+    let chat = req.chat.take().unwrap_or_default();
+    if !chat.earlier.is_empty() || req.conversation.is_none() {
+        earlier = chat.earlier;
+    }
+
     // A follow-up ("when was it built?") is searched with the question before it.
     let search_text = history::retrieval_text(&req.question, &earlier);
     let passages: Vec<Passage> = match fts_query::build_match_query(&search_text) {
@@ -511,6 +516,8 @@ async fn run(
         passages: passages.into(),
         model: choice.model,
         history: history::select_history(&earlier, p.history_budget_chars),
+        system: chat.system,
+        sampling: chat.sampling,
     };
     drop(earlier);
     let mut meta = DoneMetadata {

@@ -2,7 +2,8 @@
 
 use crate::config::ProviderKind;
 use crate::error::ApiError;
-use crate::providers::Providers;
+use crate::providers::{Providers, Sampling};
+use crate::store::PastMessage;
 
 pub const DEFAULT_TOP_K: usize = 5;
 pub const MAX_TOP_K: usize = 20;
@@ -16,6 +17,21 @@ pub struct AnswerRequest {
     /// Set for agent chat: the answer is a turn of a conversation, stored, with the
     /// conversation's earlier turns as history. `None` for one-off questions (`/ask`).
     pub conversation: Option<ConversationRef>,
+    /// Set by the OpenAI-compatible route: the client sent the conversation itself.
+    pub chat: Option<ClientChat>,
+}
+
+/// What an OpenAI-style client's own messages add to its question.
+#[derive(Debug, Clone, Default)]
+pub struct ClientChat {
+    /// The user and assistant messages before the question, oldest first. They are the
+    /// history (within the history budget, as a stored conversation's would be) even when
+    /// the answer is also stored as a turn of a named conversation: the client's account
+    /// of the conversation is the one it expects the model to see.
+    pub earlier: Vec<PastMessage>,
+    /// The client's system message(s), sent after the hub's grounding instructions.
+    pub system: Option<String>,
+    pub sampling: Sampling,
 }
 
 /// Which conversation a turn belongs to.

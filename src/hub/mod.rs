@@ -15,7 +15,7 @@ pub use chat_hub::{ChatHub, HubStats, Limits};
 pub use connection_slots::{ConnectionSlot, ConnectionSlots};
 pub use key_watch::KeyWatch;
 pub use lease::Lease;
-pub use sse_session::SseSession;
+pub use sse_session::{SseSession, SseTiming};
 pub use ws_session::{
     pump, LogicalConnections, Reattach, ReconnectGrant, Socket, WsSession, WsSettings,
 };

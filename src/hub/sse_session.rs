@@ -31,7 +31,7 @@ use super::messages::{Connect, Disconnect, Terminate};
 use crate::answer::registry::gap_event;
 use crate::answer::{ReadOutcome, Subscription};
 use crate::protocol::sse;
-use crate::protocol::{Piece, TokenMerger};
+use crate::protocol::{FrameEncoder, Piece, TokenMerger};
 use crate::store::KeyOwner;
 
 /// Most events read into one body chunk.
@@ -74,15 +74,19 @@ impl Reading {
 
 impl SseSession {
     /// Starts the session and returns the response body: the subscribed answer's events
-    /// past the subscription's cursor, then live ones.
-    pub fn start(
+    /// past the subscription's cursor, then live ones, as `encoder` writes them.
+    pub fn start<E: FrameEncoder + Unpin + 'static>(
         id: u64,
         answer: Subscription,
         owner: KeyOwner,
         hub: Addr<ChatHub>,
-        heartbeat: Duration,
-        write_timeout: Duration,
+        timing: SseTiming,
+        encoder: E,
     ) -> impl Stream<Item = Result<Bytes, Infallible>> {
+        let SseTiming {
+            heartbeat,
+            write_timeout,
+        } = timing;
         let (link, ended) = oneshot::channel();
         let answer_id = answer.answer_id().clone();
         let reading = Rc::new(Reading {
@@ -106,25 +110,34 @@ impl SseSession {
             ended,
             ping,
             merger: TokenMerger::default(),
+            encoder,
             done: false,
         }
     }
 }
 
+/// How often an idle stream pings, and how long a stalled one is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct SseTiming {
+    pub heartbeat: Duration,
+    pub write_timeout: Duration,
+}
+
 /// The response body: the answer's frames, a `: ping` after each idle heartbeat interval.
 /// It is the connection's one writer: on each wake-up everything past its cursor goes out
 /// in one chunk, waiting tokens merged into one frame.
-struct Body {
+struct Body<E> {
     reading: Rc<Reading>,
     answer_id: Arc<str>,
     /// Resolves (closed) when the session actor stops.
     ended: oneshot::Receiver<()>,
     ping: Interval,
     merger: TokenMerger,
+    encoder: E,
     done: bool,
 }
 
-impl Stream for Body {
+impl<E: FrameEncoder + Unpin> Stream for Body<E> {
     type Item = Result<Bytes, Infallible>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
@@ -149,16 +162,19 @@ impl Stream for Body {
         }
         let mut chunk = Vec::new();
         let Body {
-            answer_id, merger, ..
+            answer_id,
+            merger,
+            encoder,
+            ..
         } = this;
         let outcome = answer.poll_read(cx, EVENTS_PER_CHUNK, &mut |ev| {
             merger.push(ev, &mut |piece| {
-                sse::encode_into(&mut chunk, answer_id, &piece)
+                encoder.encode(&mut chunk, answer_id, &piece)
             });
         });
         match outcome {
             Poll::Ready(ReadOutcome::Read { .. }) => {
-                merger.flush(&mut |piece| sse::encode_into(&mut chunk, answer_id, &piece));
+                merger.flush(&mut |piece| encoder.encode(&mut chunk, answer_id, &piece));
                 // Frames are flowing: the next ping is due a whole interval from now.
                 this.ping.reset();
                 return Poll::Ready(Some(Ok(Bytes::from(chunk))));
@@ -170,7 +186,7 @@ impl Stream for Body {
             Poll::Ready(ReadOutcome::Gap) => {
                 this.done = true;
                 let gap = gap_event(answer.cursor() + 1);
-                sse::encode_into(&mut chunk, answer_id, &Piece::Event(&gap));
+                encoder.encode(&mut chunk, answer_id, &Piece::Event(&gap));
                 return Poll::Ready(Some(Ok(Bytes::from(chunk))));
             }
             Poll::Pending => {}

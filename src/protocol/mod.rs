@@ -1,6 +1,7 @@
 //! Wire codecs, pure and unit-tested: no I/O, no actors. Each turns answer events into the
 //! bytes of one protocol, and (where clients talk back) frames into typed requests.
 
+pub mod openai_chat;
 pub mod plain_ws;
 pub mod signalr;
 pub mod sse;
@@ -13,6 +14,13 @@ use crate::answer::{AnswerEvent, StreamEvent};
 pub enum Piece<'a> {
     Tokens { text: &'a str, last_seq: u64 },
     Event(&'a AnswerEvent),
+}
+
+/// Writes an answer's pieces as the frames of one event-stream dialect (the hub's own SSE
+/// shape, OpenAI chunks): the SSE response body is the same for both.
+pub trait FrameEncoder {
+    /// Appends the frame(s) of one piece to `buf`.
+    fn encode(&mut self, buf: &mut Vec<u8>, answer_id: &str, piece: &Piece<'_>);
 }
 
 /// Largest merged token text in one frame (a single bigger token still goes whole).

@@ -55,6 +55,15 @@ struct ConversationFrame<'a> {
 const UNENCODABLE: &[u8] =
     br#"{"done":true,"error":{"code":"internal","message":"an event could not be encoded"}}"#;
 
+/// The hub's own SSE shape as a [`FrameEncoder`](super::FrameEncoder).
+pub struct SseEncoder;
+
+impl super::FrameEncoder for SseEncoder {
+    fn encode(&mut self, buf: &mut Vec<u8>, answer_id: &str, piece: &Piece<'_>) {
+        encode_into(buf, answer_id, piece);
+    }
+}
+
 /// Appends one frame. Its `id:` is `<answerId>:<seq>`: an `EventSource` that reconnects
 /// sends it back as `Last-Event-ID`, which names both the answer and the cursor.
 pub fn encode_into(buf: &mut Vec<u8>, answer_id: &str, piece: &Piece<'_>) {

@@ -20,7 +20,7 @@ use super::retry;
 use super::upstream_sse::SseEvent;
 use super::{Delta, DeltaStream, Prompt, Provider, ProviderError};
 use crate::config::{AnthropicSettings, UpstreamSettings};
-use crate::rag::prompt::{render_user_message, SYSTEM_PROMPT};
+use crate::rag::prompt::{render_user_message, system_text};
 
 const NAME: &str = "anthropic";
 pub const API_VERSION: &str = "2023-06-01";
@@ -60,6 +60,19 @@ struct Request<'a> {
     system: &'a str,
     messages: Vec<Message<'a>>,
     stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    user_id: &'a str,
 }
 
 #[derive(Serialize)]
@@ -71,8 +84,13 @@ struct Message<'a> {
 /// The system prompt as `system`; the conversation's earlier turns, then the user message
 /// with this turn's passages and question. Anthropic requires roles to alternate starting
 /// with `user`: the history is whole user/assistant exchanges (`rag::history`), so it does.
+/// A client's sampling parameters go in Anthropic's names: its `max_tokens` replaces the
+/// configured one, `stop` becomes `stop_sequences`, `user` `metadata.user_id`; temperature
+/// is capped at Anthropic's 1.0 (OpenAI's scale goes to 2); `seed` has no counterpart.
 pub fn request_body(model: &str, max_tokens: u32, prompt: &Prompt) -> Bytes {
     let user = render_user_message(prompt);
+    let system = system_text(prompt);
+    let sampling = &prompt.sampling;
     let mut messages = Vec::with_capacity(prompt.history.len() + 1);
     messages.extend(prompt.history.iter().map(|turn| Message {
         role: turn.role.as_str(),
@@ -84,10 +102,14 @@ pub fn request_body(model: &str, max_tokens: u32, prompt: &Prompt) -> Bytes {
     });
     let request = Request {
         model,
-        max_tokens,
-        system: SYSTEM_PROMPT,
+        max_tokens: sampling.max_tokens.unwrap_or(max_tokens),
+        system: &system,
         messages,
         stream: true,
+        temperature: sampling.temperature.map(|t| t.min(1.0)),
+        top_p: sampling.top_p,
+        stop_sequences: &sampling.stop,
+        metadata: sampling.user.as_deref().map(|user_id| Metadata { user_id }),
     };
     // Plain strings and numbers: serialising cannot fail.
     Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
@@ -275,6 +297,7 @@ impl EventParser for MessageParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rag::prompt::SYSTEM_PROMPT;
 
     fn parse(body: &str) -> (Vec<Delta>, Result<(), ProviderError>) {
         crate::providers::http::parse_body(MessageParser, body)
@@ -388,6 +411,7 @@ mod tests {
             terms: vec![],
             model: None,
             history: vec![],
+            ..Prompt::default()
         };
         let body: serde_json::Value =
             serde_json::from_slice(&request_body("claude-x", 512, &prompt)).unwrap();
@@ -397,6 +421,37 @@ mod tests {
         assert_eq!(body["system"], SYSTEM_PROMPT);
         assert_eq!(body["messages"][0]["role"], "user");
         assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+        for absent in ["temperature", "top_p", "stop_sequences", "metadata"] {
+            assert!(body.get(absent).is_none(), "{absent}");
+        }
+    }
+
+    #[test]
+    fn a_client_system_message_and_sampling_parameters_go_in_anthropic_names() {
+        use crate::providers::Sampling;
+        let prompt = Prompt {
+            question: "Why?".into(),
+            system: Some("Be brief.".into()),
+            sampling: Sampling {
+                temperature: Some(1.5),
+                top_p: Some(0.5),
+                max_tokens: Some(32),
+                stop: vec!["END".into()],
+                seed: Some(1),
+                user: Some("u-1".into()),
+            },
+            ..Prompt::default()
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&request_body("claude-x", 512, &prompt)).unwrap();
+        let system = body["system"].as_str().unwrap();
+        assert!(system.starts_with(SYSTEM_PROMPT) && system.ends_with("Be brief."));
+        assert_eq!(body["max_tokens"], 32);
+        assert_eq!(body["temperature"], 1.0);
+        assert_eq!(body["top_p"], 0.5);
+        assert_eq!(body["stop_sequences"], serde_json::json!(["END"]));
+        assert_eq!(body["metadata"]["user_id"], "u-1");
+        assert!(body.get("seed").is_none());
     }
 
     #[test]

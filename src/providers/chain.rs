@@ -96,6 +96,7 @@ mod tests {
             terms: vec![],
             model: None,
             history: vec![],
+            ..Prompt::default()
         }
     }
 

@@ -72,6 +72,25 @@ pub struct Prompt {
     /// Earlier turns of the conversation, oldest first: whole user/assistant pairs that
     /// fit the history budget (see `rag::history`). Empty for one-off questions.
     pub history: Vec<ChatTurn>,
+    /// A client's own system instructions (the OpenAI-compatible route): sent after the
+    /// hub's grounding instructions, never instead of them.
+    pub system: Option<String>,
+    /// Sampling parameters the client asked for; providers that take them pass them on.
+    pub sampling: Sampling,
+}
+
+/// Sampling parameters a client asked for; `None` (empty) leaves the provider's default.
+/// Validated by the route that accepted them (ranges as OpenAI documents them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sampling {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    /// Output token bound (OpenAI `max_tokens` / `max_completion_tokens`).
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    /// The end user, for the upstream's abuse monitoring.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use super::retry;
 use super::upstream_sse::SseEvent;
 use super::{Delta, DeltaStream, Prompt, Provider, ProviderError};
 use crate::config::{OpenAiSettings, UpstreamSettings};
-use crate::rag::prompt::{render_user_message, SYSTEM_PROMPT};
+use crate::rag::prompt::{render_user_message, system_text};
 
 const NAME: &str = "openai";
 
@@ -50,6 +50,20 @@ struct Request<'a> {
     messages: Vec<Message<'a>>,
     stream: bool,
     stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    /// `max_tokens`, not `max_completion_tokens`: the one Ollama, vLLM and llama.cpp read
+    /// as well (OpenAI still accepts it for non-reasoning models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -63,14 +77,16 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// The system prompt, the conversation's earlier turns as they were said, then the user
-/// message with this turn's passages and question.
+/// The system prompt (with the client's own after it), the conversation's earlier turns as
+/// they were said, then the user message with this turn's passages and question; the
+/// client's sampling parameters as they were given.
 pub fn request_body(model: &str, prompt: &Prompt) -> Bytes {
     let user = render_user_message(prompt);
+    let system = system_text(prompt);
     let mut messages = Vec::with_capacity(prompt.history.len() + 2);
     messages.push(Message {
         role: "system",
-        content: SYSTEM_PROMPT,
+        content: &system,
     });
     messages.extend(prompt.history.iter().map(|turn| Message {
         role: turn.role.as_str(),
@@ -87,6 +103,12 @@ pub fn request_body(model: &str, prompt: &Prompt) -> Bytes {
         stream_options: StreamOptions {
             include_usage: true,
         },
+        temperature: prompt.sampling.temperature,
+        top_p: prompt.sampling.top_p,
+        max_tokens: prompt.sampling.max_tokens,
+        stop: &prompt.sampling.stop,
+        seed: prompt.sampling.seed,
+        user: prompt.sampling.user.as_deref(),
     };
     // Plain strings and bools: serialising cannot fail.
     Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
@@ -290,6 +312,7 @@ impl EventParser for ChunkParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rag::prompt::SYSTEM_PROMPT;
 
     /// Runs a whole body through the decoder and the parser.
     fn parse(body: &str) -> (Vec<Delta>, Result<(), ProviderError>) {
@@ -390,6 +413,7 @@ mod tests {
             terms: vec![],
             model: None,
             history: vec![],
+            ..Prompt::default()
         };
         let body: serde_json::Value =
             serde_json::from_slice(&request_body("gpt-4o-mini", &prompt)).unwrap();
@@ -403,6 +427,38 @@ mod tests {
             .as_str()
             .unwrap()
             .ends_with("Question: Why?"));
+        // Nothing the client did not ask for.
+        for absent in ["temperature", "top_p", "max_tokens", "stop", "seed", "user"] {
+            assert!(body.get(absent).is_none(), "{absent}");
+        }
+    }
+
+    #[test]
+    fn a_client_system_message_and_sampling_parameters_are_passed_on() {
+        use crate::providers::Sampling;
+        let prompt = Prompt {
+            question: "Why?".into(),
+            system: Some("Answer in French.".into()),
+            sampling: Sampling {
+                temperature: Some(0.2),
+                top_p: Some(0.9),
+                max_tokens: Some(64),
+                stop: vec!["END".into()],
+                seed: Some(7),
+                user: Some("u-1".into()),
+            },
+            ..Prompt::default()
+        };
+        let body: serde_json::Value = serde_json::from_slice(&request_body("m", &prompt)).unwrap();
+        let system = body["messages"][0]["content"].as_str().unwrap();
+        assert!(system.starts_with(crate::rag::prompt::SYSTEM_PROMPT));
+        assert!(system.ends_with("Answer in French."));
+        assert_eq!(body["temperature"], 0.2);
+        assert_eq!(body["top_p"], 0.9);
+        assert_eq!(body["max_tokens"], 64);
+        assert_eq!(body["stop"], serde_json::json!(["END"]));
+        assert_eq!(body["seed"], 7);
+        assert_eq!(body["user"], "u-1");
     }
 
     #[test]

@@ -111,6 +111,24 @@ impl Providers {
         self.members.iter().map(|m| m.kind.name()).collect()
     }
 
+    /// The `provider:model` choices a request may name: each provider's configured model,
+    /// then its allow-listed ones (a `provider:*` wildcard allows any model, which no list
+    /// can show).
+    pub fn model_choices(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in &self.members {
+            let listed = std::iter::once(m.provider.model())
+                .chain(m.allowed.iter().filter_map(|a| a.as_deref()));
+            for model in listed {
+                let id = format!("{}:{model}", m.kind.name());
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
     /// The provider a request that names only a model goes to: the first that names the
     /// model (configured or listed), else the first that allows any model.
     pub fn provider_for_model(&self, model: &str) -> Option<ProviderKind> {

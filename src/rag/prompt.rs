@@ -1,10 +1,21 @@
 //! The prompt an LLM provider sees: instructions, numbered passages, the question.
 
+use std::borrow::Cow;
+
 use crate::providers::Prompt;
 
 pub const SYSTEM_PROMPT: &str = "You are a helpful assistant that answers questions from the \
 provided documents only. Cite the passages you use as [1], [2], ... If the passages do not \
 contain the answer, say so plainly.";
+
+/// The system text: the hub's grounding instructions, then the client's own system message
+/// when it sent one, so a client can shape the answer but not remove the grounding.
+pub fn system_text(prompt: &Prompt) -> Cow<'static, str> {
+    match prompt.system.as_deref().map(str::trim) {
+        Some(extra) if !extra.is_empty() => Cow::Owned(format!("{SYSTEM_PROMPT}\n\n{extra}")),
+        _ => Cow::Borrowed(SYSTEM_PROMPT),
+    }
+}
 
 /// The user message: numbered passages with their titles, then the question. Passage
 /// numbers match the `sources` list sent to clients, so citations line up.
@@ -57,12 +68,25 @@ mod tests {
             terms: vec![],
             model: None,
             history: vec![],
+            ..Prompt::default()
         };
         let text = render_user_message(&prompt);
         let first = text.find("[1] Tower").expect("first passage");
         let second = text.find("[2] Bridge").expect("second passage");
         let question = text.find("Question: When was it built?").expect("question");
         assert!(first < second && second < question);
+    }
+
+    #[test]
+    fn a_client_system_message_follows_the_grounding_instructions() {
+        let mut prompt = Prompt::default();
+        assert_eq!(system_text(&prompt), SYSTEM_PROMPT);
+        prompt.system = Some("  ".into());
+        assert_eq!(system_text(&prompt), SYSTEM_PROMPT);
+        prompt.system = Some("Answer in French.".into());
+        let text = system_text(&prompt);
+        assert!(text.starts_with(SYSTEM_PROMPT), "{text}");
+        assert!(text.ends_with("\n\nAnswer in French."), "{text}");
     }
 
     #[test]
@@ -73,6 +97,7 @@ mod tests {
             terms: vec![],
             model: None,
             history: vec![],
+            ..Prompt::default()
         };
         assert!(render_user_message(&prompt).starts_with("No passages were found"));
     }

@@ -13,8 +13,8 @@ use super::table::Routes;
 use crate::answer::{AnswerEntry, AnswerOwner, Answers, ResumeError, Subscription};
 use crate::auth::{resolve_stream, stream_ticket, Principal};
 use crate::error::ApiError;
-use crate::hub::{self, SseSession};
-use crate::protocol::sse;
+use crate::hub::{self, SseSession, SseTiming};
+use crate::protocol::{sse, FrameEncoder};
 use crate::startup::AppState;
 use crate::store::KeyOwner;
 
@@ -125,6 +125,22 @@ pub(super) async fn resume_sse(
     id: &str,
     after: u64,
 ) -> Result<HttpResponse, ApiError> {
+    let (subscription, owner) = resume_subscription(req, state, id, after).await?;
+    Ok(sse_response(
+        state,
+        hub::next_session_id(),
+        subscription,
+        owner,
+    ))
+}
+
+/// The subscription [`resume_sse`] streams, for routes that encode it another way.
+pub(super) async fn resume_subscription(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+    after: u64,
+) -> Result<(Subscription, KeyOwner), ApiError> {
     let answers = state.pipeline.answers();
     let by_ticket = stream_ticket(req).and_then(|ticket| answers.get_by_ticket(id, &ticket));
     let entry = match by_ticket {
@@ -139,12 +155,7 @@ pub(super) async fn resume_sse(
     let owner = key_owner(&entry);
     let subscription = Answers::resume(entry, after)
         .map_err(|e: ResumeError| ApiError::bad_request("invalid_cursor", e.to_string()))?;
-    Ok(sse_response(
-        state,
-        hub::next_session_id(),
-        subscription,
-        owner,
-    ))
+    Ok((subscription, owner))
 }
 
 fn key_owner(entry: &AnswerEntry) -> KeyOwner {
@@ -165,14 +176,29 @@ pub(super) fn sse_response(
     answer: Subscription,
     owner: KeyOwner,
 ) -> HttpResponse {
+    encoded_sse_response(state, session_id, answer, owner, sse::SseEncoder)
+}
+
+/// [`sse_response`] in another dialect of event stream (OpenAI chunks).
+pub(super) fn encoded_sse_response<E: FrameEncoder + Unpin + 'static>(
+    state: &AppState,
+    session_id: u64,
+    answer: Subscription,
+    owner: KeyOwner,
+    encoder: E,
+) -> HttpResponse {
     let answer_id = answer.answer_id().to_string();
+    let timing = SseTiming {
+        heartbeat: state.settings.heartbeat_interval,
+        write_timeout: state.settings.client_write_timeout,
+    };
     let body = SseSession::start(
         session_id,
         answer,
         owner,
         state.hub.clone(),
-        state.settings.heartbeat_interval,
-        state.settings.client_write_timeout,
+        timing,
+        encoder,
     );
     HttpResponse::Ok()
         .content_type("text/event-stream")

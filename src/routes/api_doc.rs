@@ -338,6 +338,9 @@ Server-Sent Events, WebSocket (plain JSON or SignalR) or returned as one JSON bo
         super::admin::end_stream,
         super::admin::list_connections,
         super::admin::end_connection,
+        super::openai_compat::chat_completions,
+        super::openai_compat::models,
+        super::openai_compat::model,
     ),
     components(schemas(
         SseEvent,
@@ -362,6 +365,7 @@ Server-Sent Events, WebSocket (plain JSON or SignalR) or returned as one JSON bo
         (name = "realtime", description = "WebSocket (plain JSON and SignalR) and stream tickets"),
         (name = "session", description = "Who is asking; browser sign-in"),
         (name = "admin", description = "Tenants, keys and the live view (admin keys)"),
+        (name = "openai", description = "The OpenAI-compatible endpoint: chat completions and models, errors in OpenAI's shape"),
         (name = "operations", description = "Health, readiness, metrics, this description"),
         (name = "pages", description = "The chat and admin pages and their assets"),
     )
@@ -394,6 +398,17 @@ impl Modify for SecuritySchemes {
                 "ragstream_session",
                 "The browser session cookie from POST /api/v1/session.",
             ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key as a bearer token, as every OpenAI SDK sends it.",
+                    ))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "metrics_token",

@@ -2,7 +2,6 @@
 //! a query string or `POST` with a JSON body). Both run the same pipeline; errors known
 //! before the stream starts (auth, limits, bad input) are plain HTTP errors.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -12,10 +11,10 @@ use super::answers::{last_event_id, resume_sse, sse_response};
 use super::table::Routes;
 use crate::answer::{
     validate_choice, validate_question, validate_top_k, AnswerOwner, AnswerRequest,
-    ConversationRef, ProviderChoice, Start, StreamEvent,
+    ConversationRef, ProviderChoice, Start, StreamEvent, Subscription,
 };
 use crate::auth::{resolve_stream, stream_ticket, Principal, StreamPrincipal};
-use crate::error::ApiError;
+use crate::error::{stream_error_status, ApiError};
 use crate::hub;
 use crate::startup::AppState;
 use crate::store::KeyOwner;
@@ -61,6 +60,7 @@ pub(super) fn to_request(
         question,
         top_k: validate_top_k(params.top_k)?,
         conversation,
+        chat: None,
     };
     Ok((request, choice))
 }
@@ -94,18 +94,9 @@ pub(super) async fn answer_json(
     request: AnswerRequest,
     choice: ProviderChoice,
 ) -> Result<HttpResponse, ApiError> {
-    let lease = hub::admit(&state.hub, owner, None, "json").await?;
     // If the client leaves, actix drops this future, and with it the subscription, which
     // stops the answer: this client has no way to come back for it.
-    let mut answer = state.pipeline.start(Start {
-        request,
-        choice,
-        lease,
-        owner: answer_owner(owner),
-        ticket: None,
-        label: None,
-        cancel_on_drop: true,
-    });
+    let mut answer = start_answer(state, owner, request, choice, Admission::json()).await?;
     let mut text = String::new();
     let mut sources = None;
     let mut conversation = None;
@@ -126,15 +117,7 @@ pub(super) async fn answer_json(
                 return Ok(HttpResponse::Ok().json(body));
             }
             StreamEvent::Error(error) => {
-                let status = match error.code.as_str() {
-                    "internal" | "retrieval_failed" | "storage_failed" => {
-                        StatusCode::INTERNAL_SERVER_ERROR
-                    }
-                    "conversation_not_found" => StatusCode::NOT_FOUND,
-                    "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream_timeout" => StatusCode::GATEWAY_TIMEOUT,
-                    _ => StatusCode::BAD_GATEWAY,
-                };
+                let status = stream_error_status(&error.code);
                 // A provider failure keeps the partial answer, as the streams do.
                 let mut body = match ev.partial {
                     Some(metadata) => json!({
@@ -223,15 +206,64 @@ pub(super) async fn answer_sse(
     ticket: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     let session_id = hub::next_session_id();
-    let lease = hub::admit(&state.hub, &owner, Some(session_id), "sse").await?;
-    let answer = state.pipeline.start(Start {
+    let admission = Admission {
+        ticket,
+        ..Admission::sse(session_id)
+    };
+    let answer = start_answer(state, &owner, request, choice, admission).await?;
+    Ok(sse_response(state, session_id, answer, owner))
+}
+
+/// How an answer is admitted: for a connection that may come back for it (SSE) or for a
+/// plain JSON request that cannot.
+pub(super) struct Admission {
+    session_id: Option<u64>,
+    transport: &'static str,
+    ticket: Option<String>,
+    cancel_on_drop: bool,
+}
+
+impl Admission {
+    pub(super) fn json() -> Self {
+        Admission {
+            session_id: None,
+            transport: "json",
+            ticket: None,
+            cancel_on_drop: true,
+        }
+    }
+
+    pub(super) fn sse(session_id: u64) -> Self {
+        Admission {
+            session_id: Some(session_id),
+            transport: "sse",
+            ticket: None,
+            cancel_on_drop: false,
+        }
+    }
+
+    /// The same admission, counted under another transport in the metrics (`openai`).
+    pub(super) fn labelled(self, transport: &'static str) -> Self {
+        Admission { transport, ..self }
+    }
+}
+
+/// Takes a stream slot for `owner` and starts the answer; returns the asker's subscription.
+pub(super) async fn start_answer(
+    state: &AppState,
+    owner: &KeyOwner,
+    request: AnswerRequest,
+    choice: ProviderChoice,
+    admission: Admission,
+) -> Result<Subscription, ApiError> {
+    let lease = hub::admit(&state.hub, owner, admission.session_id, admission.transport).await?;
+    Ok(state.pipeline.start(Start {
         request,
         choice,
         lease,
-        owner: answer_owner(&owner),
-        ticket,
+        owner: answer_owner(owner),
+        ticket: admission.ticket,
         label: None,
-        cancel_on_drop: false,
-    });
-    Ok(sse_response(state, session_id, answer, owner))
+        cancel_on_drop: admission.cancel_on_drop,
+    }))
 }

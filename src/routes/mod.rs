@@ -5,12 +5,14 @@ mod admin;
 mod agent;
 mod answers;
 pub mod api_doc;
+mod api_doc_v1;
 mod ask;
 mod body;
 mod conversations;
 mod documents;
 mod health;
 mod metrics;
+mod openai_compat;
 mod pages;
 mod session;
 mod table;
@@ -47,6 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         Err::<HttpResponse, _>(ApiError::NotFound("route"))
     }));
     table().register(cfg);
+    // After the table: an unknown path under /v1 gets an error in OpenAI's shape.
+    openai_compat::not_found_under_v1(cfg);
 }
 
 /// Every HTTP route of the hub.
@@ -56,6 +60,7 @@ pub fn table() -> Routes {
     metrics::configure(&mut routes);
     pages::configure(&mut routes);
     api_doc::configure(&mut routes);
+    openai_compat::configure(&mut routes);
     routes.scope("/api/v1", |r| {
         ask::configure(r);
         agent::configure(r);

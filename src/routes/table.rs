@@ -9,12 +9,18 @@ struct Entry {
     method: Method,
     path: String,
     route: Route,
+    fallback: Option<Fallback>,
 }
+
+/// What a resource answers to a method it lacks, for an API with an error shape of its own
+/// (`/v1`, OpenAI's); the others get actix's 405.
+pub type Fallback = fn() -> Route;
 
 /// Routes being collected, under a path prefix (a scope).
 #[derive(Default)]
 pub struct Routes {
     prefix: String,
+    fallback: Option<Fallback>,
     entries: Vec<Entry>,
 }
 
@@ -46,14 +52,26 @@ impl Routes {
             method,
             path: format!("{}{path}", self.prefix),
             route,
+            fallback: self.fallback,
         });
         self
     }
 
     /// Routes under `prefix` (`/api/v1`, `/admin`).
     pub fn scope(&mut self, prefix: &str, add: impl FnOnce(&mut Routes)) -> &mut Self {
+        self.scope_with(prefix, self.fallback, add)
+    }
+
+    /// Routes under `prefix` whose resources answer a method they lack with `fallback`.
+    pub fn scope_with(
+        &mut self,
+        prefix: &str,
+        fallback: Option<Fallback>,
+        add: impl FnOnce(&mut Routes),
+    ) -> &mut Self {
         let mut inner = Routes {
             prefix: format!("{}{prefix}", self.prefix),
+            fallback,
             entries: Vec::new(),
         };
         add(&mut inner);
@@ -81,7 +99,10 @@ impl Routes {
                     resources.insert(i, (path, resource.route(entry.route)));
                 }
                 None => {
-                    let resource = web::resource(entry.path.as_str()).route(entry.route);
+                    let mut resource = web::resource(entry.path.as_str()).route(entry.route);
+                    if let Some(fallback) = entry.fallback {
+                        resource = resource.default_service(fallback());
+                    }
                     resources.push((entry.path, resource));
                 }
             }

@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod limits;
 mod metrics;
+mod openai_compat;
 mod openapi;
 mod pages;
 mod providers;

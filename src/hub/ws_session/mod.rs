@@ -359,6 +359,7 @@ impl WsSession {
                 question,
                 top_k,
                 conversation,
+                chat: None,
             },
             Err(e) => {
                 self.reject_api(ctx, &id, &framing, &e);
