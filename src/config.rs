@@ -177,6 +177,15 @@ pub struct Settings {
     pub resume_grace: Duration,
     /// A connection whose writes make no progress for this long is closed.
     pub client_write_timeout: Duration,
+    /// On SIGTERM/SIGINT: how long answers in flight may run on before they are ended with
+    /// `server_shutdown`.
+    pub shutdown_grace: Duration,
+    /// Answers one API key may start per minute, on every transport together (0: no limit).
+    pub rate_per_minute: u32,
+    /// Document uploads one API key may make per minute (0: no limit).
+    pub upload_rate_per_minute: u32,
+    /// How log lines are written: text for people, JSON (one object a line) for shippers.
+    pub log_format: LogFormat,
     /// Bound of one answer's event log; past it the oldest events are dropped.
     pub answer_log_max_bytes: usize,
     /// SignalR stateful reconnect: bytes of hub messages a connection keeps until the client
@@ -194,6 +203,13 @@ pub struct Settings {
     /// A browser session ends this long after sign-in, however busy.
     pub session_max: Duration,
     pub cookie_secure: CookieSecure,
+}
+
+/// The shape of log lines (`RAGSTREAM_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +245,10 @@ impl Default for Settings {
             client_timeout: Duration::from_secs(30),
             resume_grace: Duration::from_secs(20),
             client_write_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(25),
+            rate_per_minute: 0,
+            upload_rate_per_minute: 0,
+            log_format: LogFormat::Text,
             answer_log_max_bytes: 1024 * 1024,
             signalr_resend_max_bytes: 256 * 1024,
             workers: 0,
@@ -375,6 +395,27 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_CLIENT_WRITE_TIMEOUT_SECS", 1, 3600)? {
             s.client_write_timeout = Duration::from_secs(n as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_SHUTDOWN_GRACE_SECS", 0, 3600)? {
+            s.shutdown_grace = Duration::from_secs(n as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_RATE_PER_MINUTE", 0, 1_000_000)? {
+            s.rate_per_minute = n as u32;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_UPLOAD_RATE_PER_MINUTE", 0, 1_000_000)? {
+            s.upload_rate_per_minute = n as u32;
+        }
+        if let Some(v) = var("RAGSTREAM_LOG_FORMAT") {
+            s.log_format = match v.trim() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(ConfigError {
+                        var: "RAGSTREAM_LOG_FORMAT",
+                        message: format!("`{other}` is not text or json"),
+                    })
+                }
+            };
         }
         if let Some(n) = number(&var, "RAGSTREAM_ANSWER_LOG_MAX_BYTES", 4096, 1 << 30)? {
             s.answer_log_max_bytes = n;

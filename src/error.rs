@@ -36,6 +36,9 @@ pub enum ApiError {
     QuotaExceeded(String),
     #[error("the service is shutting down")]
     Unavailable,
+    /// A drain has begun (SIGTERM): another instance, or this one restarted, will serve.
+    #[error("the server is shutting down; retry in a moment")]
+    ShuttingDown,
     /// Too much of one kind of work at once; the client may retry shortly.
     #[error("{message}")]
     Busy { code: &'static str, message: String },
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::TooManyStreams { code, .. } => code,
             ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Unavailable => "unavailable",
+            ApiError::ShuttingDown => "shutting_down",
             ApiError::Busy { code, .. } => code,
             ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }
@@ -110,7 +114,9 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QuotaExceeded(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::ShuttingDown | ApiError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,7 +129,7 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status_code());
         if matches!(
             self,
-            ApiError::TooManyStreams { .. } | ApiError::Busy { .. }
+            ApiError::TooManyStreams { .. } | ApiError::Busy { .. } | ApiError::ShuttingDown
         ) {
             res.insert_header(("Retry-After", "1"));
         }

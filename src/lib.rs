@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: settings from the environment, validated once.
 //! - [`startup`]: builds the App and returns a running server (main and tests both use it).
+//! - [`drain`]: graceful shutdown on SIGTERM/SIGINT.
 //! - [`hub`]: the ChatHub actor (admission, registry, stats) and the session actors.
 //! - [`answer`]: the one answer pipeline every transport shares.
 //! - [`providers`]: LLM providers behind one trait; the offline extractive answerer.
@@ -14,6 +15,7 @@
 pub mod answer;
 pub mod auth;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod hub;
 pub mod protocol;

@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpServer};
 use crate::answer::{Answers, Pipeline};
 use crate::auth::tickets::{ConnectionGrant, TicketStore, TICKET_TTL};
 use crate::config::{ConfigError, Settings};
+use crate::drain::{self, DrainTargets, Draining};
 use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
 use crate::providers::Providers;
 use crate::rag::ingest::UploadGate;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub signalr_connections: Arc<LogicalConnections>,
     /// Admission for document uploads (`RAGSTREAM_MAX_CONCURRENT_UPLOADS`).
     pub uploads: UploadGate,
+    /// Set when a shutdown begins: not ready, no new answers.
+    pub draining: Draining,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +127,7 @@ impl Application {
             connection_tokens: TicketStore::new("rsc_", TICKET_TTL),
             connection_slots,
             signalr_connections: LogicalConnections::new(),
+            draining: Draining::default(),
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -140,7 +144,9 @@ impl Application {
                 )
                 .configure(routes::configure)
         })
-        // A stream may legitimately stay open for minutes; shutdown should not wait for it.
+        // Signals drive the drain (`run_until_stopped`), which stops the server itself once
+        // the answers have ended; what is still open then gets this long to finish writing.
+        .disable_signals()
         .shutdown_timeout(5)
         // A client's EOF ends its connection at once. With half-closed connections allowed,
         // actix keeps a streaming response alive until its next write fails, so a client that
@@ -174,11 +180,44 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until the server stops (a signal, or its handle), then waits briefly for the
-    /// final writes of answers the stop cut short, so they keep their partial text.
+    /// Serves until SIGTERM or SIGINT, then drains (see [`crate::drain`]): answers in flight
+    /// get `RAGSTREAM_SHUTDOWN_GRACE_SECS` to finish, the rest end with `server_shutdown`
+    /// and keep their partial text, connections are told to reconnect elsewhere, the server
+    /// stops and the final writes are flushed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        if !self.state.pipeline.writer().flush(DRAIN_TIMEOUT).await {
+        let handle = self.server.handle();
+        let mut server = actix_web::rt::spawn(self.server);
+        let signal = tokio::select! {
+            result = &mut server => return self.state.finish(joined(result)).await,
+            signal = drain::shutdown_signal() => signal,
+        };
+        log::info!("{signal} received: draining");
+        let state = &self.state;
+        drain::drain(DrainTargets {
+            draining: &state.draining,
+            hub: &state.hub,
+            answers: state.pipeline.answers(),
+            grace: state.settings.shutdown_grace,
+        })
+        .await;
+        handle.stop(true).await;
+        let result = joined(server.await);
+        log::info!("stopped");
+        self.state.finish(result).await
+    }
+}
+
+fn joined(
+    result: Result<std::io::Result<()>, actix_web::rt::task::JoinError>,
+) -> std::io::Result<()> {
+    result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+impl AppState {
+    /// Waits briefly for the final writes of answers a stop cut short, so they keep their
+    /// partial text.
+    async fn finish(&self, result: std::io::Result<()>) -> std::io::Result<()> {
+        if !self.pipeline.writer().flush(DRAIN_TIMEOUT).await {
             log::warn!("some final answer writes were not done before shutdown");
         }
         result

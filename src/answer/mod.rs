@@ -201,7 +201,10 @@ impl Pipeline {
             lease,
             Emitter { log: log.clone() },
             id.clone(),
-            admin_abort.clone(),
+            Stops {
+                admin: admin_abort.clone(),
+                entry: entry.clone(),
+            },
         );
         let answer = Abortable::new(
             Abortable::new(answer, admin_registration),
@@ -263,19 +266,14 @@ impl Drop for Ending {
         if self.log.is_ended() {
             return;
         }
-        let (code, message) = if self.admin_abort.is_aborted() {
-            ("ended_by_admin", "an administrator ended this answer")
-        } else {
-            match self.entry.reason() {
-                StopReason::Cancelled => ("cancelled", "the answer was cancelled"),
-                StopReason::Abandoned => (
-                    "cancelled",
-                    "nobody resumed the answer within the grace window",
-                ),
-                StopReason::Running => {
-                    log::error!("an answer task ended without done or error");
-                    ("internal", "the answer stopped unexpectedly")
-                }
+        let (code, message) = match stop_cause(&self.admin_abort, &self.entry) {
+            Some(cause) => cause,
+            None => {
+                log::error!(
+                    "answer {}: its task ended without done or error",
+                    self.entry.id()
+                );
+                ("internal", "the answer stopped unexpectedly")
             }
         };
         let error = ErrorBody {
@@ -284,6 +282,35 @@ impl Drop for Ending {
         };
         self.log.append(StreamEvent::Error(error), None);
     }
+}
+
+/// Why an answer was stopped from outside, as the error code and message its readers get;
+/// `None` when nothing stopped it.
+fn stop_cause(
+    admin_abort: &AbortHandle,
+    entry: &AnswerEntry,
+) -> Option<(&'static str, &'static str)> {
+    if admin_abort.is_aborted() {
+        return Some(("ended_by_admin", "an administrator ended this answer"));
+    }
+    match entry.reason() {
+        StopReason::Cancelled => Some(("cancelled", "the answer was cancelled")),
+        StopReason::Abandoned => Some((
+            "cancelled",
+            "nobody resumed the answer within the grace window",
+        )),
+        StopReason::Shutdown => Some((
+            "server_shutdown",
+            "the server shut down before the answer was finished; ask again",
+        )),
+        StopReason::Running => None,
+    }
+}
+
+/// What tells an answer's task why it was stopped, for its stored row.
+struct Stops {
+    admin: AbortHandle,
+    entry: Arc<AnswerEntry>,
 }
 
 /// Appends an answer's events to its log; never waits for a reader.
@@ -337,8 +364,9 @@ struct TurnRecord {
     write: FinalWrite,
     /// `None` once the row is written (or was never stored).
     slot: Option<WriteSlot>,
-    /// Tells an administrator's end from a client's cancel.
+    /// Tells an administrator's end and a shutdown from a client's cancel.
     admin_abort: AbortHandle,
+    entry: Arc<AnswerEntry>,
 }
 
 impl TurnRecord {
@@ -388,10 +416,13 @@ impl Drop for TurnRecord {
         if self.write.status == MessageStatus::Streaming {
             let (status, code) = if std::thread::panicking() {
                 (MessageStatus::Error, Some("internal"))
-            } else if self.admin_abort.is_aborted() {
-                (MessageStatus::Cancelled, Some("ended_by_admin"))
             } else {
-                (MessageStatus::Cancelled, None)
+                // A client's own cancel needs no code; an administrator's end and a
+                // shutdown say which.
+                let code = stop_cause(&self.admin_abort, &self.entry)
+                    .map(|(code, _)| code)
+                    .filter(|code| *code != "cancelled");
+                (MessageStatus::Cancelled, code)
             };
             self.write.status = status;
             self.write.error_code = code.map(str::to_owned);
@@ -407,7 +438,7 @@ async fn run(
     lease: Lease,
     out: Emitter,
     answer_id: Arc<str>,
-    admin_abort: AbortHandle,
+    stops: Stops,
 ) {
     // Held until this function returns or the task is aborted; what it records goes to
     // the hub's metrics with the release.
@@ -444,7 +475,8 @@ async fn run(
                 ..FinalWrite::default()
             },
             slot: Some(slot),
-            admin_abort,
+            admin_abort: stops.admin,
+            entry: stops.entry,
         });
         let begun = p
             .store

@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use super::lease::Lease;
 use super::messages::{
-    AdminView, Admit, AdmitError, Attach, Connect, ConnectionInfo, Disconnect, EndConnection,
-    EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome, Release,
-    RevokeKey, StreamInfo, Terminate, UnwatchKey, WatchKey,
+    AdminView, Admit, AdmitError, Attach, BeginDrain, Connect, ConnectionInfo, Disconnect,
+    EndConnection, EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome,
+    Release, RevokeKey, StreamInfo, Terminate, TerminateWebSockets, UnwatchKey, WatchKey,
 };
 
 /// Time-to-first-token samples kept for the percentiles.
@@ -151,6 +151,8 @@ pub struct ChatHub {
     watchers: HashMap<u64, (String, Recipient<Terminate>)>,
     /// Keys revoked while this hub runs; see [`RevokeKey`].
     revoked: HashSet<String>,
+    /// Set by [`BeginDrain`]: no new answers.
+    draining: bool,
 }
 
 impl ChatHub {
@@ -168,6 +170,7 @@ impl ChatHub {
             tenants: HashMap::new(),
             watchers: HashMap::new(),
             revoked: HashSet::new(),
+            draining: false,
         }
     }
 
@@ -304,6 +307,9 @@ impl Handler<Admit> for ChatHub {
     fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
         if self.revoked.contains(&msg.user) {
             return Err(AdmitError::KeyRevoked);
+        }
+        if self.draining {
+            return Err(AdmitError::ShuttingDown);
         }
         if self.streams.len() >= self.limits.global {
             self.refused_total += 1;
@@ -532,5 +538,23 @@ impl Handler<UnwatchKey> for ChatHub {
 
     fn handle(&mut self, msg: UnwatchKey, _: &mut Context<Self>) {
         self.watchers.remove(&msg.watch_id);
+    }
+}
+
+impl Handler<BeginDrain> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, _: BeginDrain, _: &mut Context<Self>) {
+        self.draining = true;
+    }
+}
+
+impl Handler<TerminateWebSockets> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: TerminateWebSockets, _: &mut Context<Self>) {
+        for session in self.sessions.values().filter(|s| s.kind == "ws") {
+            session.terminate.do_send(msg.terminate);
+        }
     }
 }

@@ -205,6 +205,9 @@ pub struct Terminate {
     pub code: CloseCode,
     /// Whether a SignalR client may reconnect.
     pub allow_reconnect: bool,
+    /// Write the endings of the answers the connection follows before the close frame
+    /// (a drain: they have ended or are about to), instead of cancelling them.
+    pub finish_answers: bool,
 }
 
 impl Terminate {
@@ -214,6 +217,18 @@ impl Terminate {
             reason: "closed by an administrator",
             code: CloseCode::Away,
             allow_reconnect: true,
+            finish_answers: false,
+        }
+    }
+
+    /// The hub is shutting down: another instance (or this one, restarted) will take the
+    /// client back (1012 Service Restart).
+    pub fn shutdown() -> Terminate {
+        Terminate {
+            reason: "the server is restarting; reconnect",
+            code: CloseCode::Restart,
+            allow_reconnect: true,
+            finish_answers: true,
         }
     }
 
@@ -223,6 +238,7 @@ impl Terminate {
             reason: "api key revoked",
             code: CloseCode::Policy,
             allow_reconnect: false,
+            finish_answers: false,
         }
     }
 }
@@ -247,6 +263,8 @@ pub enum AdmitError {
     Global { limit: usize },
     #[error("the API key was revoked")]
     KeyRevoked,
+    #[error("the server is shutting down; ask again in a moment (another instance, or this one once restarted, will answer)")]
+    ShuttingDown,
 }
 
 impl From<AdmitError> for ApiError {
@@ -255,10 +273,25 @@ impl From<AdmitError> for ApiError {
             AdmitError::PerUser { .. } => "too_many_streams",
             AdmitError::Global { .. } => "server_busy",
             AdmitError::KeyRevoked => return ApiError::Unauthorized,
+            AdmitError::ShuttingDown => return ApiError::ShuttingDown,
         };
         ApiError::TooManyStreams {
             code,
             message: e.to_string(),
         }
     }
+}
+
+/// The hub is draining: every admission from now on is refused with
+/// [`AdmitError::ShuttingDown`]; answers already admitted run on.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct BeginDrain;
+
+/// Ends every WebSocket connection with `terminate` (a drain's last step, once the answers
+/// have ended). SSE responses end on their own with their answer's last event.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct TerminateWebSockets {
+    pub terminate: Terminate,
 }

@@ -118,7 +118,7 @@ pub(super) async fn answer_json(
                         StatusCode::INTERNAL_SERVER_ERROR
                     }
                     "conversation_not_found" => StatusCode::NOT_FOUND,
-                    "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable" | "server_shutdown" => StatusCode::SERVICE_UNAVAILABLE,
                     "upstream_timeout" => StatusCode::GATEWAY_TIMEOUT,
                     _ => StatusCode::BAD_GATEWAY,
                 };
@@ -129,6 +129,12 @@ pub(super) async fn answer_json(
                         "answer": text,
                         "sources": sources,
                         "metadata": metadata,
+                    }),
+                    // Stopped by a shutdown: what had streamed is kept, as in the store.
+                    None if error.code == "server_shutdown" => json!({
+                        "error": error,
+                        "answer": text,
+                        "sources": sources,
                     }),
                     None => json!({ "error": error }),
                 };

@@ -13,8 +13,14 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// The process can serve: its database answers.
+/// The process can serve: it is not shutting down and its database answers.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.is_set() {
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "status": "draining",
+            "error": {"code": "shutting_down", "message": "the server is shutting down"}
+        }));
+    }
     match state.store.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(e) => {

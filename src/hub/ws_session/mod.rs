@@ -563,8 +563,6 @@ impl Handler<Terminate> for WsSession {
 
     fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
         log::info!("websocket session {} ended: {}", self.id, msg.reason);
-        // Ended from outside (an administrator, a revoked key): its answers end too.
-        self.outbox.cancel_all();
         // SignalR clients reconnect on a Close that allows it; plain clients see the code.
         let last = matches!(
             self.mode,
@@ -574,6 +572,20 @@ impl Handler<Terminate> for WsSession {
             }
         )
         .then(|| signalr::close(Some(msg.reason), msg.allow_reconnect));
+        if msg.finish_answers && !self.outbox.is_detached() {
+            // A drain: the answers end on their own (or are being ended); their last
+            // frames go out before the close frame, and the actor stops when the writer
+            // has sent it.
+            let reason = CloseReason {
+                code: msg.code,
+                description: Some(msg.reason.to_owned()),
+            };
+            self.outbox.close_when_done(last, Some(reason));
+            self.end_stateful(ctx);
+            return;
+        }
+        // Ended from outside (an administrator, a revoked key): its answers end too.
+        self.outbox.cancel_all();
         self.close(ctx, last, msg.code, msg.reason);
     }
 }
