@@ -7,6 +7,7 @@ mod bad_input;
 mod conversations;
 mod cors;
 mod documents;
+mod drain;
 mod flood;
 mod health;
 mod helpers;
