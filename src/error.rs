@@ -39,6 +39,9 @@ pub enum ApiError {
     /// A drain has begun (SIGTERM): another instance, or this one restarted, will serve.
     #[error("the server is shutting down; retry in a moment")]
     ShuttingDown,
+    /// The key's request-rate limit (`RAGSTREAM_RATE_PER_MINUTE`, uploads' own).
+    #[error(transparent)]
+    RateLimited(#[from] crate::rate_limit::RateLimited),
     /// Too much of one kind of work at once; the client may retry shortly.
     #[error("{message}")]
     Busy { code: &'static str, message: String },
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::TooManyStreams { code, .. } => code,
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Unavailable => "unavailable",
             ApiError::ShuttingDown => "shutting_down",
@@ -112,7 +116,9 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyStreams { .. } | ApiError::RateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::QuotaExceeded(_) => StatusCode::CONFLICT,
             ApiError::Unavailable | ApiError::ShuttingDown | ApiError::Busy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -127,6 +133,9 @@ impl ResponseError for ApiError {
         }
         let body = self.body();
         let mut res = HttpResponse::build(self.status_code());
+        if let ApiError::RateLimited(limited) = self {
+            res.insert_header(("Retry-After", limited.retry_after_secs.to_string()));
+        }
         if matches!(
             self,
             ApiError::TooManyStreams { .. } | ApiError::Busy { .. } | ApiError::ShuttingDown

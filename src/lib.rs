@@ -8,6 +8,7 @@
 //! - [`answer`]: the one answer pipeline every transport shares.
 //! - [`providers`]: LLM providers behind one trait; the offline extractive answerer.
 //! - [`rag`]: chunking, full-text query building, prompts.
+//! - [`rate_limit`]: request-rate limits per API key.
 //! - [`protocol`]: pure wire codecs (SSE, plain WebSocket).
 //! - [`store`]: sqlx persistence.
 //! - [`routes`]: thin HTTP handlers; [`auth`]: who is asking; [`error`]: one error type.
@@ -21,6 +22,7 @@ pub mod hub;
 pub mod protocol;
 pub mod providers;
 pub mod rag;
+pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -16,6 +16,7 @@ use crate::drain::{self, DrainTargets, Draining};
 use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
 use crate::providers::Providers;
 use crate::rag::ingest::UploadGate;
+use crate::rate_limit::{RateLimits, RETAIN_EVERY};
 use crate::routes;
 use crate::store::{Bootstrap, Store, StoreWriter};
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub uploads: UploadGate,
     /// Set when a shutdown begins: not ready, no new answers.
     pub draining: Draining,
+    /// Request-rate limits per key (answers are checked at admission, by the hub).
+    pub rate_limits: Arc<RateLimits>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,9 +110,26 @@ impl Application {
             Answers::new(settings.resume_grace),
             settings.answer_log_max_bytes,
         );
+        let rate_limits = Arc::new(RateLimits::new(
+            settings.rate_per_minute,
+            settings.upload_rate_per_minute,
+        ));
+        if !rate_limits.is_off() {
+            let limits = Arc::downgrade(&rate_limits);
+            actix_web::rt::spawn(async move {
+                let mut every = actix_web::rt::time::interval(RETAIN_EVERY);
+                while let Some(limits) = {
+                    every.tick().await;
+                    limits.upgrade()
+                } {
+                    limits.retain_recent();
+                }
+            });
+        }
         let hub = ChatHub::spawn(Limits {
             per_user: settings.max_streams_per_user,
             global: settings.max_streams_global,
+            rate: rate_limits.clone(),
         });
 
         let listener = TcpListener::bind(settings.addr)?;
@@ -128,6 +148,7 @@ impl Application {
             connection_slots,
             signalr_connections: LogicalConnections::new(),
             draining: Draining::default(),
+            rate_limits,
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

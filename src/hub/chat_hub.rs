@@ -10,22 +10,27 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient};
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use super::lease::Lease;
 use super::messages::{
     AdminView, Admit, AdmitError, Attach, BeginDrain, Connect, ConnectionInfo, Disconnect,
     EndConnection, EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome,
     Release, RevokeKey, StreamInfo, Terminate, TerminateWebSockets, UnwatchKey, WatchKey,
 };
+use crate::rate_limit::{Limited, RateLimits};
 
 /// Time-to-first-token samples kept for the percentiles.
 const TTFT_SAMPLES: usize = 256;
 /// Window of the tokens-per-second figure.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Limits {
     pub per_user: usize,
     pub global: usize,
+    /// Answers a key may start per minute (admissions counted, resumes not).
+    pub rate: Arc<RateLimits>,
 }
 
 struct ActiveStream {
@@ -326,6 +331,13 @@ impl Handler<Admit> for ChatHub {
                 limit: self.limits.per_user,
             });
         }
+        // After the concurrency limits, so a request refused for those costs no rate.
+        if let Err(limited) = self.limits.rate.check(Limited::Answers, &msg.user) {
+            self.refused_total += 1;
+            self.tally(&msg.tenant).refused += 1;
+            return Err(AdmitError::RateLimited(limited));
+        }
+        let count = self.per_user.entry(msg.user.clone()).or_insert(0);
         *count += 1;
         let id = self.next_lease;
         self.next_lease += 1;

@@ -265,6 +265,8 @@ pub enum AdmitError {
     KeyRevoked,
     #[error("the server is shutting down; ask again in a moment (another instance, or this one once restarted, will answer)")]
     ShuttingDown,
+    #[error(transparent)]
+    RateLimited(#[from] crate::rate_limit::RateLimited),
 }
 
 impl From<AdmitError> for ApiError {
@@ -274,6 +276,7 @@ impl From<AdmitError> for ApiError {
             AdmitError::Global { .. } => "server_busy",
             AdmitError::KeyRevoked => return ApiError::Unauthorized,
             AdmitError::ShuttingDown => return ApiError::ShuttingDown,
+            AdmitError::RateLimited(limited) => return ApiError::RateLimited(limited),
         };
         ApiError::TooManyStreams {
             code,

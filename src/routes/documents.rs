@@ -24,6 +24,7 @@ use super::body::{read_limited, too_large, utf8};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::rag::ingest::{ingest, quota_message, Upload};
+use crate::rate_limit::Limited;
 use crate::startup::AppState;
 use crate::store::{DocumentCursor, Quota};
 
@@ -63,6 +64,8 @@ async fn create(
     query: web::Query<TitleQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // Counted before the body is read: a key over its rate sends no megabytes for nothing.
+    state.rate_limits.check(Limited::Uploads, &owner.key_id)?;
     let settings = &state.settings;
     let limit = settings.max_document_bytes;
     let quota = Quota {

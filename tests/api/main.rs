@@ -14,6 +14,7 @@ mod helpers;
 mod limits;
 mod pages;
 mod providers;
+mod rate_limits;
 mod resume;
 mod retrieval;
 mod revocation;

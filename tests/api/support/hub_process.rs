@@ -108,18 +108,6 @@ impl HubProcess {
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
     }
-
-    /// The output once both pipes have closed (after exit).
-    pub async fn final_output(&self) -> String {
-        // The reader threads finish when the pipes close, just after the exit.
-        for _ in 0..250 {
-            if Arc::strong_count(&self.output) == 1 {
-                break;
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.output()
-    }
 }
 
 impl Drop for HubProcess {
