@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use actix_web::dev::Server;
-use actix_web::middleware::{Condition, Logger};
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
 use crate::answer::{Answers, Pipeline};
@@ -17,8 +17,8 @@ use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
 use crate::providers::Providers;
 use crate::rag::ingest::UploadGate;
 use crate::rate_limit::{RateLimits, RETAIN_EVERY};
-use crate::routes;
 use crate::store::{Bootstrap, Store, StoreWriter};
+use crate::{request_id, routes};
 
 /// How long a stopping hub waits for the final writes of the answers the stop cut short.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -158,12 +158,10 @@ impl Application {
                     !app_state.settings.cors_origins.is_empty(),
                     cors(&app_state.settings.cors_origins),
                 ))
-                // The path only (%U): query strings may carry tickets or SignalR access tokens.
-                .wrap(
-                    Logger::new(r#"%a "%{METHOD}xi %U" %s %b %Dms"#)
-                        .custom_request_replace("METHOD", |req| req.method().to_string()),
-                )
                 .configure(routes::configure)
+                // Outermost: every response, CORS refusals included, gets its id and its
+                // access line.
+                .wrap(from_fn(request_id::tag))
         })
         // Signals drive the drain (`run_until_stopped`), which stops the server itself once
         // the answers have ended; what is still open then gets this long to finish writing.
@@ -256,7 +254,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         .allow_any_method()
         .allow_any_header()
         // A page on another origin reads the answer id to resume it.
-        .expose_headers(["X-Answer-Id"])
+        .expose_headers(["X-Answer-Id", "X-Request-Id"])
         .max_age(3600);
     if origins.iter().any(|o| o == "*") {
         return base.allow_any_origin().send_wildcard();

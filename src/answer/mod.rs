@@ -194,6 +194,11 @@ impl Pipeline {
         let entry = subscription.entry().clone();
         lease.attach(admin_abort.clone(), entry.clone());
         let answers = self.answers.clone();
+        // The answer's log lines carry its id and the id of the request that asked.
+        let log_context = crate::logging::LogContext {
+            request_id: crate::logging::current().request_id,
+            answer_id: Some(id.clone()),
+        };
         let answer = run(
             self.clone(),
             request,
@@ -210,7 +215,7 @@ impl Pipeline {
             Abortable::new(answer, admin_registration),
             stop_registration,
         );
-        actix_web::rt::spawn(async move {
+        actix_web::rt::spawn(crate::logging::scope(log_context, async move {
             let ending = Ending {
                 log,
                 entry: entry.clone(),
@@ -231,7 +236,7 @@ impl Pipeline {
                 actix_web::rt::time::sleep(grace).await;
             }
             answers.remove(&id);
-        });
+        }));
         subscription
     }
 }
@@ -276,6 +281,7 @@ impl Drop for Ending {
                 ("internal", "the answer stopped unexpectedly")
             }
         };
+        log::info!("answer ended: {code}");
         let error = ErrorBody {
             code: code.to_owned(),
             message: message.to_owned(),
@@ -453,6 +459,7 @@ async fn run(
         .model
         .clone()
         .unwrap_or_else(|| provider.model().to_owned());
+    log::info!("answer started: {} {model}", provider.name());
 
     // A conversation turn: store it and read the turns before it.
     let mut record: Option<TurnRecord> = None;
@@ -615,6 +622,12 @@ async fn run(
     meta.elapsed_ms = started.elapsed().as_millis() as u64;
     meta.tokens = usage.unwrap_or(counted);
     meta.finish_reason = finish_reason.unwrap_or_else(|| "stop".to_owned());
+    log::info!(
+        "answer done: {} tokens, first after {:?} ms, {} ms in all",
+        meta.tokens,
+        meta.ttft_ms,
+        meta.elapsed_ms
+    );
     if let Some(turn) = record.as_mut() {
         turn.finish(&p.store, MessageStatus::Complete, None, Some(&meta))
             .await;

@@ -137,6 +137,8 @@ struct WriterEnded {
 
 pub struct WsSession {
     id: u64,
+    /// The upgrade request's id, for the log lines of the answers asked here.
+    request_id: Option<Arc<str>>,
     owner: KeyOwner,
     hub: Addr<ChatHub>,
     pipeline: Pipeline,
@@ -185,8 +187,14 @@ impl WsSession {
     ) -> Addr<WsSession> {
         WsSession::create(|ctx| {
             let first_stream = ctx.add_stream(stream);
+            let id = super::next_session_id();
+            // Called by the upgrade's handler: this is the upgrade request's id, which the
+            // answers of this connection carry in their log lines.
+            let request_id = crate::logging::current().request_id;
+            log::info!("websocket session {id} opened");
             WsSession {
-                id: super::next_session_id(),
+                request_id,
+                id,
                 owner,
                 hub,
                 pipeline,
@@ -428,17 +436,24 @@ impl WsSession {
                     return;
                 }
             };
-            let answer = act.pipeline.start(Start {
-                request,
-                choice,
-                lease,
-                owner: AnswerOwner {
-                    key_id: act.owner.key_id.clone(),
-                    tenant_id: act.owner.tenant_id.clone(),
-                },
-                ticket: None,
-                label: Some(Arc::from(&*id)),
-                cancel_on_drop: false,
+            let context = crate::logging::LogContext {
+                request_id: act.request_id.clone(),
+                answer_id: None,
+            };
+            let pipeline = act.pipeline.clone();
+            let answer = crate::logging::sync_scope(context, || {
+                pipeline.start(Start {
+                    request,
+                    choice,
+                    lease,
+                    owner: AnswerOwner {
+                        key_id: act.owner.key_id.clone(),
+                        tenant_id: act.owner.tenant_id.clone(),
+                    },
+                    ticket: None,
+                    label: Some(Arc::from(&*id)),
+                    cancel_on_drop: false,
+                })
             });
             act.announce(ctx, &id, framing, answer.answer_id());
             act.outbox.follow(Feed::new(id, framing, answer));
