@@ -64,6 +64,8 @@ pub fn redact(text: &str) -> Cow<'_, str> {
         out.push_str(&rest[..at + len]);
         out.push_str(REDACTED);
         let value = &rest[at + len..];
+        // Already redacted (the access line redacts its query itself).
+        let value = value.strip_prefix(REDACTED).unwrap_or(value);
         let end = value
             .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.~%".contains(c)))
             .unwrap_or(value.len());

@@ -12,6 +12,7 @@ mod flood;
 mod health;
 mod helpers;
 mod limits;
+mod logs;
 mod pages;
 mod providers;
 mod rate_limits;

@@ -110,6 +110,18 @@ impl HubProcess {
     }
 }
 
+impl HubProcess {
+    /// The whole output, once both pipes have closed (after the exit).
+    pub async fn final_output(&self) -> String {
+        // The reader threads hold the other handles until their pipe closes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.output) > 1 && std::time::Instant::now() < deadline {
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.output()
+    }
+}
+
 impl Drop for HubProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
