@@ -706,6 +706,32 @@ mod tests {
     }
 
     #[test]
+    fn operations_settings_parse_and_refuse_bad_values() {
+        let d = from(&[]).unwrap();
+        assert_eq!(d.shutdown_grace, Duration::from_secs(25));
+        assert_eq!((d.rate_per_minute, d.upload_rate_per_minute), (0, 0));
+        assert_eq!(d.log_format, LogFormat::Text);
+        let s = from(&[
+            ("RAGSTREAM_SHUTDOWN_GRACE_SECS", "5"),
+            ("RAGSTREAM_RATE_PER_MINUTE", "60"),
+            ("RAGSTREAM_UPLOAD_RATE_PER_MINUTE", "3"),
+            ("RAGSTREAM_LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_secs(5));
+        assert_eq!((s.rate_per_minute, s.upload_rate_per_minute), (60, 3));
+        assert_eq!(s.log_format, LogFormat::Json);
+        for (var, bad) in [
+            ("RAGSTREAM_SHUTDOWN_GRACE_SECS", "-1"),
+            ("RAGSTREAM_RATE_PER_MINUTE", "lots"),
+            ("RAGSTREAM_UPLOAD_RATE_PER_MINUTE", "1.5"),
+            ("RAGSTREAM_LOG_FORMAT", "xml"),
+        ] {
+            assert_eq!(from(&[(var, bad)]).unwrap_err().var, var);
+        }
+    }
+
+    #[test]
     fn keys_never_show_in_debug_output_or_errors() {
         let s = from(&[
             ("RAGSTREAM_PROVIDER", "openai"),
