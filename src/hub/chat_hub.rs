@@ -568,5 +568,9 @@ impl Handler<TerminateWebSockets> for ChatHub {
         for session in self.sessions.values().filter(|s| s.kind == "ws") {
             session.terminate.do_send(msg.terminate);
         }
+        // The admin event feeds: endless SSE responses that would hold the stop back.
+        for (_, terminate) in self.watchers.values() {
+            terminate.do_send(msg.terminate);
+        }
     }
 }

@@ -291,8 +291,9 @@ impl From<AdmitError> for ApiError {
 #[rtype(result = "()")]
 pub struct BeginDrain;
 
-/// Ends every WebSocket connection with `terminate` (a drain's last step, once the answers
-/// have ended). SSE responses end on their own with their answer's last event.
+/// Ends every WebSocket connection and admin event feed with `terminate` (a drain's last
+/// step, once the answers have ended). Answer SSE responses end on their own with their
+/// answer's last event.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct TerminateWebSockets {
