@@ -79,12 +79,14 @@ impl HubProcess {
         format!("{}{path}", self.base)
     }
 
-    /// Sends a real signal (`TERM`, `INT`) with kill(1).
+    /// Sends a real signal (`TERM`, `INT`) with the shell's own `kill` (a builtin, so no
+    /// package is needed for it).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.child.id().to_string()])
+        let status = Command::new("sh")
+            .args(["-c", "kill -s \"$1\" \"$2\"", "sh", name])
+            .arg(self.child.id().to_string())
             .status()
-            .expect("kill runs");
+            .expect("sh runs");
         assert!(status.success(), "kill -s {name} failed");
     }
 
