@@ -151,10 +151,20 @@ async fn signalr_answer(mut ws: WsClient, started: Rc<Cell<usize>>) -> (End, boo
         "{{\"type\":1,\"target\":\"SendMessage\",\"arguments\":[\"{QUESTION}\",3],\"invocationId\":\"0\"}}{RS}"
     ))
     .await;
+    signalr_ending(&mut ws, Some(&started)).await
+}
+
+/// Reads a SignalR connection to its end: how the answer ended (`Error` calls other than a
+/// shutdown's are `Other` with their message), whether a Close allowing reconnect came, and
+/// the close code.
+async fn signalr_ending(
+    ws: &mut WsClient,
+    started: Option<&Cell<usize>>,
+) -> (End, bool, Option<u16>) {
     let mut text = String::new();
     let mut end = None;
     loop {
-        let frame = next_ws_frame(&mut ws).await;
+        let frame = next_ws_frame(ws).await;
         let Some(ws::Frame::Text(bytes)) = frame else {
             let end = end.unwrap_or_else(|| End::Other(format!("no ending: {text:?}")));
             return (end, false, close_code(frame));
@@ -164,7 +174,7 @@ async fn signalr_answer(mut ws: WsClient, started: Rc<Cell<usize>>) -> (End, boo
             let v: Value = serde_json::from_str(record).expect("JSON record");
             match (v["type"].as_i64(), v["target"].as_str()) {
                 (Some(1), Some("ReceiveToken")) => {
-                    if text.is_empty() {
+                    if let Some(started) = started.filter(|_| text.is_empty()) {
                         started.set(started.get() + 1);
                     }
                     text.push_str(v["arguments"][0].as_str().unwrap_or_default());
@@ -181,7 +191,7 @@ async fn signalr_answer(mut ws: WsClient, started: Rc<Cell<usize>>) -> (End, boo
                 (Some(7), _) => {
                     let end = end.unwrap_or_else(|| End::Other(format!("Close first: {v}")));
                     let reconnect = v["allowReconnect"] == true;
-                    return (end, reconnect, close_code(next_ws_frame(&mut ws).await));
+                    return (end, reconnect, close_code(next_ws_frame(ws).await));
                 }
                 _ => {}
             }
@@ -271,6 +281,66 @@ async fn start_answers(hub: &Rc<HubProcess>, client: &awc::Client) -> Running {
     running
 }
 
+/// During a drain: 503 `shutting_down` over HTTP (JSON, SSE, a WebSocket upgrade), an error
+/// frame on an open plain WebSocket, an error completion on an open SignalR connection;
+/// then both sockets are closed with 1012 (SignalR: a Close that allows reconnecting).
+async fn new_answers_are_refused(
+    hub: &HubProcess,
+    client: &awc::Client,
+    mut idle: WsClient,
+    mut idle_signalr: WsClient,
+) {
+    let json = client
+        .post(hub.url("/api/v1/ask"))
+        .insert_header(("X-API-Key", hub.admin_key.as_str()))
+        .send_json(&json!({"question": QUESTION}));
+    let sse = client
+        .get(hub.url("/api/v1/ask/stream"))
+        .query(&[("question", QUESTION)])
+        .expect("query")
+        .insert_header(("X-API-Key", hub.admin_key.as_str()))
+        .send();
+    for res in [json.await, sse.await] {
+        let mut res = res.expect("request");
+        assert_eq!(res.status().as_u16(), 503);
+        assert!(res.headers().contains_key("retry-after"));
+        let body = parse(&res.body().await.expect("body"));
+        assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+    }
+    let upgrade = client
+        .ws(format!("{}/api/v1/chat/ws", hub.ws_base))
+        .header("X-API-Key", hub.admin_key.as_str())
+        .connect()
+        .await;
+    assert!(matches!(
+        upgrade,
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) if s.as_u16() == 503
+    ));
+
+    // Both asked before either is read: the sockets close when the drain is over.
+    idle.send_json(json!({"message": QUESTION, "id": "late"}))
+        .await;
+    idle_signalr
+        .send_text(&format!(
+            "{{\"type\":1,\"target\":\"SendMessage\",\"arguments\":[\"{QUESTION}\",3],\"invocationId\":\"9\"}}{RS}"
+        ))
+        .await;
+    let refused = loop {
+        if let Some(ws::Frame::Text(b)) = next_ws_frame(&mut idle).await {
+            break parse(&b);
+        }
+    };
+    assert_eq!(refused["error"]["code"], "shutting_down", "{refused}");
+    assert_eq!(close_code(next_ws_frame(&mut idle).await), Some(1012));
+    let (end, reconnect, code) = signalr_ending(&mut idle_signalr, None).await;
+    assert!(
+        matches!(end, End::Other(ref m) if m.contains("shutting down")),
+        "SignalR refusal: {end:?}"
+    );
+    assert!(reconnect);
+    assert_eq!(code, Some(1012));
+}
+
 /// The stored assistant rows: (status, content, error code).
 async fn assistant_rows(database_url: &str) -> Vec<(String, String, Option<String>)> {
     let pool = sqlx::SqlitePool::connect(database_url)
@@ -309,7 +379,15 @@ async fn sigterm_mid_answer_ends_every_stream_with_server_shutdown_stores_the_te
     ]));
     let client = client();
     add_document(&hub, &client).await;
-    let mut idle = open_ws(&hub, &client).await;
+    let idle = open_ws(&hub, &client).await;
+    let mut idle_signalr = open_ws(&hub, &client).await;
+    idle_signalr
+        .send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}")
+        .await;
+    assert!(matches!(
+        next_ws_frame(&mut idle_signalr).await,
+        Some(ws::Frame::Text(b)) if &b[..] == b"{}\x1e"
+    ));
     // The admin page's endless feed must not hold the stop back.
     let feed = client
         .get(hub.url("/api/v1/admin/events"))
@@ -331,25 +409,7 @@ async fn sigterm_mid_answer_ends_every_stream_with_server_shutdown_stores_the_te
         }
         assert!(signalled.elapsed() < Duration::from_secs(1), "still ready");
     }
-    let mut res = client
-        .post(hub.url("/api/v1/ask"))
-        .insert_header(("X-API-Key", hub.admin_key.as_str()))
-        .send_json(&json!({"question": QUESTION}))
-        .await
-        .expect("ask");
-    assert_eq!(res.status().as_u16(), 503);
-    assert!(res.headers().contains_key("retry-after"));
-    let body = parse(&res.body().await.expect("body"));
-    assert_eq!(body["error"]["code"], "shutting_down", "{body}");
-    idle.send_json(json!({"message": QUESTION, "id": "late"}))
-        .await;
-    let refused = loop {
-        if let Some(ws::Frame::Text(b)) = next_ws_frame(&mut idle).await {
-            break parse(&b);
-        }
-    };
-    assert_eq!(refused["error"]["code"], "shutting_down", "{refused}");
-    assert_eq!(close_code(next_ws_frame(&mut idle).await), Some(1012));
+    new_answers_are_refused(&hub, &client, idle, idle_signalr).await;
 
     let mut received = Vec::new();
     for task in running.sse {
