@@ -8,6 +8,7 @@
 //! ids around. env_logger stays the logger; this module only gives it a format.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -19,6 +20,12 @@ tokio::task_local! {
     static CONTEXT: LogContext;
 }
 
+thread_local! {
+    /// Set by [`enter`] for the length of a synchronous piece of work (an actor's handler),
+    /// where no task-local scope reaches; wins over the task's.
+    static ENTERED: RefCell<Option<LogContext>> = const { RefCell::new(None) };
+}
+
 /// What a log line is about.
 #[derive(Debug, Clone, Default)]
 pub struct LogContext {
@@ -26,9 +33,32 @@ pub struct LogContext {
     pub answer_id: Option<Arc<str>>,
 }
 
-/// The context of the task being polled (empty outside any).
+/// The context of the work being done: an [`enter`]ed one, else the polled task's, else
+/// empty.
 pub fn current() -> LogContext {
-    CONTEXT.try_with(LogContext::clone).unwrap_or_default()
+    ENTERED
+        .with(|entered| entered.borrow().clone())
+        .or_else(|| CONTEXT.try_with(LogContext::clone).ok())
+        .unwrap_or_default()
+}
+
+/// Makes `context` current on this thread until the guard is dropped. Only for
+/// synchronous code (an actor's message handler): never hold it across an `.await`.
+pub fn enter(context: LogContext) -> Entered {
+    let previous = ENTERED.with(|entered| entered.replace(Some(context)));
+    Entered { previous }
+}
+
+/// See [`enter`]; restores the context from before.
+pub struct Entered {
+    previous: Option<LogContext>,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        ENTERED.with(|entered| *entered.borrow_mut() = previous);
+    }
 }
 
 /// Runs `fut` with `context` (each poll of it sees it).
@@ -185,6 +215,18 @@ mod tests {
         };
         let seen = sync_scope(context, || current().request_id);
         assert_eq!(seen.as_deref(), Some("r1"));
+        assert!(current().request_id.is_none());
+        {
+            let _outer = enter(LogContext {
+                request_id: Some("r2".into()),
+                answer_id: None,
+            });
+            {
+                let _inner = enter(LogContext::default());
+                assert!(current().request_id.is_none());
+            }
+            assert_eq!(current().request_id.as_deref(), Some("r2"));
+        }
         assert!(current().request_id.is_none());
     }
 }

@@ -255,6 +255,13 @@ async fn a_full_session_logs_ids_as_json_and_never_a_secret() {
             == 1,
         "{log}"
     );
+    // A WebSocket session's lines carry the id of its upgrade request.
+    let session_lines: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["msg"].as_str().unwrap().starts_with("websocket session"))
+        .collect();
+    assert!(session_lines.len() >= 3, "{log}");
+    assert!(session_lines.iter().all(|l| l["request_id"].is_string()), "{log}");
     // Every access line has its request id.
     assert!(lines
         .iter()

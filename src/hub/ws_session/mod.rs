@@ -307,6 +307,14 @@ impl WsSession {
 
     // ---- shared by both protocols ----
 
+    /// Tags what a handler logs with the upgrade request's id.
+    fn log_scope(&self) -> crate::logging::Entered {
+        crate::logging::enter(crate::logging::LogContext {
+            request_id: self.request_id.clone(),
+            answer_id: None,
+        })
+    }
+
     /// Tells the client a request failed before its answer started.
     fn reject(
         &mut self,
@@ -478,6 +486,7 @@ impl WsSession {
             }
         );
         if self.last_heard.elapsed() > self.settings.client_timeout {
+            let _scope = self.log_scope();
             log::info!("websocket session {} timed out", self.id);
             if self.stateful.is_some() && self.outbox.is_resumable() {
                 // A silent client has lost its network more often than it has left: its
@@ -556,6 +565,7 @@ impl Handler<WriterEnded> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: WriterEnded, ctx: &mut Context<Self>) {
+        let _scope = self.log_scope();
         match msg.end {
             WriterEnd::Closed => ctx.stop(),
             WriterEnd::Left => {}
@@ -577,6 +587,7 @@ impl Handler<Terminate> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
+        let _scope = self.log_scope();
         log::info!("websocket session {} ended: {}", self.id, msg.reason);
         // SignalR clients reconnect on a Close that allows it; plain clients see the code.
         let last = matches!(
@@ -607,6 +618,7 @@ impl Handler<Terminate> for WsSession {
 
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        let _scope = self.log_scope();
         // The first socket is number 0; frames still in flight after it was let go are not
         // the session's any more.
         if self.is_current(0) {
