@@ -261,7 +261,10 @@ async fn a_full_session_logs_ids_as_json_and_never_a_secret() {
         .filter(|l| l["msg"].as_str().unwrap().starts_with("websocket session"))
         .collect();
     assert!(session_lines.len() >= 3, "{log}");
-    assert!(session_lines.iter().all(|l| l["request_id"].is_string()), "{log}");
+    assert!(
+        session_lines.iter().all(|l| l["request_id"].is_string()),
+        "{log}"
+    );
     // Every access line has its request id.
     assert!(lines
         .iter()
