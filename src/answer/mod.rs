@@ -622,12 +622,14 @@ async fn run(
     meta.elapsed_ms = started.elapsed().as_millis() as u64;
     meta.tokens = usage.unwrap_or(counted);
     meta.finish_reason = finish_reason.unwrap_or_else(|| "stop".to_owned());
-    log::info!(
-        "answer done: {} tokens, first after {:?} ms, {} ms in all",
-        meta.tokens,
-        meta.ttft_ms,
-        meta.elapsed_ms
-    );
+    match meta.ttft_ms {
+        Some(ttft) => log::info!(
+            "answer done: {} tokens, the first after {ttft} ms, {} ms in all",
+            meta.tokens,
+            meta.elapsed_ms
+        ),
+        None => log::info!("answer done: no tokens, {} ms", meta.elapsed_ms),
+    }
     if let Some(turn) = record.as_mut() {
         turn.finish(&p.store, MessageStatus::Complete, None, Some(&meta))
             .await;
