@@ -37,6 +37,19 @@ fn hint_in(message: &str) -> u64 {
         .unwrap_or_else(|| panic!("no retry hint in {message:?}"))
 }
 
+/// A 429 `rate_limited` response: its `Retry-After`, in seconds.
+async fn refused<S>(mut res: awc::ClientResponse<S>) -> u64
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    assert_eq!(res.status().as_u16(), 429);
+    let retry = res.headers().get("retry-after").expect("Retry-After");
+    let retry: u64 = retry.to_str().unwrap().parse().expect("whole seconds");
+    let body = crate::helpers::parse(&res.body().await.unwrap());
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    retry
+}
+
 async fn ask(app: &TestApp, key: &str) -> (u16, Option<String>, Value) {
     let mut res = app
         .client
@@ -80,19 +93,8 @@ async fn sse_answers_over_the_rate_get_429_before_the_stream_starts() {
         assert_eq!(res.status().as_u16(), 200);
         res.body().limit(1 << 20).await.expect("the stream ends");
     }
-    let mut res = app.open_sse(&app.admin_key, "How tall is the tower?").await;
-    assert_eq!(res.status().as_u16(), 429);
-    let retry: u64 = res
-        .headers()
-        .get("retry-after")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_retry_hint(retry);
-    let body = crate::helpers::parse(&res.body().await.unwrap());
-    assert_eq!(body["error"]["code"], "rate_limited");
+    let res = app.open_sse(&app.admin_key, "How tall is the tower?").await;
+    assert_retry_hint(refused(res).await);
 }
 
 #[actix_web::test]
@@ -161,25 +163,15 @@ async fn signalr_invocations_over_the_rate_get_an_error_and_an_error_completion(
 #[actix_web::test]
 async fn uploads_have_their_own_rate() {
     let app = limited_app().await; // its one upload a minute is spent
-    let mut res = app
+    let res = app
         .client
         .post(app.url("/api/v1/documents"))
         .insert_header(("X-API-Key", app.admin_key.as_str()))
         .send_json(&json!({"title": "Again", "text": TOWER}))
         .await
         .expect("upload");
-    assert_eq!(res.status().as_u16(), 429);
-    let retry: u64 = res
-        .headers()
-        .get("retry-after")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = refused(res).await;
     assert!((1..=60).contains(&retry), "{retry}");
-    let body = crate::helpers::parse(&res.body().await.unwrap());
-    assert_eq!(body["error"]["code"], "rate_limited");
     // Answers are counted apart.
     assert_eq!(ask(&app, &app.admin_key).await.0, 200);
 }
