@@ -181,6 +181,15 @@ pub struct Settings {
     /// 0 leaves the kernel's default. Past it, tokens wait in the answer's log and go out
     /// merged instead of one frame each piling up in the kernel.
     pub tcp_notsent_lowat: u32,
+    /// On SIGTERM/SIGINT: how long answers in flight may run on before they are ended with
+    /// `server_shutdown`.
+    pub shutdown_grace: Duration,
+    /// Answers one API key may start per minute, on every transport together (0: no limit).
+    pub rate_per_minute: u32,
+    /// Document uploads one API key may make per minute (0: no limit).
+    pub upload_rate_per_minute: u32,
+    /// How log lines are written: text for people, JSON (one object a line) for shippers.
+    pub log_format: LogFormat,
     /// Bound of one answer's event log; past it the oldest events are dropped.
     pub answer_log_max_bytes: usize,
     /// SignalR stateful reconnect: bytes of hub messages a connection keeps until the client
@@ -201,6 +210,13 @@ pub struct Settings {
     /// Bearer token that `GET /metrics` requires; without one, only loopback peers may
     /// scrape.
     pub metrics_token: Option<Secret>,
+}
+
+/// The shape of log lines (`RAGSTREAM_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +253,10 @@ impl Default for Settings {
             resume_grace: Duration::from_secs(20),
             client_write_timeout: Duration::from_secs(30),
             tcp_notsent_lowat: 16 * 1024,
+            shutdown_grace: Duration::from_secs(25),
+            rate_per_minute: 0,
+            upload_rate_per_minute: 0,
+            log_format: LogFormat::Text,
             answer_log_max_bytes: 1024 * 1024,
             signalr_resend_max_bytes: 256 * 1024,
             workers: 0,
@@ -387,6 +407,27 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_TCP_NOTSENT_LOWAT", 0, 1 << 30)? {
             s.tcp_notsent_lowat = n as u32;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_SHUTDOWN_GRACE_SECS", 0, 3600)? {
+            s.shutdown_grace = Duration::from_secs(n as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_RATE_PER_MINUTE", 0, 1_000_000)? {
+            s.rate_per_minute = n as u32;
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_UPLOAD_RATE_PER_MINUTE", 0, 1_000_000)? {
+            s.upload_rate_per_minute = n as u32;
+        }
+        if let Some(v) = var("RAGSTREAM_LOG_FORMAT") {
+            s.log_format = match v.trim() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(ConfigError {
+                        var: "RAGSTREAM_LOG_FORMAT",
+                        message: format!("`{other}` is not text or json"),
+                    })
+                }
+            };
         }
         if let Some(n) = number(&var, "RAGSTREAM_ANSWER_LOG_MAX_BYTES", 4096, 1 << 30)? {
             s.answer_log_max_bytes = n;
@@ -684,6 +725,32 @@ mod tests {
         let anthropic = s.anthropic.unwrap();
         assert_eq!(anthropic.base_url, "https://api.anthropic.com");
         assert_eq!(anthropic.max_tokens, 1024);
+    }
+
+    #[test]
+    fn operations_settings_parse_and_refuse_bad_values() {
+        let d = from(&[]).unwrap();
+        assert_eq!(d.shutdown_grace, Duration::from_secs(25));
+        assert_eq!((d.rate_per_minute, d.upload_rate_per_minute), (0, 0));
+        assert_eq!(d.log_format, LogFormat::Text);
+        let s = from(&[
+            ("RAGSTREAM_SHUTDOWN_GRACE_SECS", "5"),
+            ("RAGSTREAM_RATE_PER_MINUTE", "60"),
+            ("RAGSTREAM_UPLOAD_RATE_PER_MINUTE", "3"),
+            ("RAGSTREAM_LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_secs(5));
+        assert_eq!((s.rate_per_minute, s.upload_rate_per_minute), (60, 3));
+        assert_eq!(s.log_format, LogFormat::Json);
+        for (var, bad) in [
+            ("RAGSTREAM_SHUTDOWN_GRACE_SECS", "-1"),
+            ("RAGSTREAM_RATE_PER_MINUTE", "lots"),
+            ("RAGSTREAM_UPLOAD_RATE_PER_MINUTE", "1.5"),
+            ("RAGSTREAM_LOG_FORMAT", "xml"),
+        ] {
+            assert_eq!(from(&[(var, bad)]).unwrap_err().var, var);
+        }
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub enum ApiError {
     QuotaExceeded(String),
     #[error("the service is shutting down")]
     Unavailable,
+    /// A drain has begun (SIGTERM): another instance, or this one restarted, will serve.
+    #[error("the server is shutting down; retry in a moment")]
+    ShuttingDown,
+    /// The key's request-rate limit (`RAGSTREAM_RATE_PER_MINUTE`, uploads' own).
+    #[error(transparent)]
+    RateLimited(#[from] crate::rate_limit::RateLimited),
     /// Too much of one kind of work at once; the client may retry shortly.
     #[error("{message}")]
     Busy { code: &'static str, message: String },
@@ -75,8 +81,10 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::TooManyStreams { code, .. } => code,
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Unavailable => "unavailable",
+            ApiError::ShuttingDown => "shutting_down",
             ApiError::Busy { code, .. } => code,
             ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }
@@ -108,9 +116,13 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyStreams { .. } | ApiError::RateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::QuotaExceeded(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::ShuttingDown | ApiError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -121,13 +133,23 @@ impl ResponseError for ApiError {
         }
         let body = self.body();
         let mut res = HttpResponse::build(self.status_code());
-        if matches!(
-            self,
-            ApiError::TooManyStreams { .. } | ApiError::Busy { .. }
-        ) {
-            res.insert_header(("Retry-After", "1"));
+        if let Some(secs) = self.retry_after_secs() {
+            res.insert_header(("Retry-After", secs.to_string()));
         }
         res.json(ErrorEnvelope { error: &body })
+    }
+}
+
+impl ApiError {
+    /// When a client may try again, for the errors that pass (`Retry-After`).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited(limited) => Some(limited.retry_after_secs),
+            ApiError::TooManyStreams { .. } | ApiError::Busy { .. } | ApiError::ShuttingDown => {
+                Some(1)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -137,7 +159,7 @@ pub fn stream_error_status(code: &str) -> StatusCode {
     match code {
         "internal" | "retrieval_failed" | "storage_failed" => StatusCode::INTERNAL_SERVER_ERROR,
         "conversation_not_found" => StatusCode::NOT_FOUND,
-        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable" | "server_shutdown" => StatusCode::SERVICE_UNAVAILABLE,
         "upstream_timeout" => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_GATEWAY,
     }

@@ -5,8 +5,6 @@ use ragstream::startup::Application;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(e) => {
@@ -14,6 +12,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    ragstream::logging::init(settings.log_format);
     let addr = settings.addr;
     let app = match Application::build(settings).await {
         Ok(app) => app,

@@ -5,18 +5,20 @@ use std::time::Duration;
 
 use actix::Addr;
 use actix_web::dev::Server;
-use actix_web::middleware::{Condition, Logger};
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
 use crate::answer::{Answers, Pipeline};
 use crate::auth::tickets::{ConnectionGrant, TicketStore, TICKET_TTL};
 use crate::config::{ConfigError, Settings};
+use crate::drain::{self, DrainTargets, Draining};
 use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
 use crate::listener;
 use crate::providers::Providers;
 use crate::rag::ingest::UploadGate;
-use crate::routes;
+use crate::rate_limit::{RateLimits, RETAIN_EVERY};
 use crate::store::{Bootstrap, Store, StoreWriter};
+use crate::{request_id, routes};
 
 /// How long a stopping hub waits for the final writes of the answers the stop cut short.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +39,10 @@ pub struct AppState {
     pub signalr_connections: Arc<LogicalConnections>,
     /// Admission for document uploads (`RAGSTREAM_MAX_CONCURRENT_UPLOADS`).
     pub uploads: UploadGate,
+    /// Set when a shutdown begins: not ready, no new answers.
+    pub draining: Draining,
+    /// Request-rate limits per key (answers are checked at admission, by the hub).
+    pub rate_limits: Arc<RateLimits>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,9 +111,26 @@ impl Application {
             Answers::new(settings.resume_grace),
             settings.answer_log_max_bytes,
         );
+        let rate_limits = Arc::new(RateLimits::new(
+            settings.rate_per_minute,
+            settings.upload_rate_per_minute,
+        ));
+        if !rate_limits.is_off() {
+            let limits = Arc::downgrade(&rate_limits);
+            actix_web::rt::spawn(async move {
+                let mut every = actix_web::rt::time::interval(RETAIN_EVERY);
+                while let Some(limits) = {
+                    every.tick().await;
+                    limits.upgrade()
+                } {
+                    limits.retain_recent();
+                }
+            });
+        }
         let hub = ChatHub::spawn(Limits {
             per_user: settings.max_streams_per_user,
             global: settings.max_streams_global,
+            rate: rate_limits.clone(),
         });
 
         let listener = listener::bind(settings.addr, settings.tcp_notsent_lowat)?;
@@ -125,6 +148,8 @@ impl Application {
             connection_tokens: TicketStore::new("rsc_", TICKET_TTL),
             connection_slots,
             signalr_connections: LogicalConnections::new(),
+            draining: Draining::default(),
+            rate_limits,
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -134,14 +159,14 @@ impl Application {
                     !app_state.settings.cors_origins.is_empty(),
                     cors(&app_state.settings.cors_origins),
                 ))
-                // The path only (%U): query strings may carry tickets or SignalR access tokens.
-                .wrap(
-                    Logger::new(r#"%a "%{METHOD}xi %U" %s %b %Dms"#)
-                        .custom_request_replace("METHOD", |req| req.method().to_string()),
-                )
                 .configure(routes::configure)
+                // Outermost: every response, CORS refusals included, gets its id and its
+                // access line.
+                .wrap(from_fn(request_id::tag))
         })
-        // A stream may legitimately stay open for minutes; shutdown should not wait for it.
+        // Signals drive the drain (`run_until_stopped`), which stops the server itself once
+        // the answers have ended; what is still open then gets this long to finish writing.
+        .disable_signals()
         .shutdown_timeout(5)
         // A client's EOF ends its connection at once. With half-closed connections allowed,
         // actix keeps a streaming response alive until its next write fails, so a client that
@@ -175,11 +200,44 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until the server stops (a signal, or its handle), then waits briefly for the
-    /// final writes of answers the stop cut short, so they keep their partial text.
+    /// Serves until SIGTERM or SIGINT, then drains (see [`crate::drain`]): answers in flight
+    /// get `RAGSTREAM_SHUTDOWN_GRACE_SECS` to finish, the rest end with `server_shutdown`
+    /// and keep their partial text, connections are told to reconnect elsewhere, the server
+    /// stops and the final writes are flushed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        if !self.state.pipeline.writer().flush(DRAIN_TIMEOUT).await {
+        let handle = self.server.handle();
+        let mut server = actix_web::rt::spawn(self.server);
+        let signal = tokio::select! {
+            result = &mut server => return self.state.finish(joined(result)).await,
+            signal = drain::shutdown_signal() => signal,
+        };
+        log::info!("{signal} received: draining");
+        let state = &self.state;
+        drain::drain(DrainTargets {
+            draining: &state.draining,
+            hub: &state.hub,
+            answers: state.pipeline.answers(),
+            grace: state.settings.shutdown_grace,
+        })
+        .await;
+        handle.stop(true).await;
+        let result = joined(server.await);
+        log::info!("stopped");
+        self.state.finish(result).await
+    }
+}
+
+fn joined(
+    result: Result<std::io::Result<()>, actix_web::rt::task::JoinError>,
+) -> std::io::Result<()> {
+    result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+impl AppState {
+    /// Waits briefly for the final writes of answers a stop cut short, so they keep their
+    /// partial text.
+    async fn finish(&self, result: std::io::Result<()>) -> std::io::Result<()> {
+        if !self.pipeline.writer().flush(DRAIN_TIMEOUT).await {
             log::warn!("some final answer writes were not done before shutdown");
         }
         result
@@ -197,7 +255,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         .allow_any_method()
         .allow_any_header()
         // A page on another origin reads the answer id to resume it.
-        .expose_headers(["X-Answer-Id"])
+        .expose_headers(["X-Answer-Id", "X-Request-Id"])
         .max_age(3600);
     if origins.iter().any(|o| o == "*") {
         return base.allow_any_origin().send_wildcard();

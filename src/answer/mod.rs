@@ -195,6 +195,11 @@ impl Pipeline {
         let entry = subscription.entry().clone();
         lease.attach(admin_abort.clone(), entry.clone());
         let answers = self.answers.clone();
+        // The answer's log lines carry its id and the id of the request that asked.
+        let log_context = crate::logging::LogContext {
+            request_id: crate::logging::current().request_id,
+            answer_id: Some(id.clone()),
+        };
         let answer = run(
             self.clone(),
             request,
@@ -202,13 +207,16 @@ impl Pipeline {
             lease,
             Emitter { log: log.clone() },
             id.clone(),
-            admin_abort.clone(),
+            Stops {
+                admin: admin_abort.clone(),
+                entry: entry.clone(),
+            },
         );
         let answer = Abortable::new(
             Abortable::new(answer, admin_registration),
             stop_registration,
         );
-        actix_web::rt::spawn(async move {
+        actix_web::rt::spawn(crate::logging::scope(log_context, async move {
             let ending = Ending {
                 log,
                 entry: entry.clone(),
@@ -229,7 +237,7 @@ impl Pipeline {
                 actix_web::rt::time::sleep(grace).await;
             }
             answers.remove(&id);
-        });
+        }));
         subscription
     }
 }
@@ -264,27 +272,52 @@ impl Drop for Ending {
         if self.log.is_ended() {
             return;
         }
-        let (code, message) = if self.admin_abort.is_aborted() {
-            ("ended_by_admin", "an administrator ended this answer")
-        } else {
-            match self.entry.reason() {
-                StopReason::Cancelled => ("cancelled", "the answer was cancelled"),
-                StopReason::Abandoned => (
-                    "cancelled",
-                    "nobody resumed the answer within the grace window",
-                ),
-                StopReason::Running => {
-                    log::error!("an answer task ended without done or error");
-                    ("internal", "the answer stopped unexpectedly")
-                }
+        let (code, message) = match stop_cause(&self.admin_abort, &self.entry) {
+            Some(cause) => cause,
+            None => {
+                log::error!(
+                    "answer {}: its task ended without done or error",
+                    self.entry.id()
+                );
+                ("internal", "the answer stopped unexpectedly")
             }
         };
+        log::info!("answer ended: {code}");
         let error = ErrorBody {
             code: code.to_owned(),
             message: message.to_owned(),
         };
         self.log.append(StreamEvent::Error(error), None);
     }
+}
+
+/// Why an answer was stopped from outside, as the error code and message its readers get;
+/// `None` when nothing stopped it.
+fn stop_cause(
+    admin_abort: &AbortHandle,
+    entry: &AnswerEntry,
+) -> Option<(&'static str, &'static str)> {
+    if admin_abort.is_aborted() {
+        return Some(("ended_by_admin", "an administrator ended this answer"));
+    }
+    match entry.reason() {
+        StopReason::Cancelled => Some(("cancelled", "the answer was cancelled")),
+        StopReason::Abandoned => Some((
+            "cancelled",
+            "nobody resumed the answer within the grace window",
+        )),
+        StopReason::Shutdown => Some((
+            "server_shutdown",
+            "the server shut down before the answer was finished; ask again",
+        )),
+        StopReason::Running => None,
+    }
+}
+
+/// What tells an answer's task why it was stopped, for its stored row.
+struct Stops {
+    admin: AbortHandle,
+    entry: Arc<AnswerEntry>,
 }
 
 /// Appends an answer's events to its log; never waits for a reader.
@@ -338,8 +371,9 @@ struct TurnRecord {
     write: FinalWrite,
     /// `None` once the row is written (or was never stored).
     slot: Option<WriteSlot>,
-    /// Tells an administrator's end from a client's cancel.
+    /// Tells an administrator's end and a shutdown from a client's cancel.
     admin_abort: AbortHandle,
+    entry: Arc<AnswerEntry>,
 }
 
 impl TurnRecord {
@@ -389,10 +423,13 @@ impl Drop for TurnRecord {
         if self.write.status == MessageStatus::Streaming {
             let (status, code) = if std::thread::panicking() {
                 (MessageStatus::Error, Some("internal"))
-            } else if self.admin_abort.is_aborted() {
-                (MessageStatus::Cancelled, Some("ended_by_admin"))
             } else {
-                (MessageStatus::Cancelled, None)
+                // A client's own cancel needs no code; an administrator's end and a
+                // shutdown say which.
+                let code = stop_cause(&self.admin_abort, &self.entry)
+                    .map(|(code, _)| code)
+                    .filter(|code| *code != "cancelled");
+                (MessageStatus::Cancelled, code)
             };
             self.write.status = status;
             self.write.error_code = code.map(str::to_owned);
@@ -408,7 +445,7 @@ async fn run(
     lease: Lease,
     out: Emitter,
     answer_id: Arc<str>,
-    admin_abort: AbortHandle,
+    stops: Stops,
 ) {
     // Held until this function returns or the task is aborted; what it records goes to
     // the hub's metrics with the release.
@@ -424,6 +461,7 @@ async fn run(
         .clone()
         .unwrap_or_else(|| provider.model().to_owned());
     lease.served_by(provider.name());
+    log::info!("answer started: {} {model}", provider.name());
 
     // A conversation turn: store it and read the turns before it.
     let mut record: Option<TurnRecord> = None;
@@ -446,7 +484,8 @@ async fn run(
                 ..FinalWrite::default()
             },
             slot: Some(slot),
-            admin_abort,
+            admin_abort: stops.admin,
+            entry: stops.entry,
         });
         let begun = p
             .store
@@ -594,6 +633,14 @@ async fn run(
     meta.elapsed_ms = started.elapsed().as_millis() as u64;
     meta.tokens = usage.unwrap_or(counted);
     meta.finish_reason = finish_reason.unwrap_or_else(|| "stop".to_owned());
+    match meta.ttft_ms {
+        Some(ttft) => log::info!(
+            "answer done: {} tokens, the first after {ttft} ms, {} ms in all",
+            meta.tokens,
+            meta.elapsed_ms
+        ),
+        None => log::info!("answer done: no tokens, {} ms", meta.elapsed_ms),
+    }
     if let Some(turn) = record.as_mut() {
         turn.finish(&p.store, MessageStatus::Complete, None, Some(&meta))
             .await;

@@ -32,6 +32,8 @@ pub enum StopReason {
     Cancelled = 1,
     /// Detached and nobody resumed it within the grace window.
     Abandoned = 2,
+    /// The hub is shutting down and its grace for running answers is over.
+    Shutdown = 3,
 }
 
 /// Who may see an answer: its key (and so its tenant).
@@ -79,6 +81,7 @@ impl AnswerEntry {
         match self.reason.load(Ordering::Acquire) {
             1 => StopReason::Cancelled,
             2 => StopReason::Abandoned,
+            3 => StopReason::Shutdown,
             _ => StopReason::Running,
         }
     }
@@ -229,6 +232,20 @@ impl Answers {
         }
         crate::telemetry::answer_resumed();
         Ok(Subscription::new(entry, after, false))
+    }
+
+    /// Ends every answer still running (a shutdown whose grace is over); returns how many.
+    pub fn stop_all(&self, reason: StopReason) -> usize {
+        let running: Vec<Arc<AnswerEntry>> = self
+            .lock()
+            .values()
+            .filter(|e| !e.log.is_ended())
+            .cloned()
+            .collect();
+        for entry in &running {
+            entry.stop(reason);
+        }
+        running.len()
     }
 
     /// Forgets every answer of a revoked key, so none can be resumed (the hub ends the

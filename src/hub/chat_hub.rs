@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient};
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use super::lease::Lease;
 use super::messages::{
-    AdminView, Admit, AdmitError, Attach, Connect, ConnectionInfo, Disconnect, EndConnection,
-    EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome, Progress,
-    Release, RevokeKey, StreamInfo, Terminate, UnwatchKey, WatchKey,
+    AdminView, Admit, AdmitError, Attach, BeginDrain, Connect, ConnectionInfo, Disconnect,
+    EndConnection, EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome,
+    Progress, Release, RevokeKey, StreamInfo, Terminate, TerminateWebSockets, UnwatchKey, WatchKey,
 };
 use crate::answer::StopReason;
+use crate::rate_limit::{Limited, RateLimits};
 use crate::telemetry::{self, AnswerEnd};
 
 /// Time-to-first-token samples kept for the percentiles.
@@ -24,10 +27,12 @@ const TTFT_SAMPLES: usize = 256;
 /// Window of the tokens-per-second figure.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Limits {
     pub per_user: usize,
     pub global: usize,
+    /// Answers a key may start per minute (admissions counted, resumes not).
+    pub rate: Arc<RateLimits>,
 }
 
 struct ActiveStream {
@@ -189,6 +194,8 @@ pub struct ChatHub {
     watchers: HashMap<u64, (String, Recipient<Terminate>)>,
     /// Keys revoked while this hub runs; see [`RevokeKey`].
     revoked: HashSet<String>,
+    /// Set by [`BeginDrain`]: no new answers.
+    draining: bool,
 }
 
 impl ChatHub {
@@ -206,6 +213,7 @@ impl ChatHub {
             tenants: HashMap::new(),
             watchers: HashMap::new(),
             revoked: HashSet::new(),
+            draining: false,
         }
     }
 
@@ -344,6 +352,10 @@ impl Handler<Admit> for ChatHub {
             telemetry::admission_refused("key_revoked");
             return Err(AdmitError::KeyRevoked);
         }
+        if self.draining {
+            telemetry::admission_refused("shutting_down");
+            return Err(AdmitError::ShuttingDown);
+        }
         if self.streams.len() >= self.limits.global {
             telemetry::admission_refused("global_limit");
             self.refused_total += 1;
@@ -352,8 +364,7 @@ impl Handler<Admit> for ChatHub {
                 limit: self.limits.global,
             });
         }
-        let count = self.per_user.entry(msg.user.clone()).or_insert(0);
-        if *count >= self.limits.per_user {
+        if self.per_user.get(&msg.user).copied().unwrap_or(0) >= self.limits.per_user {
             telemetry::admission_refused("per_user_limit");
             self.refused_total += 1;
             self.tally(&msg.tenant).refused += 1;
@@ -361,6 +372,14 @@ impl Handler<Admit> for ChatHub {
                 limit: self.limits.per_user,
             });
         }
+        // After the concurrency limits, so a request refused for those costs no rate.
+        if let Err(limited) = self.limits.rate.check(Limited::Answers, &msg.user) {
+            telemetry::admission_refused("rate_limited");
+            self.refused_total += 1;
+            self.tally(&msg.tenant).refused += 1;
+            return Err(AdmitError::RateLimited(limited));
+        }
+        let count = self.per_user.entry(msg.user.clone()).or_insert(0);
         *count += 1;
         let transport = msg.transport;
         let id = self.next_lease;
@@ -577,5 +596,27 @@ impl Handler<UnwatchKey> for ChatHub {
 
     fn handle(&mut self, msg: UnwatchKey, _: &mut Context<Self>) {
         self.watchers.remove(&msg.watch_id);
+    }
+}
+
+impl Handler<BeginDrain> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, _: BeginDrain, _: &mut Context<Self>) {
+        self.draining = true;
+    }
+}
+
+impl Handler<TerminateWebSockets> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: TerminateWebSockets, _: &mut Context<Self>) {
+        for session in self.sessions.values().filter(|s| s.kind == "ws") {
+            session.terminate.do_send(msg.terminate);
+        }
+        // The admin event feeds: endless SSE responses that would hold the stop back.
+        for (_, terminate) in self.watchers.values() {
+            terminate.do_send(msg.terminate);
+        }
     }
 }

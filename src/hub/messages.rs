@@ -218,6 +218,9 @@ pub struct Terminate {
     pub code: CloseCode,
     /// Whether a SignalR client may reconnect.
     pub allow_reconnect: bool,
+    /// Write the endings of the answers the connection follows before the close frame
+    /// (a drain: they have ended or are about to), instead of cancelling them.
+    pub finish_answers: bool,
 }
 
 impl Terminate {
@@ -227,6 +230,18 @@ impl Terminate {
             reason: "closed by an administrator",
             code: CloseCode::Away,
             allow_reconnect: true,
+            finish_answers: false,
+        }
+    }
+
+    /// The hub is shutting down: another instance (or this one, restarted) will take the
+    /// client back (1012 Service Restart).
+    pub fn shutdown() -> Terminate {
+        Terminate {
+            reason: "the server is restarting; reconnect",
+            code: CloseCode::Restart,
+            allow_reconnect: true,
+            finish_answers: true,
         }
     }
 
@@ -236,6 +251,7 @@ impl Terminate {
             reason: "api key revoked",
             code: CloseCode::Policy,
             allow_reconnect: false,
+            finish_answers: false,
         }
     }
 }
@@ -260,6 +276,10 @@ pub enum AdmitError {
     Global { limit: usize },
     #[error("the API key was revoked")]
     KeyRevoked,
+    #[error("the server is shutting down; ask again in a moment (another instance, or this one once restarted, will answer)")]
+    ShuttingDown,
+    #[error(transparent)]
+    RateLimited(#[from] crate::rate_limit::RateLimited),
 }
 
 impl From<AdmitError> for ApiError {
@@ -268,10 +288,27 @@ impl From<AdmitError> for ApiError {
             AdmitError::PerUser { .. } => "too_many_streams",
             AdmitError::Global { .. } => "server_busy",
             AdmitError::KeyRevoked => return ApiError::Unauthorized,
+            AdmitError::ShuttingDown => return ApiError::ShuttingDown,
+            AdmitError::RateLimited(limited) => return ApiError::RateLimited(limited),
         };
         ApiError::TooManyStreams {
             code,
             message: e.to_string(),
         }
     }
+}
+
+/// The hub is draining: every admission from now on is refused with
+/// [`AdmitError::ShuttingDown`]; answers already admitted run on.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct BeginDrain;
+
+/// Ends every WebSocket connection and admin event feed with `terminate` (a drain's last
+/// step, once the answers have ended). Answer SSE responses end on their own with their
+/// answer's last event.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct TerminateWebSockets {
+    pub terminate: Terminate,
 }

@@ -39,6 +39,8 @@ const EVENTS_PER_CHUNK: usize = 256;
 
 pub struct SseSession {
     id: u64,
+    /// The request's id (the session starts in its handler), for the session's log lines.
+    request_id: Option<std::sync::Arc<str>>,
     owner: KeyOwner,
     hub: Addr<ChatHub>,
     /// Held by a future of the actor's context: dropped when the actor stops, which ends
@@ -95,6 +97,7 @@ impl SseSession {
         });
         SseSession {
             id,
+            request_id: crate::logging::current().request_id,
             owner,
             hub,
             link: Some(link),
@@ -220,6 +223,7 @@ impl Actor for SseSession {
         let check = (self.write_timeout / 4).max(Duration::from_millis(100));
         ctx.run_interval(check, |act, ctx| {
             if act.reading.stalled(act.write_timeout) {
+                let _scope = act.log_scope();
                 log::info!(
                     "sse session {}: no write for {:?}; its answer is detached",
                     act.id,
@@ -238,11 +242,21 @@ impl Actor for SseSession {
     }
 }
 
+impl SseSession {
+    fn log_scope(&self) -> crate::logging::Entered {
+        crate::logging::enter(crate::logging::LogContext {
+            request_id: self.request_id.clone(),
+            answer_id: None,
+        })
+    }
+}
+
 impl Handler<Terminate> for SseSession {
     type Result = ();
 
     /// Ending the body is all SSE can say; the client sees the stream close.
     fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
+        let _scope = self.log_scope();
         log::info!("sse session {} ended: {}", self.id, msg.reason);
         ctx.stop();
     }

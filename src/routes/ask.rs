@@ -126,6 +126,12 @@ pub(super) async fn answer_json(
                         "sources": sources,
                         "metadata": metadata,
                     }),
+                    // Stopped by a shutdown: what had streamed is kept, as in the store.
+                    None if error.code == "server_shutdown" => json!({
+                        "error": error,
+                        "answer": text,
+                        "sources": sources,
+                    }),
                     None => json!({ "error": error }),
                 };
                 if let Some(id) = conversation {

@@ -25,6 +25,7 @@ use super::table::Routes;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::rag::ingest::{ingest, quota_message, Upload};
+use crate::rate_limit::Limited;
 use crate::startup::AppState;
 use crate::store::{DocumentCursor, Quota};
 
@@ -82,6 +83,8 @@ async fn create(
     query: web::Query<TitleQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // Counted before the body is read: a key over its rate sends no megabytes for nothing.
+    state.rate_limits.check(Limited::Uploads, &owner.key_id)?;
     let settings = &state.settings;
     let limit = settings.max_document_bytes;
     let quota = Quota {

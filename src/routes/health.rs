@@ -22,7 +22,7 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// The process can serve: its database answers.
+/// The process can serve: it is not shutting down and its database answers.
 #[utoipa::path(
     operation_id = "health_readyz",
     get,
@@ -30,10 +30,16 @@ async fn healthz() -> HttpResponse {
     tag = "operations",
     responses(
         (status = 200, description = "Ready: the database answers", body = crate::routes::api_doc::Health),
-        (status = 503, description = "Not ready", body = crate::routes::api_doc::Health),
+        (status = 503, description = "Not ready: draining, or the database does not answer", body = crate::routes::api_doc::Health),
     )
 )]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.is_set() {
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "status": "draining",
+            "error": {"code": "shutting_down", "message": "the server is shutting down"}
+        }));
+    }
     match state.store.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(e) => {

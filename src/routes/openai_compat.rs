@@ -62,7 +62,7 @@ async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, V1Error> {
         code: "method_not_allowed".to_owned(),
         message: format!("{} is not allowed on {}", req.method(), req.path()),
         param: None,
-        retry_after: false,
+        retry_after: None,
     })
 }
 
@@ -74,7 +74,7 @@ pub struct V1Error {
     code: String,
     message: String,
     param: Option<String>,
-    retry_after: bool,
+    retry_after: Option<u64>,
 }
 
 impl From<ApiError> for V1Error {
@@ -83,7 +83,7 @@ impl From<ApiError> for V1Error {
         if status.is_server_error() {
             log::error!("{e}");
         }
-        let retry_after = matches!(e, ApiError::TooManyStreams { .. } | ApiError::Busy { .. });
+        let retry_after = e.retry_after_secs();
         let body = e.body();
         let (code, param, message) = match (&e, body.code.as_str()) {
             (ApiError::Unauthorized, _) => (
@@ -117,7 +117,7 @@ impl From<RequestError> for V1Error {
             code: e.code.to_owned(),
             message: e.message,
             param: e.param,
-            retry_after: false,
+            retry_after: None,
         }
     }
 }
@@ -129,8 +129,8 @@ impl ResponseError for V1Error {
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status);
-        if self.retry_after {
-            res.insert_header(("Retry-After", "1"));
+        if let Some(secs) = self.retry_after {
+            res.insert_header(("Retry-After", secs.to_string()));
         }
         res.content_type("application/json").body(codec::error_body(
             self.status.as_u16(),
@@ -400,7 +400,7 @@ async fn completion(
                     code: error.code,
                     message: error.message,
                     param: None,
-                    retry_after: false,
+                    retry_after: None,
                 })
             }
         }

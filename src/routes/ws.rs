@@ -49,6 +49,9 @@ async fn chat_ws(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    if state.draining.is_set() {
+        return Err(ApiError::ShuttingDown);
+    }
     let query =
         web::Query::<HashMap<String, String>>::from_query(req.query_string()).map_err(|e| {
             ApiError::bad_request("invalid_query", format!("invalid query string: {e}"))

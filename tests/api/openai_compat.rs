@@ -284,6 +284,32 @@ async fn the_per_user_limit_is_a_429_with_retry_after() {
 }
 
 #[actix_web::test]
+async fn the_request_rate_limit_is_a_429_rate_limit_error_with_its_own_retry_after() {
+    let app = offline_app(Options {
+        settings: Some(Box::new(|s| s.rate_per_minute = 1)),
+        ..Options::default()
+    })
+    .await;
+    let (status, _) = json_reply(&app, Some(&app.admin_key), &ask(QUESTION)).await;
+    assert_eq!(status, 200);
+    let res = post(&app, Some(&app.admin_key), &[], &streaming(QUESTION)).await;
+    assert_eq!(res.status().as_u16(), 429);
+    let retry: u64 = res
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // One answer a minute: the next one is most of a minute away, not the streams' "1".
+    assert!((2..=60).contains(&retry), "Retry-After {retry}");
+    let (status, body) = json_reply(&app, Some(&app.admin_key), &ask(QUESTION)).await;
+    assert_eq!(status, 429);
+    assert_openai_error(&body, "rate_limit_error", "rate_limited");
+}
+
+#[actix_web::test]
 async fn an_upstream_failure_mid_stream_ends_with_an_error_chunk_not_done() {
     let (app, mock) = mock_app(Duration::ZERO, |_| {}).await;
     mock.push(Reply::ending(&["Hel", "lo"], Ending::ErrorEvent));

@@ -137,6 +137,8 @@ struct WriterEnded {
 
 pub struct WsSession {
     id: u64,
+    /// The upgrade request's id, for the log lines of the answers asked here.
+    request_id: Option<Arc<str>>,
     owner: KeyOwner,
     hub: Addr<ChatHub>,
     pipeline: Pipeline,
@@ -185,8 +187,14 @@ impl WsSession {
     ) -> Addr<WsSession> {
         WsSession::create(|ctx| {
             let first_stream = ctx.add_stream(stream);
+            let id = super::next_session_id();
+            // Called by the upgrade's handler: this is the upgrade request's id, which the
+            // answers of this connection carry in their log lines.
+            let request_id = crate::logging::current().request_id;
+            log::info!("websocket session {id} opened");
             WsSession {
-                id: super::next_session_id(),
+                request_id,
+                id,
                 owner,
                 hub,
                 pipeline,
@@ -298,6 +306,14 @@ impl WsSession {
     }
 
     // ---- shared by both protocols ----
+
+    /// Tags what a handler logs with the upgrade request's id.
+    fn log_scope(&self) -> crate::logging::Entered {
+        crate::logging::enter(crate::logging::LogContext {
+            request_id: self.request_id.clone(),
+            answer_id: None,
+        })
+    }
 
     /// Tells the client a request failed before its answer started.
     fn reject(
@@ -429,17 +445,24 @@ impl WsSession {
                     return;
                 }
             };
-            let answer = act.pipeline.start(Start {
-                request,
-                choice,
-                lease,
-                owner: AnswerOwner {
-                    key_id: act.owner.key_id.clone(),
-                    tenant_id: act.owner.tenant_id.clone(),
-                },
-                ticket: None,
-                label: Some(Arc::from(&*id)),
-                cancel_on_drop: false,
+            let context = crate::logging::LogContext {
+                request_id: act.request_id.clone(),
+                answer_id: None,
+            };
+            let pipeline = act.pipeline.clone();
+            let answer = crate::logging::sync_scope(context, || {
+                pipeline.start(Start {
+                    request,
+                    choice,
+                    lease,
+                    owner: AnswerOwner {
+                        key_id: act.owner.key_id.clone(),
+                        tenant_id: act.owner.tenant_id.clone(),
+                    },
+                    ticket: None,
+                    label: Some(Arc::from(&*id)),
+                    cancel_on_drop: false,
+                })
             });
             act.announce(ctx, &id, framing, answer.answer_id());
             act.outbox.follow(Feed::new(id, framing, answer));
@@ -464,6 +487,7 @@ impl WsSession {
             }
         );
         if self.last_heard.elapsed() > self.settings.client_timeout {
+            let _scope = self.log_scope();
             log::info!("websocket session {} timed out", self.id);
             if self.stateful.is_some() && self.outbox.is_resumable() {
                 // A silent client has lost its network more often than it has left: its
@@ -542,6 +566,7 @@ impl Handler<WriterEnded> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: WriterEnded, ctx: &mut Context<Self>) {
+        let _scope = self.log_scope();
         match msg.end {
             WriterEnd::Closed => ctx.stop(),
             WriterEnd::Left => {}
@@ -563,9 +588,8 @@ impl Handler<Terminate> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
+        let _scope = self.log_scope();
         log::info!("websocket session {} ended: {}", self.id, msg.reason);
-        // Ended from outside (an administrator, a revoked key): its answers end too.
-        self.outbox.cancel_all();
         // SignalR clients reconnect on a Close that allows it; plain clients see the code.
         let last = matches!(
             self.mode,
@@ -575,12 +599,27 @@ impl Handler<Terminate> for WsSession {
             }
         )
         .then(|| signalr::close(Some(msg.reason), msg.allow_reconnect));
+        if msg.finish_answers && !self.outbox.is_detached() {
+            // A drain: the answers end on their own (or are being ended); their last
+            // frames go out before the close frame, and the actor stops when the writer
+            // has sent it.
+            let reason = CloseReason {
+                code: msg.code,
+                description: Some(msg.reason.to_owned()),
+            };
+            self.outbox.close_when_done(last, Some(reason));
+            self.end_stateful(ctx);
+            return;
+        }
+        // Ended from outside (an administrator, a revoked key): its answers end too.
+        self.outbox.cancel_all();
         self.close(ctx, last, msg.code, msg.reason);
     }
 }
 
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        let _scope = self.log_scope();
         // The first socket is number 0; frames still in flight after it was let go are not
         // the session's any more.
         if self.is_current(0) {

@@ -108,6 +108,9 @@ struct State {
     feeds: Vec<Feed>,
     /// Set once: the writer sends what is queued, then this close frame, and ends.
     closing: Option<Option<CloseReason>>,
+    /// A drain's close: once every followed answer has been written to its end, the last
+    /// frame (if any) and this close frame.
+    closing_when_done: Option<(Option<String>, Option<CloseReason>)>,
     /// Set by the writer when it has ended (the socket is gone or stalled).
     ended: bool,
     waker: Option<Waker>,
@@ -298,6 +301,17 @@ impl Outbox {
         Self::wake(&mut state);
     }
 
+    /// Like [`Outbox::close`], but only once every answer followed has been written to its
+    /// end (its terminal event included).
+    pub fn close_when_done(&self, last: Option<String>, reason: Option<CloseReason>) {
+        let mut state = self.0.borrow_mut();
+        if state.closing.is_some() {
+            return;
+        }
+        state.closing_when_done = Some((last, reason));
+        Self::wake(&mut state);
+    }
+
     /// Everything ready to go out now on socket `socket`; `Pending` when nothing is.
     fn collect(&self, cx: &mut Context<'_>, socket: u64, out: &mut Vec<Outgoing>) -> Poll<Step> {
         let mut state = self.0.borrow_mut();
@@ -407,6 +421,13 @@ impl Outbox {
                 out.push(Outgoing::Text(signalr::close(Some(error), false)));
                 state.closing = Some(Some(reason.clone()));
                 return Poll::Ready(Step::Close(Some(reason)));
+            }
+        }
+        if state.feeds.is_empty() {
+            if let Some((last, reason)) = state.closing_when_done.take() {
+                out.extend(last.map(Outgoing::Text));
+                state.closing = Some(reason.clone());
+                return Poll::Ready(Step::Close(reason));
             }
         }
         if out.is_empty() {
