@@ -16,7 +16,7 @@ use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
 use crate::providers::Providers;
 use crate::rag::ingest::UploadGate;
 use crate::routes;
-use crate::store::{Bootstrap, Store, StoreWriter};
+use crate::store::{Bootstrap, HubPresence, Store, StoreWriter};
 
 /// How long a stopping hub waits for the final writes of the answers the stop cut short.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +37,8 @@ pub struct AppState {
     pub signalr_connections: Arc<LogicalConnections>,
     /// Admission for document uploads (`RAGSTREAM_MAX_CONCURRENT_UPLOADS`).
     pub uploads: UploadGate,
+    /// This hub's heartbeat in the store, and the clean-up after dead hubs.
+    pub presence: HubPresence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,14 +64,11 @@ impl Application {
     /// listener.
     pub async fn build(settings: Settings) -> Result<Application, StartError> {
         let store = Store::connect(&settings.database_url).await?;
-        // No answer of this run exists yet: a `streaming` row is one a previous run left
-        // behind when it stopped without finishing it (a crash, a kill).
-        let interrupted = store.mark_interrupted().await?;
-        if interrupted > 0 {
-            log::warn!(
-                "{interrupted} answer(s) left unfinished by the last run marked interrupted"
-            );
-        }
+        log::info!("store: {} (hub {})", store.backend(), store.hub_id());
+        // Beats this hub's heartbeat, and cleans up (now, then every beat) after hubs whose
+        // heartbeat lapsed: the answers a crash or a kill left `streaming`, the uploads it
+        // left `loading`. A live hub's rows are never touched.
+        let presence = HubPresence::start(store.clone(), settings.lease_ttl);
         let tenant = store.ensure_default_tenant().await?;
         let generated_admin_key = match store
             .bootstrap_admin(&tenant, settings.admin_key.as_deref())
@@ -115,6 +114,7 @@ impl Application {
         let connection_slots = ConnectionSlots::new(settings.max_connections_per_user);
         let uploads = UploadGate::new(settings.max_concurrent_uploads);
         let state = web::Data::new(AppState {
+            presence,
             uploads,
             store,
             pipeline,
@@ -180,6 +180,12 @@ impl Application {
         let result = self.server.await;
         if !self.state.pipeline.writer().flush(DRAIN_TIMEOUT).await {
             log::warn!("some final answer writes were not done before shutdown");
+        }
+        // Gone at once for the other hubs: what this stop left unfinished is cleaned up
+        // at their next beat rather than after the lease.
+        self.state.presence.stop();
+        if let Err(e) = self.state.store.deregister().await {
+            log::warn!("the hub could not deregister: {e}");
         }
         result
     }

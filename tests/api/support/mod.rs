@@ -3,3 +3,4 @@
 pub mod cut_proxy;
 pub mod mock_upstream;
 pub mod raw_ws;
+pub mod test_db;
