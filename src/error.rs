@@ -39,8 +39,12 @@ pub enum ApiError {
     /// Too much of one kind of work at once; the client may retry shortly.
     #[error("{message}")]
     Busy { code: &'static str, message: String },
+    /// The database cannot be reached (down, or the network to it): new work is refused
+    /// until it answers again; answers already streaming go on.
+    #[error("the database cannot be reached; try again shortly")]
+    StorageUnavailable,
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Unavailable => "unavailable",
             ApiError::Busy { code, .. } => code,
+            ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }
     }
@@ -110,7 +115,9 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QuotaExceeded(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy { .. } | ApiError::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,11 +130,24 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status_code());
         if matches!(
             self,
-            ApiError::TooManyStreams { .. } | ApiError::Busy { .. }
+            ApiError::TooManyStreams { .. } | ApiError::Busy { .. } | ApiError::StorageUnavailable
         ) {
             res.insert_header(("Retry-After", "1"));
         }
         res.json(ErrorEnvelope { error: &body })
+    }
+}
+
+/// The one place database errors become API errors: an unreachable database is a 503 the
+/// client may retry, anything else an opaque 500.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if crate::store::is_unreachable(&e) {
+            log::warn!("the database cannot be reached: {e}");
+            ApiError::StorageUnavailable
+        } else {
+            ApiError::Database(e)
+        }
     }
 }
 

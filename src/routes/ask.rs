@@ -81,6 +81,7 @@ pub(super) async fn answer_json(
     request: AnswerRequest,
     choice: ProviderChoice,
 ) -> Result<HttpResponse, ApiError> {
+    state.store.check_available()?;
     let lease = hub::admit(&state.hub, owner, None, "json").await?;
     // If the client leaves, actix drops this future, and with it the subscription, which
     // stops the answer: this client has no way to come back for it.
@@ -186,6 +187,7 @@ pub(super) async fn answer_sse(
     ticket: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     let session_id = hub::next_session_id();
+    state.store.check_available()?;
     let lease = hub::admit(&state.hub, &owner, Some(session_id), "sse").await?;
     let answer = state.pipeline.start(Start {
         request,

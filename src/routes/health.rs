@@ -13,7 +13,7 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// The process can serve: its database answers.
+/// The process can serve: its database answers (a load balancer then sends it traffic).
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
@@ -21,7 +21,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             log::warn!("readiness check failed: {e}");
             HttpResponse::ServiceUnavailable().json(json!({
                 "status": "unavailable",
-                "error": {"code": "database_unavailable", "message": "the database does not answer"}
+                "error": {"code": "storage_unavailable", "message": "the database cannot be reached"}
             }))
         }
     }

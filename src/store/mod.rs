@@ -171,6 +171,16 @@ impl Store {
         self.available.load(Ordering::Relaxed)
     }
 
+    /// `Err(PoolTimedOut)` (which the API maps to 503 `storage_unavailable`) while the
+    /// database is known to be unreachable: checked before a new answer is admitted.
+    pub fn check_available(&self) -> Result<(), sqlx::Error> {
+        if self.is_available() {
+            Ok(())
+        } else {
+            Err(sqlx::Error::PoolTimedOut)
+        }
+    }
+
     /// Notes whether the database was reachable, from the outcome of a query.
     pub(crate) fn record_outcome<T>(&self, outcome: &Result<T, sqlx::Error>) {
         match outcome {

@@ -1,0 +1,106 @@
+//! PostgreSQL cut and restored under a running hub (through a TCP proxy in front of
+//! 127.0.0.1:5432): `/readyz` turns false and new answers get 503 `storage_unavailable`,
+//! an answer already streaming finishes, and the hub recovers by itself.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, Options, SseReader, TestApp, TOWER};
+use crate::support::cut_proxy::CutProxy;
+use crate::support::test_db::{pg_server, TestDb};
+
+async fn readyz(app: &TestApp) -> u16 {
+    app.client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz answers")
+        .status()
+        .as_u16()
+}
+
+async fn wait_for_ready(app: &TestApp, want: u16) {
+    let start = Instant::now();
+    loop {
+        if readyz(app).await == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "/readyz never answered {want}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn ask(app: &TestApp) -> (u16, Value) {
+    app.post_json(
+        "/api/v1/ask",
+        &app.admin_key,
+        json!({"question": "How tall is the Eiffel Tower?"}),
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn postgres_down_means_not_ready_and_503_and_the_hub_recovers_when_it_is_back() {
+    let db = TestDb::postgres().await;
+    let server: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = CutProxy::start(server).await;
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .expect("a database name")
+        .to_owned();
+    let user = pg_server()
+        .split("//")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next())
+        .unwrap_or("postgres")
+        .to_owned();
+    let through_proxy = format!("postgres://{user}@{}/{name}", proxy.addr);
+    let app = spawn_app_with(Options {
+        pace: Duration::from_millis(20),
+        database_url: Some(through_proxy),
+        settings: Some(Box::new(|s| s.lease_ttl = Duration::from_millis(600))),
+        ..Options::default()
+    })
+    .await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    assert_eq!(readyz(&app).await, 200);
+    assert_eq!(ask(&app).await.0, 200);
+
+    // An answer that has begun (retrieval done, tokens flowing) when the database goes.
+    let res = app
+        .open_sse(&app.admin_key, "How tall is the Eiffel Tower?")
+        .await;
+    assert_eq!(res.status().as_u16(), 200);
+    let mut streaming = SseReader::new(res);
+    let sources = streaming.next().await.expect("the sources frame");
+    assert_eq!(sources.event.as_deref(), Some("sources"));
+
+    proxy.set_down(true);
+    let rest = streaming.collect().await;
+    let last = rest.last().expect("the answer's last frame");
+    assert_eq!(last.event, None, "{}", last.data);
+    assert_eq!(last.json()["done"], true, "{}", last.data);
+
+    wait_for_ready(&app, 503).await;
+    let (_, body) = app.get_json("/readyz", "").await;
+    assert_eq!(body["error"]["code"], "storage_unavailable");
+    let (status, body) = ask(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "storage_unavailable");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("database"));
+
+    proxy.set_down(false);
+    wait_for_ready(&app, 200).await;
+    let (status, body) = ask(&app).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body["sources"].as_array().unwrap().is_empty(), "{body}");
+}
