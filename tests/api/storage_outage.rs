@@ -81,10 +81,37 @@ async fn postgres_down_means_not_ready_and_503_and_the_hub_recovers_when_it_is_b
     let sources = streaming.next().await.expect("the sources frame");
     assert_eq!(sources.event.as_deref(), Some("sources"));
 
+    // A conversation's answer too, whose final write must wait for the database.
+    let res = app
+        .client
+        .get(app.url("/api/v1/agent/chat/stream"))
+        .query(&[("message", "How tall is the Eiffel Tower?")])
+        .expect("query")
+        .insert_header(("X-API-Key", app.admin_key.as_str()))
+        .send()
+        .await
+        .expect("stream opened");
+    assert_eq!(res.status().as_u16(), 200);
+    let mut conversation = SseReader::new(res);
+    let first = conversation.next().await.expect("the conversation frame");
+    let conversation_id = first.json()["conversationId"]
+        .as_str()
+        .expect("conversationId")
+        .to_owned();
+    loop {
+        let frame = conversation.next().await.expect("a frame");
+        if frame.event.is_none() && !frame.comment && frame.json()["token"].is_string() {
+            break;
+        }
+    }
+
     proxy.set_down(true);
     let rest = streaming.collect().await;
     let last = rest.last().expect("the answer's last frame");
     assert_eq!(last.event, None, "{}", last.data);
+    assert_eq!(last.json()["done"], true, "{}", last.data);
+    let rest = conversation.collect().await;
+    let last = rest.last().expect("the conversation answer's last frame");
     assert_eq!(last.json()["done"], true, "{}", last.data);
 
     wait_for_ready(&app, 503).await;
@@ -103,4 +130,22 @@ async fn postgres_down_means_not_ready_and_503_and_the_hub_recovers_when_it_is_b
     let (status, body) = ask(&app).await;
     assert_eq!(status, 200, "{body}");
     assert!(!body["sources"].as_array().unwrap().is_empty(), "{body}");
+    // The conversation answer that ended during the outage was written once it was back.
+    let path = format!("/api/v1/conversations/{conversation_id}");
+    let start = Instant::now();
+    loop {
+        let (status, body) = app.get_json(&path, &app.admin_key).await;
+        assert_eq!(status, 200, "{body}");
+        let answer = body["messages"][1].clone();
+        if answer["status"] == "complete" {
+            assert!(!answer["content"].as_str().unwrap().is_empty(), "{answer}");
+            break;
+        }
+        assert_eq!(answer["status"], "streaming", "{answer}");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the final write never came: {answer}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
 }
