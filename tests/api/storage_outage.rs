@@ -105,6 +105,9 @@ async fn postgres_down_means_not_ready_and_503_and_the_hub_recovers_when_it_is_b
         }
     }
 
+    // A WebSocket open before the outage.
+    let mut ws = app.open_ws(&app.admin_key).await;
+
     proxy.set_down(true);
     let rest = streaming.collect().await;
     let last = rest.last().expect("the answer's last frame");
@@ -124,6 +127,11 @@ async fn postgres_down_means_not_ready_and_503_and_the_hub_recovers_when_it_is_b
         .as_str()
         .unwrap()
         .contains("database"));
+    ws.send_json(json!({"message": "How tall is the tower?", "id": "down"}))
+        .await;
+    let frame = ws.next_json().await;
+    assert_eq!(frame["id"], "down", "{frame}");
+    assert_eq!(frame["error"]["code"], "storage_unavailable", "{frame}");
 
     proxy.set_down(false);
     wait_for_ready(&app, 200).await;
