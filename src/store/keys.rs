@@ -222,13 +222,20 @@ impl Store {
                     });
                 }
                 None => {
-                    self.insert_key(
-                        tenant_id,
-                        "bootstrap admin (RAGSTREAM_ADMIN_KEY)",
-                        Role::Operator,
-                        key,
-                    )
-                    .await?;
+                    let inserted = self
+                        .insert_key(
+                            tenant_id,
+                            "bootstrap admin (RAGSTREAM_ADMIN_KEY)",
+                            Role::Operator,
+                            key,
+                        )
+                        .await;
+                    match inserted {
+                        Ok(_) => {}
+                        // Another hub sharing the database registered it at the same moment.
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             return Ok(Bootstrap::Ready);

@@ -5,42 +5,51 @@
 //! a hub that stops beating is dead for the others after the TTL, and its rows are cleaned
 //! up by the next beat of any live hub: within TTL + TTL/3.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Arbiter;
+use tokio::sync::Notify;
 
 use super::Store;
 
 /// Stops the task when dropped (or by [`HubPresence::stop`]).
 pub struct HubPresence {
-    arbiter: Arbiter,
+    stop: Arc<Notify>,
 }
 
 impl HubPresence {
     /// Starts the task. Its first round (a clean-up) runs at once.
     pub fn start(store: Store, ttl: Duration) -> HubPresence {
-        let arbiter = Arbiter::new();
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
         let every = (ttl / 3).max(Duration::from_millis(50));
-        arbiter.spawn(async move {
+        Arbiter::new().spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                round(&store, ttl).await;
+                tokio::select! {
+                    _ = stopped.notified() => break,
+                    _ = tick.tick() => round(&store, ttl).await,
+                }
             }
+            // Only between rounds: stopping the arbiter under a query in flight would drop
+            // its pooled connection outside any runtime.
+            Arbiter::current().stop();
         });
-        HubPresence { arbiter }
+        HubPresence { stop }
     }
 
-    /// Stops beating: to the other hubs, this hub dies (used at shutdown, and by tests).
+    /// Stops beating (after the round in progress, if any): to the other hubs, this hub
+    /// dies. Used at shutdown, and by tests.
     pub fn stop(&self) {
-        self.arbiter.stop();
+        self.stop.notify_one();
     }
 }
 
 impl Drop for HubPresence {
     fn drop(&mut self) {
-        self.arbiter.stop();
+        self.stop();
     }
 }
 

@@ -162,3 +162,27 @@ async fn a_dead_hubs_unfinished_uploads_are_removed_and_a_live_hubs_kept() {
     actix_web::rt::time::sleep(LEASE * 2).await;
     assert_eq!(usage().await, 1, "the live hub's upload is kept");
 }
+
+/// Several hubs of a PostgreSQL deployment start together: the migrations (under
+/// sqlx's advisory lock) and the bootstrap key's registration must not trip over each
+/// other, and the key works on every hub.
+#[actix_web::test]
+async fn hubs_starting_at_once_on_one_postgres_database_all_start_and_share_the_key() {
+    let db = TestDb::postgres().await;
+    let hubs = futures_util::future::join_all((0..3).map(|_| hub_on(&db))).await;
+    for hub in &hubs {
+        let (status, body) = hub.get_json("/api/v1/whoami", &hub.admin_key).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, keys) = hubs[0]
+        .get_json("/api/v1/admin/keys?tenantId=default", &hubs[0].admin_key)
+        .await;
+    assert_eq!(status, 200, "{keys}");
+    let operators = keys["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["isOperator"] == true)
+        .count();
+    assert_eq!(operators, 1, "{keys}");
+}
