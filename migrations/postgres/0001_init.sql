@@ -48,6 +48,8 @@ CREATE TABLE documents (
     hub_id      TEXT
 );
 CREATE INDEX documents_tenant ON documents(tenant_id, created_at);
+-- The clean-up after dead hubs looks at unfinished uploads and deletes only.
+CREATE INDEX documents_unfinished ON documents(hub_id) WHERE status <> 'ready';
 
 CREATE TABLE conversations (
     -- Ties in updated_at are listed in creation order, as SQLite's rowid gives them.

@@ -14,3 +14,5 @@ CREATE TABLE hubs (
 ALTER TABLE messages ADD COLUMN hub_id TEXT;
 -- The hub writing (or deleting) the document; rows `ready` keep the last one, unused.
 ALTER TABLE documents ADD COLUMN hub_id TEXT;
+-- The clean-up looks at unfinished uploads and deletes only (few rows, often none).
+CREATE INDEX documents_unfinished ON documents(hub_id) WHERE status <> 'ready';
