@@ -1,6 +1,7 @@
-//! PostgreSQL cut and restored under a running hub (through a TCP proxy in front of
-//! 127.0.0.1:5432): `/readyz` turns false and new answers get 503 `storage_unavailable`,
-//! an answer already streaming finishes, and the hub recovers by itself.
+//! PostgreSQL cut and restored under a running hub (through a TCP proxy in front of the
+//! server of RAGSTREAM_TEST_PG, default 127.0.0.1:5432): `/readyz` turns false and new
+//! answers get 503 `storage_unavailable`, answers already streaming finish (a conversation's
+//! final write waits for the database), and the hub recovers by itself.
 
 use std::time::{Duration, Instant};
 
@@ -46,20 +47,20 @@ async fn ask(app: &TestApp) -> (u16, Value) {
 #[actix_web::test]
 async fn postgres_down_means_not_ready_and_503_and_the_hub_recovers_when_it_is_back() {
     let db = TestDb::postgres().await;
-    let server: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
-    let proxy = CutProxy::start(server).await;
-    let name = db
-        .url
-        .rsplit('/')
-        .next()
-        .expect("a database name")
-        .to_owned();
-    let user = pg_server()
+    // RAGSTREAM_TEST_PG is postgres://user@host:port: the proxy stands in for host:port.
+    let server = pg_server();
+    let (user, address) = server
         .split("//")
         .nth(1)
-        .and_then(|rest| rest.split('@').next())
-        .unwrap_or("postgres")
-        .to_owned();
+        .and_then(|rest| rest.split_once('@'))
+        .expect("RAGSTREAM_TEST_PG of the form postgres://user@host:port");
+    let target = tokio::net::lookup_host(address)
+        .await
+        .ok()
+        .and_then(|mut found| found.next())
+        .expect("the PostgreSQL address resolves");
+    let proxy = CutProxy::start(target).await;
+    let name = db.url.rsplit('/').next().expect("a database name");
     let through_proxy = format!("postgres://{user}@{}/{name}", proxy.addr);
     let app = spawn_app_with(Options {
         pace: Duration::from_millis(20),
