@@ -210,6 +210,10 @@ pub struct Settings {
     /// Bearer token that `GET /metrics` requires; without one, only loopback peers may
     /// scrape.
     pub metrics_token: Option<Secret>,
+    /// A hub whose heartbeat is older than this is dead: its answers still `streaming` are
+    /// marked `interrupted` and its unfinished uploads removed by the hubs alive. It beats
+    /// every third of it.
+    pub lease_ttl: Duration,
 }
 
 /// The shape of log lines (`RAGSTREAM_LOG_FORMAT`).
@@ -217,6 +221,11 @@ pub struct Settings {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Whether a `DATABASE_URL` selects PostgreSQL (otherwise it is a `sqlite:` URL).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres:") || url.starts_with("postgresql:")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +275,7 @@ impl Default for Settings {
             session_max: Duration::from_secs(7 * 86_400),
             cookie_secure: CookieSecure::Auto,
             metrics_token: None,
+            lease_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -290,11 +300,13 @@ impl Settings {
             })?;
         }
         if let Some(v) = var("DATABASE_URL") {
-            if !v.starts_with("sqlite:") {
+            if !v.starts_with("sqlite:") && !is_postgres_url(&v) {
                 return Err(ConfigError {
                     var: "DATABASE_URL",
                     message: format!(
-                        "`{v}` is not supported; use a sqlite: URL such as sqlite://data/ragstream.db"
+                        "`{v}` is not supported; use a sqlite: URL such as \
+                         sqlite://data/ragstream.db or a postgres: URL such as \
+                         postgres://user@127.0.0.1:5432/ragstream"
                     ),
                 });
             }
@@ -395,6 +407,9 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_HEARTBEAT_SECS", 1, 3600)? {
             s.heartbeat_interval = Duration::from_secs(n as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_LEASE_TTL_SECS", 3, 3600)? {
+            s.lease_ttl = Duration::from_secs(n as u64);
         }
         if let Some(n) = number(&var, "RAGSTREAM_CLIENT_TIMEOUT_SECS", 2, 86_400)? {
             s.client_timeout = Duration::from_secs(n as u64);
@@ -691,6 +706,19 @@ mod tests {
         assert_eq!(s.max_connections_per_user, 20);
         assert_eq!(s.providers, vec![ProviderKind::Offline]);
         assert!(s.openai.is_none() && s.anthropic.is_none());
+    }
+
+    #[test]
+    fn postgres_urls_are_accepted_and_others_named() {
+        let s = from(&[("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rs")]).unwrap();
+        assert_eq!(s.database_url, "postgres://postgres@127.0.0.1:5432/rs");
+        assert_eq!(s.lease_ttl, Duration::from_secs(15));
+        let err = from(&[("DATABASE_URL", "mysql://x/y")]).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        let err = from(&[("RAGSTREAM_LEASE_TTL_SECS", "1")]).unwrap_err();
+        assert_eq!(err.var, "RAGSTREAM_LEASE_TTL_SECS");
+        let s = from(&[("RAGSTREAM_LEASE_TTL_SECS", "30")]).unwrap();
+        assert_eq!(s.lease_ttl, Duration::from_secs(30));
     }
 
     #[test]

@@ -45,8 +45,12 @@ pub enum ApiError {
     /// Too much of one kind of work at once; the client may retry shortly.
     #[error("{message}")]
     Busy { code: &'static str, message: String },
+    /// The database cannot be reached (down, or the network to it): new work is refused
+    /// until it answers again; answers already streaming go on.
+    #[error("the database cannot be reached; try again shortly")]
+    StorageUnavailable,
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -86,6 +90,7 @@ impl ApiError {
             ApiError::Unavailable => "unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Busy { code, .. } => code,
+            ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }
     }
@@ -120,9 +125,10 @@ impl ResponseError for ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::QuotaExceeded(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable | ApiError::ShuttingDown | ApiError::Busy { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable
+            | ApiError::ShuttingDown
+            | ApiError::Busy { .. }
+            | ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -145,10 +151,24 @@ impl ApiError {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited(limited) => Some(limited.retry_after_secs),
-            ApiError::TooManyStreams { .. } | ApiError::Busy { .. } | ApiError::ShuttingDown => {
-                Some(1)
-            }
+            ApiError::TooManyStreams { .. }
+            | ApiError::Busy { .. }
+            | ApiError::ShuttingDown
+            | ApiError::StorageUnavailable => Some(1),
             _ => None,
+        }
+    }
+}
+
+/// The one place database errors become API errors: an unreachable database is a 503 the
+/// client may retry, anything else an opaque 500.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if crate::store::is_unreachable(&e) {
+            log::warn!("the database cannot be reached: {e}");
+            ApiError::StorageUnavailable
+        } else {
+            ApiError::Database(e)
         }
     }
 }
@@ -159,7 +179,9 @@ pub fn stream_error_status(code: &str) -> StatusCode {
     match code {
         "internal" | "retrieval_failed" | "storage_failed" => StatusCode::INTERNAL_SERVER_ERROR,
         "conversation_not_found" => StatusCode::NOT_FOUND,
-        "unavailable" | "server_shutdown" => StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable" | "server_shutdown" | "storage_unavailable" => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         "upstream_timeout" => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_GATEWAY,
     }

@@ -17,7 +17,7 @@ use crate::listener;
 use crate::providers::Providers;
 use crate::rag::ingest::UploadGate;
 use crate::rate_limit::{RateLimits, RETAIN_EVERY};
-use crate::store::{Bootstrap, Store, StoreWriter};
+use crate::store::{Bootstrap, HubPresence, Store, StoreWriter};
 use crate::{request_id, routes};
 
 /// How long a stopping hub waits for the final writes of the answers the stop cut short.
@@ -43,6 +43,8 @@ pub struct AppState {
     pub draining: Draining,
     /// Request-rate limits per key (answers are checked at admission, by the hub).
     pub rate_limits: Arc<RateLimits>,
+    /// This hub's heartbeat in the store, and the clean-up after dead hubs.
+    pub presence: HubPresence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,15 +70,12 @@ impl Application {
     /// listener.
     pub async fn build(settings: Settings) -> Result<Application, StartError> {
         let store = Store::connect(&settings.database_url).await?;
-        // No answer of this run exists yet: a `streaming` row is one a previous run left
-        // behind when it stopped without finishing it (a crash, a kill).
         crate::telemetry::install();
-        let interrupted = store.mark_interrupted().await?;
-        if interrupted > 0 {
-            log::warn!(
-                "{interrupted} answer(s) left unfinished by the last run marked interrupted"
-            );
-        }
+        log::info!("store: {} (hub {})", store.backend(), store.hub_id());
+        // Beats this hub's heartbeat, and cleans up (now, then every beat) after hubs whose
+        // heartbeat lapsed: the answers a crash or a kill left `streaming`, the uploads it
+        // left `loading`. A live hub's rows are never touched.
+        let presence = HubPresence::start(store.clone(), settings.lease_ttl);
         let tenant = store.ensure_default_tenant().await?;
         let generated_admin_key = match store
             .bootstrap_admin(&tenant, settings.admin_key.as_deref())
@@ -139,6 +138,7 @@ impl Application {
         let connection_slots = ConnectionSlots::new(settings.max_connections_per_user);
         let uploads = UploadGate::new(settings.max_concurrent_uploads);
         let state = web::Data::new(AppState {
+            presence,
             uploads,
             store,
             pipeline,
@@ -239,6 +239,12 @@ impl AppState {
     async fn finish(&self, result: std::io::Result<()>) -> std::io::Result<()> {
         if !self.pipeline.writer().flush(DRAIN_TIMEOUT).await {
             log::warn!("some final answer writes were not done before shutdown");
+        }
+        // Gone at once for the other hubs: what this stop left unfinished is cleaned up
+        // at their next beat rather than after the lease.
+        self.presence.stop();
+        if let Err(e) = self.store.deregister().await {
+            log::warn!("the hub could not deregister: {e}");
         }
         result
     }

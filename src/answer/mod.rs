@@ -529,7 +529,7 @@ async fn run(
 
     // A follow-up ("when was it built?") is searched with the question before it.
     let search_text = history::retrieval_text(&req.question, &earlier);
-    let passages: Vec<Passage> = match fts_query::build_match_query(&search_text) {
+    let passages: Vec<Passage> = match fts_query::build_search_query(&search_text) {
         Some(query) => match p.store.search(&req.tenant_id, &query, req.top_k).await {
             Ok(found) => found,
             Err(e) => {

@@ -7,6 +7,8 @@
 //! characters (`"`, `*`, `(`, `:`, `^`, `-`) in the question are only ever
 //! treated as text.
 
+use crate::store::MatchQuery;
+
 /// Most terms a query may contain; long pasted questions would otherwise
 /// produce huge `OR` chains that are slow and rank no better.
 const MAX_TERMS: usize = 32;
@@ -67,6 +69,31 @@ pub fn build_match_query(question: &str) -> Option<String> {
     Some(quoted.join(" OR "))
 }
 
+/// The same search as [`build_match_query`] for PostgreSQL: `to_tsquery` text matching any
+/// of the terms, each a quoted lexeme (`'sqlite' | 'index'`), so tsquery operators in the
+/// question (`&`, `|`, `!`, `<->`, `:*`) are only ever text.
+pub fn build_tsquery(question: &str) -> Option<String> {
+    let terms = query_terms(question);
+    if terms.is_empty() {
+        return None;
+    }
+    let quoted: Vec<String> = terms
+        .iter()
+        // Terms are alphanumeric; the escapes are belt and braces as above.
+        .map(|term| format!("'{}'", term.replace('\\', "\\\\").replace('\'', "''")))
+        .collect();
+    Some(quoted.join(" | "))
+}
+
+/// The search for `question` in both databases' syntax; `None` when it has no searchable
+/// words.
+pub fn build_search_query(question: &str) -> Option<MatchQuery> {
+    Some(MatchQuery {
+        fts5: build_match_query(question)?,
+        tsquery: build_tsquery(question)?,
+    })
+}
+
 fn select_terms(words: &[String], keep: impl Fn(&str) -> bool) -> Vec<String> {
     let mut terms: Vec<String> = Vec::new();
     for word in words {
@@ -113,6 +140,19 @@ mod tests {
                 "unescaped quote in {part:?}"
             );
         }
+    }
+
+    #[test]
+    fn tsquery_terms_are_quoted_lexemes_joined_by_or() {
+        assert_eq!(
+            build_tsquery("How does the indexer store embeddings?").as_deref(),
+            Some("'indexer' | 'store' | 'embeddings'")
+        );
+        assert_eq!(
+            build_tsquery("a & b | !c <-> d:* 'e'").as_deref(),
+            Some("'a' | 'b' | 'c' | 'd' | 'e'")
+        );
+        assert_eq!(build_tsquery("?!&|"), None);
     }
 
     #[test]

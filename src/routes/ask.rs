@@ -262,6 +262,7 @@ pub(super) async fn start_answer(
     choice: ProviderChoice,
     admission: Admission,
 ) -> Result<Subscription, ApiError> {
+    state.store.check_available()?;
     let lease = hub::admit(&state.hub, owner, admission.session_id, admission.transport).await?;
     Ok(state.pipeline.start(Start {
         request,

@@ -46,7 +46,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             log::warn!("readiness check failed: {e}");
             HttpResponse::ServiceUnavailable().json(json!({
                 "status": "unavailable",
-                "error": {"code": "database_unavailable", "message": "the database does not answer"}
+                "error": {"code": "storage_unavailable", "message": "the database cannot be reached"}
             }))
         }
     }

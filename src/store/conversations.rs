@@ -119,8 +119,6 @@ fn auto_title(question: &str) -> String {
     }
 }
 
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
-
 impl Store {
     pub async fn create_conversation(
         &self,
@@ -128,16 +126,18 @@ impl Store {
         user_id: &str,
         title: Option<&str>,
     ) -> Result<Conversation, sqlx::Error> {
-        sqlx::query_as::<_, Conversation>(
-            "INSERT INTO conversations (id, tenant_id, user_id, title) VALUES (?, ?, ?, ?) \
-             RETURNING id, title, created_at, updated_at",
-        )
-        .bind(Uuid::new_v4().to_string())
-        .bind(tenant_id)
-        .bind(user_id)
-        .bind(title)
-        .fetch_one(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, Conversation>(
+                "INSERT INTO conversations (id, tenant_id, user_id, title) VALUES ($1, $2, $3, $4) \
+                 RETURNING id, title, created_at, updated_at",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(title)
+            .fetch_one(pool)
+            .await
+        })
     }
 
     /// One page of a user's conversations, most recently active first, and how many there
@@ -149,25 +149,27 @@ impl Store {
         limit: u32,
         offset: u32,
     ) -> Result<(Vec<Conversation>, i64), sqlx::Error> {
-        let page = sqlx::query_as::<_, Conversation>(
-            "SELECT id, title, created_at, updated_at FROM conversations \
-             WHERE tenant_id = ? AND user_id = ? \
-             ORDER BY updated_at DESC, rowid DESC LIMIT ? OFFSET ?",
-        )
-        .bind(tenant_id)
-        .bind(user_id)
-        .bind(i64::from(limit))
-        .bind(i64::from(offset))
-        .fetch_all(&self.pool)
-        .await?;
-        let (total,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM conversations WHERE tenant_id = ? AND user_id = ?",
-        )
-        .bind(tenant_id)
-        .bind(user_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((page, total))
+        on_pool!(self, pool => {
+            let page = sqlx::query_as::<_, Conversation>(
+                "SELECT id, title, created_at, updated_at FROM conversations \
+                 WHERE tenant_id = $1 AND user_id = $2 \
+                 ORDER BY updated_at DESC, rowid DESC LIMIT $3 OFFSET $4",
+            )
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(i64::from(limit))
+            .bind(i64::from(offset))
+            .fetch_all(pool)
+            .await?;
+            let (total,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM conversations WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_one(pool)
+            .await?;
+            Ok((page, total))
+        })
     }
 
     pub async fn get_conversation(
@@ -176,15 +178,17 @@ impl Store {
         user_id: &str,
         id: &str,
     ) -> Result<Option<Conversation>, sqlx::Error> {
-        sqlx::query_as::<_, Conversation>(
-            "SELECT id, title, created_at, updated_at FROM conversations \
-             WHERE id = ? AND tenant_id = ? AND user_id = ?",
-        )
-        .bind(id)
-        .bind(tenant_id)
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, Conversation>(
+                "SELECT id, title, created_at, updated_at FROM conversations \
+                 WHERE id = $1 AND tenant_id = $2 AND user_id = $3",
+            )
+            .bind(id)
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await
+        })
     }
 
     /// Whether the user has this conversation: checked before an answer is admitted, so
@@ -195,14 +199,17 @@ impl Store {
         user_id: &str,
         id: &str,
     ) -> Result<bool, sqlx::Error> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT 1 FROM conversations WHERE id = ? AND tenant_id = ? AND user_id = ?",
-        )
-        .bind(id)
-        .bind(tenant_id)
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT CAST(1 AS BIGINT) FROM conversations \
+                 WHERE id = $1 AND tenant_id = $2 AND user_id = $3",
+            )
+            .bind(id)
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+        });
         Ok(row.is_some())
     }
 
@@ -212,14 +219,16 @@ impl Store {
         &self,
         conversation_id: &str,
     ) -> Result<Vec<MessageRecord>, sqlx::Error> {
-        sqlx::query_as::<_, MessageRecord>(
-            "SELECT id, role, content, status, provider, model, ttft_ms, tokens, error_code, \
-                    created_at \
-             FROM messages WHERE conversation_id = ? ORDER BY seq",
-        )
-        .bind(conversation_id)
-        .fetch_all(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, MessageRecord>(
+                "SELECT id, role, content, status, provider, model, ttft_ms, tokens, error_code, \
+                        created_at \
+                 FROM messages WHERE conversation_id = $1 ORDER BY seq",
+            )
+            .bind(conversation_id)
+            .fetch_all(pool)
+            .await
+        })
     }
 
     /// Returns `None` when the user has no such conversation.
@@ -230,17 +239,20 @@ impl Store {
         id: &str,
         title: &str,
     ) -> Result<Option<Conversation>, sqlx::Error> {
-        sqlx::query_as::<_, Conversation>(&format!(
-            "UPDATE conversations SET title = ?, updated_at = {NOW} \
-             WHERE id = ? AND tenant_id = ? AND user_id = ? \
-             RETURNING id, title, created_at, updated_at"
-        ))
-        .bind(title)
-        .bind(id)
-        .bind(tenant_id)
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await
+        on_pool!(self, pool, d => {
+            sqlx::query_as::<_, Conversation>(&format!(
+                "UPDATE conversations SET title = $1, updated_at = {} \
+                 WHERE id = $2 AND tenant_id = $3 AND user_id = $4 \
+                 RETURNING id, title, created_at, updated_at",
+                d.now_text
+            ))
+            .bind(title)
+            .bind(id)
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await
+        })
     }
 
     /// Deletes a conversation and (by cascade) its messages. False when the user has no
@@ -251,138 +263,154 @@ impl Store {
         user_id: &str,
         id: &str,
     ) -> Result<bool, sqlx::Error> {
-        let done =
-            sqlx::query("DELETE FROM conversations WHERE id = ? AND tenant_id = ? AND user_id = ?")
-                .bind(id)
-                .bind(tenant_id)
-                .bind(user_id)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() > 0)
+        let done = on_pool!(self, pool => {
+            sqlx::query(
+                "DELETE FROM conversations WHERE id = $1 AND tenant_id = $2 AND user_id = $3",
+            )
+            .bind(id)
+            .bind(tenant_id)
+            .bind(user_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(done > 0)
     }
 
-    /// Stores a turn's user message and its assistant message (`streaming`, empty) in one
-    /// transaction, creating the conversation when `turn.conversation_id` is `None`, and
-    /// returns the conversation's earlier messages. `None` when the user has no such
-    /// conversation (another user's included).
+    /// Stores a turn's user message and its assistant message (`streaming`, empty, owned
+    /// by this hub) in one transaction, creating the conversation when
+    /// `turn.conversation_id` is `None`, and returns the conversation's earlier messages.
+    /// `None` when the user has no such conversation (another user's included).
     ///
     /// The first statement writes, so the transaction holds SQLite's write lock from its
-    /// start: a read-then-write transaction could fail with `SQLITE_BUSY` when another
-    /// writer commits in between, which the busy timeout does not cover.
+    /// start (a read-then-write transaction could fail with `SQLITE_BUSY` when another
+    /// writer commits in between, which the busy timeout does not cover), and on
+    /// PostgreSQL it locks the conversation's row, so two turns of one conversation on two
+    /// hubs take their `seq` one after the other.
     pub async fn begin_turn(&self, turn: &NewTurn<'_>) -> Result<Option<BegunTurn>, sqlx::Error> {
         crate::telemetry::timed("conversation_begin", async {
-            let mut tx = self.pool.begin().await?;
-            let conversation_id = match turn.conversation_id {
-                None => {
-                    let id = Uuid::new_v4().to_string();
-                    sqlx::query(
-                    "INSERT INTO conversations (id, tenant_id, user_id, title) VALUES (?, ?, ?, ?)",
+            on_pool!(self, pool, d => {
+                let mut tx = pool.begin().await?;
+                let conversation_id = match turn.conversation_id {
+                    None => {
+                        let id = Uuid::new_v4().to_string();
+                        sqlx::query(
+                            "INSERT INTO conversations (id, tenant_id, user_id, title) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(&id)
+                        .bind(turn.tenant_id)
+                        .bind(turn.user_id)
+                        .bind(auto_title(turn.question))
+                        .execute(&mut *tx)
+                        .await?;
+                        id
+                    }
+                    Some(id) => {
+                        // Untitled conversations (created empty) take their first question's title.
+                        let done = sqlx::query(&format!(
+                            "UPDATE conversations SET updated_at = {}, title = COALESCE(title, $1) \
+                             WHERE id = $2 AND tenant_id = $3 AND user_id = $4",
+                            d.now_text
+                        ))
+                        .bind(auto_title(turn.question))
+                        .bind(id)
+                        .bind(turn.tenant_id)
+                        .bind(turn.user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        if done.rows_affected() == 0 {
+                            return Ok(None);
+                        }
+                        id.to_owned()
+                    }
+                };
+                let mut earlier = sqlx::query_as::<_, PastMessage>(
+                    "SELECT role, content, status FROM messages WHERE conversation_id = $1 \
+                     ORDER BY seq DESC LIMIT $2",
                 )
-                .bind(&id)
-                .bind(turn.tenant_id)
-                .bind(turn.user_id)
-                .bind(auto_title(turn.question))
+                .bind(&conversation_id)
+                .bind(turn.history_rows as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+                earlier.reverse();
+                let (last_seq,): (i64,) = sqlx::query_as(
+                    "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = $1",
+                )
+                .bind(&conversation_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO messages (id, conversation_id, seq, role, content) \
+                     VALUES ($1, $2, $3, 'user', $4)",
+                )
+                .bind(Uuid::new_v4().to_string())
+                .bind(&conversation_id)
+                .bind(last_seq + 1)
+                .bind(turn.question)
                 .execute(&mut *tx)
                 .await?;
-                    id
-                }
-                Some(id) => {
-                    // Untitled conversations (created empty) take their first question's title.
-                    let done = sqlx::query(&format!(
-                        "UPDATE conversations SET updated_at = {NOW}, title = COALESCE(title, ?) \
-                     WHERE id = ? AND tenant_id = ? AND user_id = ?"
-                    ))
-                    .bind(auto_title(turn.question))
-                    .bind(id)
-                    .bind(turn.tenant_id)
-                    .bind(turn.user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() == 0 {
-                        return Ok(None);
-                    }
-                    id.to_owned()
-                }
-            };
-            let mut earlier = sqlx::query_as::<_, PastMessage>(
-                "SELECT role, content, status FROM messages WHERE conversation_id = ? \
-             ORDER BY seq DESC LIMIT ?",
-            )
-            .bind(&conversation_id)
-            .bind(turn.history_rows as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-            earlier.reverse();
-            let (last_seq,): (i64,) = sqlx::query_as(
-                "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?",
-            )
-            .bind(&conversation_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO messages (id, conversation_id, seq, role, content) \
-             VALUES (?, ?, ?, 'user', ?)",
-            )
-            .bind(Uuid::new_v4().to_string())
-            .bind(&conversation_id)
-            .bind(last_seq + 1)
-            .bind(turn.question)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO messages (id, conversation_id, seq, role, status, provider, model) \
-             VALUES (?, ?, ?, 'assistant', 'streaming', ?, ?)",
-            )
-            .bind(turn.assistant_message_id)
-            .bind(&conversation_id)
-            .bind(last_seq + 2)
-            .bind(turn.provider)
-            .bind(turn.model)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(Some(BegunTurn {
-                conversation_id,
-                earlier,
-            }))
+                sqlx::query(
+                    "INSERT INTO messages \
+                        (id, conversation_id, seq, role, status, provider, model, hub_id) \
+                     VALUES ($1, $2, $3, 'assistant', 'streaming', $4, $5, $6)",
+                )
+                .bind(turn.assistant_message_id)
+                .bind(&conversation_id)
+                .bind(last_seq + 2)
+                .bind(turn.provider)
+                .bind(turn.model)
+                .bind(&*self.hub_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(BegunTurn {
+                    conversation_id,
+                    earlier,
+                }))
+            })
         })
         .await
     }
 
     /// The one write at an answer's end. Only a `streaming` row is written, so sending
-    /// the same write twice (an end whose first write was cut short) changes nothing.
+    /// the same write twice (an end whose first write was cut short) changes nothing, and
+    /// a row another hub marked `interrupted` (this hub was taken for dead) stays so.
     pub async fn finish_message(&self, write: &FinalWrite) -> Result<(), sqlx::Error> {
         crate::telemetry::timed("conversation_finish", async {
-            sqlx::query(&format!(
-                "UPDATE messages SET content = ?, status = ?, provider = ?, model = ?, \
-                    ttft_ms = ?, tokens = ?, error_code = ?, updated_at = {NOW} \
-             WHERE id = ? AND status = 'streaming'"
-            ))
-            .bind(&write.content)
-            .bind(write.status.as_str())
-            .bind(&write.provider)
-            .bind(&write.model)
-            .bind(write.ttft_ms.map(|t| t as i64))
-            .bind(write.tokens as i64)
-            .bind(write.error_code.as_deref())
-            .bind(&write.message_id)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+            on_pool!(self, pool, d => {
+                sqlx::query(&format!(
+                    "UPDATE messages SET content = $1, status = $2, provider = $3, model = $4, \
+                            ttft_ms = $5, tokens = $6, error_code = $7, updated_at = {} \
+                     WHERE id = $8 AND status = 'streaming'",
+                    d.now_text
+                ))
+                .bind(&write.content)
+                .bind(write.status.as_str())
+                .bind(&write.provider)
+                .bind(&write.model)
+                .bind(write.ttft_ms.map(|t| t as i64))
+                .bind(write.tokens as i64)
+                .bind(write.error_code.as_deref())
+                .bind(&write.message_id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+            })
         })
         .await
     }
 
-    /// Marks the answers a previous run left `streaming` as `interrupted`; returns how
-    /// many. Run at start, before any answer of this run exists.
-    pub async fn mark_interrupted(&self) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(&format!(
-            "UPDATE messages SET status = 'interrupted', updated_at = {NOW} \
-             WHERE status = 'streaming'"
-        ))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+    /// The status of one message (`None`: no such message, or a user's). For tests and
+    /// tools: clients read messages through their conversation.
+    pub async fn message_status(&self, id: &str) -> Result<Option<String>, sqlx::Error> {
+        let row: Option<(Option<String>,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT status FROM messages WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.and_then(|(status,)| status))
     }
 }
 

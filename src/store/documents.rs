@@ -11,17 +11,15 @@
 use std::time::Instant;
 
 use serde::Serialize;
-use sqlx::SqliteConnection;
+use sqlx::{PgPool, SqliteConnection};
 use uuid::Uuid;
 
 use super::tenant_index::{self, FtsTable};
-use super::Store;
+use super::{Db, Store, SQLITE};
 
 /// Text indexed per write transaction. A batch takes milliseconds, so a writer that waits
 /// behind it (a conversation turn, a key) waits that long, not for a whole document.
 const BATCH_TEXT_BYTES: usize = 32 * 1024;
-
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -33,7 +31,8 @@ pub struct DocumentSummary {
     pub created_at: String,
 }
 
-/// A retrieved chunk, with a BM25 score where higher is better.
+/// A retrieved chunk, with a score where higher is better (BM25 on SQLite, `ts_rank` on
+/// PostgreSQL: comparable within one search only).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Passage {
@@ -92,66 +91,108 @@ pub enum QuotaExceeded {
     Bytes { limit: u64, used: u64 },
 }
 
+/// A search of one tenant's documents, in each database's syntax, built by
+/// `rag::fts_query` from the same terms (never raw user text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchQuery {
+    /// An FTS5 `MATCH` expression (SQLite).
+    pub fts5: String,
+    /// A `to_tsquery` expression (PostgreSQL).
+    pub tsquery: String,
+}
+
 /// A document row written `loading`: chunks may be added to it, then it is published.
 #[derive(Debug, Clone)]
 pub struct ReservedDocument {
     pub id: String,
     tenant_id: String,
     title: String,
-    table: FtsTable,
+    /// The tenant's FTS5 table (SQLite; PostgreSQL indexes the chunks themselves).
+    table: Option<FtsTable>,
 }
+
+/// The tenant's documents and bytes, uploads in progress included.
+const USAGE: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM documents \
+                     WHERE tenant_id = $1 AND status <> 'deleting'";
+
+const INSERT_DOCUMENT: &str =
+    "INSERT INTO documents (id, tenant_id, title, chars, bytes, chunk_count, status, hub_id) \
+     VALUES ($1, $2, $3, $4, $5, 0, 'loading', $6)";
 
 impl Store {
     /// What the tenant holds, for a check before an upload is read. The binding check is
     /// the one [`Store::reserve_documents`] makes while it writes.
     pub async fn document_usage(&self, tenant_id: &str) -> Result<Usage, sqlx::Error> {
-        usage(&self.pool, tenant_id).await
+        let (documents, bytes): (i64, i64) = on_pool!(self, pool => {
+            sqlx::query_as(USAGE).bind(tenant_id).fetch_one(pool).await?
+        });
+        Ok(Usage::from_counts(documents, bytes))
     }
 
     /// Inserts `docs` as `loading` rows of the tenant (invisible to searches and listings),
     /// all or none: none when they would take the tenant over `quota`. The quota is checked
-    /// in the transaction that writes, which holds the write lock from its start, so
-    /// concurrent uploads cannot both slip under it. Creates the tenant's full-text table
-    /// with its first document.
+    /// in the transaction that writes, which holds SQLite's write lock from its start, or
+    /// on PostgreSQL the tenant's row lock, so concurrent uploads (on any hub) cannot both
+    /// slip under it. On SQLite, creates the tenant's full-text table with its first
+    /// document.
     pub async fn reserve_documents(
         &self,
         tenant_id: &str,
         docs: &[NewDocument<'_>],
         quota: &Quota,
     ) -> Result<Result<Vec<ReservedDocument>, QuotaExceeded>, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let bytes: u64 = docs.iter().map(|d| d.bytes as u64).sum();
-        if let Some(over) =
-            usage(&mut *tx, tenant_id)
-                .await?
-                .exceeds(quota, docs.len() as u64, bytes)
-        {
-            return Ok(Err(over));
+        // The check and the inserts, the same on both databases, once the transaction
+        // holds what serialises the tenant's uploads.
+        macro_rules! check_and_insert {
+            ($tx:ident, $table:expr) => {{
+                let (documents, used): (i64, i64) = sqlx::query_as(USAGE)
+                    .bind(tenant_id)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                if let Some(over) =
+                    Usage::from_counts(documents, used).exceeds(quota, docs.len() as u64, bytes)
+                {
+                    return Ok(Err(over));
+                }
+                let table = $table;
+                let mut reserved = Vec::with_capacity(docs.len());
+                for doc in docs {
+                    let id = Uuid::new_v4().to_string();
+                    sqlx::query(INSERT_DOCUMENT)
+                        .bind(&id)
+                        .bind(tenant_id)
+                        .bind(doc.title)
+                        .bind(doc.chars as i64)
+                        .bind(doc.bytes as i64)
+                        .bind(&*self.hub_id)
+                        .execute(&mut *$tx)
+                        .await?;
+                    reserved.push(ReservedDocument {
+                        id,
+                        tenant_id: tenant_id.to_owned(),
+                        title: doc.title.to_owned(),
+                        table,
+                    });
+                }
+                $tx.commit().await?;
+                Ok(Ok(reserved))
+            }};
         }
-        let table = tenant_index::ensure(&mut tx, tenant_id).await?;
-        let mut reserved = Vec::with_capacity(docs.len());
-        for doc in docs {
-            let id = Uuid::new_v4().to_string();
-            sqlx::query(
-                "INSERT INTO documents (id, tenant_id, title, chars, bytes, chunk_count, status) \
-                 VALUES (?, ?, ?, ?, ?, 0, 'loading')",
-            )
-            .bind(&id)
-            .bind(tenant_id)
-            .bind(doc.title)
-            .bind(doc.chars as i64)
-            .bind(doc.bytes as i64)
-            .execute(&mut *tx)
-            .await?;
-            reserved.push(ReservedDocument {
-                id,
-                tenant_id: tenant_id.to_owned(),
-                title: doc.title.to_owned(),
-                table,
-            });
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin_with(SQLITE.begin_write).await?;
+                check_and_insert!(tx, Some(tenant_index::ensure(&mut tx, tenant_id).await?))
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+                    .bind(tenant_id)
+                    .execute(&mut *tx)
+                    .await?;
+                check_and_insert!(tx, None)
+            }
         }
-        tx.commit().await?;
-        Ok(Ok(reserved))
     }
 
     /// Adds a reserved document's chunks (in order, `texts[i]` is chunk `i`) in
@@ -172,11 +213,16 @@ impl Store {
             let batch = serde_json::to_string(&texts[start..end])
                 .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             let turn = self.bulk_turn().await;
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             let held = Instant::now();
-            insert_batch(&mut tx, doc, start, &batch).await?;
-            tx.commit().await?;
-            turn.end(held).await;
+            match &self.db {
+                Db::Sqlite(pool) => {
+                    let mut tx = pool.begin_with(SQLITE.begin_write).await?;
+                    insert_batch_sqlite(&mut tx, doc, start, &batch).await?;
+                    tx.commit().await?;
+                }
+                Db::Postgres(pool) => insert_batch_postgres(pool, doc, start, &batch).await?,
+            }
+            turn.end(held, &self.db).await;
             start = end;
         }
         Ok(())
@@ -189,27 +235,31 @@ impl Store {
         &self,
         docs: &[(&ReservedDocument, usize)],
     ) -> Result<Vec<DocumentSummary>, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut published = Vec::with_capacity(docs.len());
-        for (doc, chunk_count) in docs {
-            let summary = sqlx::query_as::<_, DocumentSummary>(&format!(
-                "UPDATE documents SET status = 'ready', chunk_count = ?, created_at = {NOW} \
-                 WHERE id = ? AND status = 'loading' \
-                 RETURNING id, title, chars, chunk_count, created_at"
-            ))
-            .bind(*chunk_count as i64)
-            .bind(&doc.id)
-            .fetch_one(&mut *tx)
-            .await?;
-            published.push(summary);
-        }
-        tx.commit().await?;
-        Ok(published)
+        on_pool!(self, pool, d => {
+            let mut tx = pool.begin_with(d.begin_write).await?;
+            let sql = format!(
+                "UPDATE documents SET status = 'ready', chunk_count = $1, created_at = {} \
+                 WHERE id = $2 AND status = 'loading' \
+                 RETURNING id, title, chars, chunk_count, created_at",
+                d.now_text
+            );
+            let mut published = Vec::with_capacity(docs.len());
+            for (doc, chunk_count) in docs {
+                let summary = sqlx::query_as::<_, DocumentSummary>(&sql)
+                    .bind(*chunk_count as i64)
+                    .bind(&doc.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                published.push(summary);
+            }
+            tx.commit().await?;
+            Ok(published)
+        })
     }
 
     /// Removes a reserved document that will not be published, with whatever chunks it got.
     pub async fn discard_document(&self, doc: &ReservedDocument) -> Result<(), sqlx::Error> {
-        self.purge_document(&doc.id, Some(doc.table)).await
+        self.purge_document(&doc.id, doc.table).await
     }
 
     /// One page of the tenant's ready documents, newest first: those after `after` (the
@@ -220,48 +270,57 @@ impl Store {
         after: Option<&DocumentCursor>,
         limit: usize,
     ) -> Result<Vec<DocumentSummary>, sqlx::Error> {
-        sqlx::query_as::<_, DocumentSummary>(
-            "SELECT id, title, chars, chunk_count, created_at FROM documents \
-             WHERE tenant_id = ?1 AND status = 'ready' \
-               AND (?2 IS NULL OR created_at < ?2 OR (created_at = ?2 AND id > ?3)) \
-             ORDER BY created_at DESC, id LIMIT ?4",
-        )
-        .bind(tenant_id)
-        .bind(after.map(|c| c.created_at.as_str()))
-        .bind(after.map_or("", |c| c.id.as_str()))
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, DocumentSummary>(
+                "SELECT id, title, chars, chunk_count, created_at FROM documents \
+                 WHERE tenant_id = $1 AND status = 'ready' \
+                   AND ($2 IS NULL OR created_at < $2 OR (created_at = $2 AND id > $3)) \
+                 ORDER BY created_at DESC, id LIMIT $4",
+            )
+            .bind(tenant_id)
+            .bind(after.map(|c| c.created_at.as_str()))
+            .bind(after.map_or("", |c| c.id.as_str()))
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await
+        })
     }
 
     /// How many ready documents the tenant has.
     pub async fn count_documents(&self, tenant_id: &str) -> Result<u64, sqlx::Error> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM documents WHERE tenant_id = ? AND status = 'ready'",
-        )
-        .bind(tenant_id)
-        .fetch_one(&self.pool)
-        .await?;
+        let (n,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT COUNT(*) FROM documents WHERE tenant_id = $1 AND status = 'ready'",
+            )
+            .bind(tenant_id)
+            .fetch_one(pool)
+            .await?
+        });
         Ok(n as u64)
     }
 
     /// Returns false when the tenant has no such document (another tenant's included).
     /// The document is gone for readers, and from the tenant's quota, at once; its chunks
     /// are removed in batches by a task of their own, so neither the caller nor other
-    /// writers wait for a large document (one cut short is finished at the next start).
+    /// writers wait for a large document (one cut short is finished by a live hub once
+    /// this one is gone: the row is this hub's).
     pub async fn delete_document(&self, tenant_id: &str, id: &str) -> Result<bool, sqlx::Error> {
-        let hidden = sqlx::query(
-            "UPDATE documents SET status = 'deleting' \
-             WHERE id = ? AND tenant_id = ? AND status = 'ready'",
-        )
-        .bind(id)
-        .bind(tenant_id)
-        .execute(&self.pool)
-        .await?;
-        if hidden.rows_affected() == 0 {
+        let hidden = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE documents SET status = 'deleting', hub_id = $1 \
+                 WHERE id = $2 AND tenant_id = $3 AND status = 'ready'",
+            )
+            .bind(&*self.hub_id)
+            .bind(id)
+            .bind(tenant_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if hidden == 0 {
             return Ok(false);
         }
-        let table = tenant_index::find(&self.pool, tenant_id).await?;
+        let table = self.fts_table(tenant_id).await?;
         let (store, id) = (self.clone(), id.to_owned());
         tokio::spawn(async move {
             if let Err(e) = store.purge_document(&id, table).await {
@@ -271,38 +330,67 @@ impl Store {
         Ok(true)
     }
 
-    /// Removes the documents a previous run left `loading` or `deleting` (it stopped in the
-    /// middle of an upload or a delete). Only at start, before any upload of this run: with
-    /// one process per SQLite file, no other is writing them.
-    pub(super) async fn purge_unfinished_documents(&self) -> Result<u64, sqlx::Error> {
-        let left: Vec<(String, String)> =
-            sqlx::query_as("SELECT id, tenant_id FROM documents WHERE status <> 'ready'")
-                .fetch_all(&self.pool)
-                .await?;
-        for (id, tenant_id) in &left {
-            let table = tenant_index::find(&self.pool, tenant_id).await?;
-            self.purge_document(id, table).await?;
+    /// Removes a document a dead hub left `loading` or `deleting` (it stopped in the
+    /// middle of an upload or a delete). See [`Store::reap_dead_hubs`].
+    pub(super) async fn purge_unfinished_document(
+        &self,
+        id: &str,
+        tenant_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        let table = self.fts_table(tenant_id).await?;
+        self.purge_document(id, table).await
+    }
+
+    /// The tenant's FTS5 table on SQLite; `None` on PostgreSQL or before its first document.
+    async fn fts_table(&self, tenant_id: &str) -> Result<Option<FtsTable>, sqlx::Error> {
+        match &self.db {
+            Db::Sqlite(pool) => tenant_index::find(pool, tenant_id).await,
+            Db::Postgres(_) => Ok(None),
         }
-        Ok(left.len() as u64)
     }
 
     /// Deletes a document's chunks in batches, then its row.
     async fn purge_document(&self, id: &str, table: Option<FtsTable>) -> Result<(), sqlx::Error> {
         loop {
             let turn = self.bulk_turn().await;
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             let held = Instant::now();
-            let removed = delete_batch(&mut tx, id, table).await?;
-            tx.commit().await?;
-            turn.end(held).await;
+            let removed = on_pool!(self, pool, d => {
+                let mut tx = pool.begin_with(d.begin_write).await?;
+                if let (Some(table), Db::Sqlite(_)) = (table, &self.db) {
+                    // Only SQLite has FTS tables; the statement is plain SQL on either.
+                    sqlx::query(&format!(
+                        "DELETE FROM {} WHERE rowid IN \
+                         (SELECT id FROM chunks WHERE document_id = $1 ORDER BY ordinal LIMIT $2)",
+                        table.name()
+                    ))
+                    .bind(id)
+                    .bind(DELETE_BATCH_CHUNKS)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let done = sqlx::query(
+                    "DELETE FROM chunks WHERE id IN \
+                     (SELECT id FROM chunks WHERE document_id = $1 ORDER BY ordinal LIMIT $2)",
+                )
+                .bind(id)
+                .bind(DELETE_BATCH_CHUNKS)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                done.rows_affected()
+            });
+            turn.end(held, &self.db).await;
             if removed == 0 {
                 break;
             }
         }
-        sqlx::query("DELETE FROM documents WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM documents WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
         Ok(())
     }
 
@@ -318,38 +406,67 @@ impl Store {
         }
     }
 
-    /// Top-`k` BM25 passages of one tenant for an FTS5 match expression built by
-    /// `rag::fts_query` (never raw user text). Only the tenant's own index is read, so its
-    /// scores depend on its own documents alone.
+    /// Top-`k` passages of one tenant, best first, only `ready` documents. The search reads
+    /// the tenant's own index only (SQLite: its FTS5 table, BM25 over its documents;
+    /// PostgreSQL: the GIN index on (tenant_id, tsv), `ts_rank` of each chunk alone), so
+    /// its scores and its cost depend on its own documents alone. Title matches weigh
+    /// twice as much as text matches on both.
     pub async fn search(
         &self,
         tenant_id: &str,
-        match_query: &str,
+        query: &MatchQuery,
         k: usize,
     ) -> Result<Vec<Passage>, sqlx::Error> {
         crate::telemetry::timed("search", async {
-            let Some(table) = tenant_index::find(&self.pool, tenant_id).await? else {
-                return Ok(Vec::new());
-            };
-            let fts = table.name();
-            sqlx::query_as::<_, Passage>(&format!(
-                "SELECT c.document_id AS document_id, d.title AS title, c.id AS chunk_id, \
-                    {fts}.text AS text, -bm25({fts}, 2.0, 1.0) AS score \
-             FROM {fts} \
-             JOIN chunks c ON c.id = {fts}.rowid \
-             JOIN documents d ON d.id = c.document_id \
-             WHERE {fts} MATCH ? AND c.tenant_id = ? AND d.status = 'ready' \
-             ORDER BY bm25({fts}, 2.0, 1.0), c.id LIMIT ?"
-            ))
-            .bind(match_query)
-            .bind(tenant_id)
-            .bind(k as i64)
-            .fetch_all(&self.pool)
-            .await
+            match &self.db {
+                Db::Sqlite(pool) => {
+                    let Some(table) = tenant_index::find(pool, tenant_id).await? else {
+                        return Ok(Vec::new());
+                    };
+                    let fts = table.name();
+                    sqlx::query_as::<_, Passage>(&format!(
+                        "SELECT c.document_id AS document_id, d.title AS title, c.id AS chunk_id, \
+                            {fts}.text AS text, -bm25({fts}, 2.0, 1.0) AS score \
+                     FROM {fts} \
+                     JOIN chunks c ON c.id = {fts}.rowid \
+                     JOIN documents d ON d.id = c.document_id \
+                     WHERE {fts} MATCH $1 AND c.tenant_id = $2 AND d.status = 'ready' \
+                     ORDER BY bm25({fts}, 2.0, 1.0), c.id LIMIT $3"
+                    ))
+                    .bind(&query.fts5)
+                    .bind(tenant_id)
+                    .bind(k as i64)
+                    .fetch_all(pool)
+                    .await
+                }
+                // Weights {D, C, B, A}: the title (A) twice the text (B). Normalisation 1
+                // divides by 1 + log(length), as BM25 discounts long chunks.
+                Db::Postgres(pool) => {
+                    sqlx::query_as::<_, Passage>(
+                        "SELECT c.document_id AS document_id, d.title AS title, c.id AS chunk_id, \
+                            c.text AS text, \
+                            CAST(ts_rank('{0, 0, 0.5, 1}', c.tsv, q, 1) AS DOUBLE PRECISION) \
+                                AS score \
+                     FROM chunks c \
+                     CROSS JOIN to_tsquery('ragstream', $1) q \
+                     JOIN documents d ON d.id = c.document_id \
+                     WHERE c.tenant_id = $2 AND c.tsv @@ q AND d.status = 'ready' \
+                     ORDER BY score DESC, c.id LIMIT $3",
+                    )
+                    .bind(&query.tsquery)
+                    .bind(tenant_id)
+                    .bind(k as i64)
+                    .fetch_all(pool)
+                    .await
+                }
+            }
         })
         .await
     }
 }
+
+/// ~900-character chunks: about BATCH_TEXT_BYTES of text per delete batch.
+const DELETE_BATCH_CHUNKS: i64 = 32;
 
 /// A bulk job's turn to write; see [`Store::bulk_turn`].
 struct BulkTurn<'a> {
@@ -358,8 +475,11 @@ struct BulkTurn<'a> {
 
 impl BulkTurn<'_> {
     /// Ends the turn after a pause as long as the batch held the write lock (since `held`).
-    async fn end(self, held: Instant) {
-        tokio::time::sleep(held.elapsed()).await;
+    /// PostgreSQL has no database-wide write lock, so no pause there.
+    async fn end(self, held: Instant, db: &Db) {
+        if matches!(db, Db::Sqlite(_)) {
+            tokio::time::sleep(held.elapsed()).await;
+        }
     }
 }
 
@@ -379,36 +499,31 @@ impl DocumentCursor {
     }
 }
 
-async fn usage<'e, E>(executor: E, tenant_id: &str) -> Result<Usage, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
-    let (documents, bytes): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM documents \
-         WHERE tenant_id = ? AND status <> 'deleting'",
-    )
-    .bind(tenant_id)
-    .fetch_one(executor)
-    .await?;
-    Ok(Usage {
-        documents: documents.max(0) as u64,
-        bytes: bytes.max(0) as u64,
-    })
+impl Usage {
+    fn from_counts(documents: i64, bytes: i64) -> Usage {
+        Usage {
+            documents: documents.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+        }
+    }
 }
 
 /// Chunks `first..first + n` of a document, their texts a JSON array: two statements
 /// whatever the batch's size. The CROSS JOIN keeps `json_each` the outer loop, one index
 /// lookup per chunk; the planner would otherwise scan the document's chunks so far for
 /// every element, which grows with each batch.
-async fn insert_batch(
+async fn insert_batch_sqlite(
     conn: &mut SqliteConnection,
     doc: &ReservedDocument,
     first: usize,
     texts_json: &str,
 ) -> Result<(), sqlx::Error> {
+    let table = doc
+        .table
+        .ok_or_else(|| sqlx::Error::Protocol("a SQLite document without its index".into()))?;
     sqlx::query(
         "INSERT INTO chunks (document_id, tenant_id, ordinal) \
-         SELECT ?1, ?2, ?3 + j.key FROM json_each(?4) j",
+         SELECT $1, $2, $3 + j.key FROM json_each($4) j",
     )
     .bind(&doc.id)
     .bind(&doc.tenant_id)
@@ -418,9 +533,9 @@ async fn insert_batch(
     .await?;
     sqlx::query(&format!(
         "INSERT INTO {} (rowid, title, text) \
-         SELECT c.id, ?1, j.value FROM json_each(?2) j \
-         CROSS JOIN chunks c ON c.document_id = ?3 AND c.ordinal = ?4 + j.key",
-        doc.table.name()
+         SELECT c.id, $1, j.value FROM json_each($2) j \
+         CROSS JOIN chunks c ON c.document_id = $3 AND c.ordinal = $4 + j.key",
+        table.name()
     ))
     .bind(&doc.title)
     .bind(texts_json)
@@ -431,32 +546,25 @@ async fn insert_batch(
     Ok(())
 }
 
-/// Deletes up to one batch of a document's chunks; returns how many went.
-async fn delete_batch(
-    conn: &mut SqliteConnection,
-    document_id: &str,
-    table: Option<FtsTable>,
-) -> Result<u64, sqlx::Error> {
-    // ~900-character chunks: about BATCH_TEXT_BYTES of text.
-    const CHUNKS: i64 = 32;
-    if let Some(table) = table {
-        sqlx::query(&format!(
-            "DELETE FROM {} WHERE rowid IN \
-             (SELECT id FROM chunks WHERE document_id = ? ORDER BY ordinal LIMIT ?)",
-            table.name()
-        ))
-        .bind(document_id)
-        .bind(CHUNKS)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let done = sqlx::query(
-        "DELETE FROM chunks WHERE id IN \
-         (SELECT id FROM chunks WHERE document_id = ? ORDER BY ordinal LIMIT ?)",
+/// The same batch on PostgreSQL: one statement (the chunk's `tsvector` is a generated
+/// column), ordinals from the array's positions.
+async fn insert_batch_postgres(
+    pool: &PgPool,
+    doc: &ReservedDocument,
+    first: usize,
+    texts_json: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO chunks (document_id, tenant_id, ordinal, title, text) \
+         SELECT $1, $2, $3 + j.n - 1, $4, j.text \
+         FROM jsonb_array_elements_text(CAST($5 AS TEXT)::jsonb) WITH ORDINALITY AS j(text, n)",
     )
-    .bind(document_id)
-    .bind(CHUNKS)
-    .execute(&mut *conn)
+    .bind(&doc.id)
+    .bind(&doc.tenant_id)
+    .bind(first as i64)
+    .bind(&doc.title)
+    .bind(texts_json)
+    .execute(pool)
     .await?;
-    Ok(done.rows_affected())
+    Ok(())
 }

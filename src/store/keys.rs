@@ -91,13 +91,15 @@ impl Store {
     pub async fn authenticate(&self, presented: &str) -> Result<Option<KeyOwner>, sqlx::Error> {
         crate::telemetry::timed("auth_key", async {
             let hash = digest(presented);
-            let row: Option<(String, String, bool, bool, Vec<u8>)> = sqlx::query_as(
-                "SELECT id, tenant_id, is_admin, is_operator, key_hash FROM api_keys \
-             WHERE key_hash = ? AND revoked_at IS NULL",
-            )
-            .bind(&hash[..])
-            .fetch_optional(&self.pool)
-            .await?;
+            let row: Option<(String, String, bool, bool, Vec<u8>)> = on_pool!(self, pool => {
+                sqlx::query_as(
+                    "SELECT id, tenant_id, is_admin, is_operator, key_hash FROM api_keys \
+                     WHERE key_hash = $1 AND revoked_at IS NULL",
+                )
+                .bind(&hash[..])
+                .fetch_optional(pool)
+                .await?
+            });
             Ok(
                 row.and_then(|(key_id, tenant_id, is_admin, is_operator, stored)| {
                     bool::from(stored.ct_eq(&hash[..])).then_some(KeyOwner {
@@ -130,55 +132,64 @@ impl Store {
         role: Role,
         key: &str,
     ) -> Result<ApiKeyRecord, sqlx::Error> {
-        sqlx::query_as::<_, ApiKeyRecord>(
-            "INSERT INTO api_keys (id, tenant_id, name, key_hash, is_admin, is_operator) \
-             VALUES (?, ?, ?, ?, ?, ?) \
-             RETURNING id, tenant_id, name, is_admin, is_operator, created_at, revoked_at",
-        )
-        .bind(Uuid::new_v4().to_string())
-        .bind(tenant_id)
-        .bind(name)
-        .bind(&digest(key)[..])
-        .bind(role != Role::User)
-        .bind(role == Role::Operator)
-        .fetch_one(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, ApiKeyRecord>(
+                "INSERT INTO api_keys (id, tenant_id, name, key_hash, is_admin, is_operator) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 RETURNING id, tenant_id, name, is_admin, is_operator, created_at, revoked_at",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(tenant_id)
+            .bind(name)
+            .bind(&digest(key)[..])
+            .bind(role != Role::User)
+            .bind(role == Role::Operator)
+            .fetch_one(pool)
+            .await
+        })
     }
 
     /// One key's record, revoked or not.
     pub async fn get_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
-        sqlx::query_as::<_, ApiKeyRecord>(
-            "SELECT id, tenant_id, name, is_admin, is_operator, created_at, revoked_at \
-             FROM api_keys WHERE id = ?",
-        )
-        .bind(key_id)
-        .fetch_optional(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, ApiKeyRecord>(
+                "SELECT id, tenant_id, name, is_admin, is_operator, created_at, revoked_at \
+                 FROM api_keys WHERE id = $1",
+            )
+            .bind(key_id)
+            .fetch_optional(pool)
+            .await
+        })
     }
 
     pub async fn list_keys(
         &self,
         tenant_id: Option<&str>,
     ) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
-        sqlx::query_as::<_, ApiKeyRecord>(
-            "SELECT id, tenant_id, name, is_admin, is_operator, created_at, revoked_at \
-             FROM api_keys WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY created_at",
-        )
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, ApiKeyRecord>(
+                "SELECT id, tenant_id, name, is_admin, is_operator, created_at, revoked_at \
+                 FROM api_keys WHERE $1 IS NULL OR tenant_id = $1 ORDER BY created_at",
+            )
+            .bind(tenant_id)
+            .fetch_all(pool)
+            .await
+        })
     }
 
     /// Returns false when no live key has that id.
     pub async fn revoke_key(&self, key_id: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-             WHERE id = ? AND revoked_at IS NULL",
-        )
-        .bind(key_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let done = on_pool!(self, pool, d => {
+            sqlx::query(&format!(
+                "UPDATE api_keys SET revoked_at = {} WHERE id = $1 AND revoked_at IS NULL",
+                d.now_text
+            ))
+            .bind(key_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// Makes sure an operator key exists. A configured key is registered once, as an
@@ -191,38 +202,54 @@ impl Store {
         configured: Option<&str>,
     ) -> Result<Bootstrap, sqlx::Error> {
         if let Some(key) = configured {
-            let known: Option<(String, Option<String>)> =
-                sqlx::query_as("SELECT id, revoked_at FROM api_keys WHERE key_hash = ?")
+            let known: Option<(String, Option<String>)> = on_pool!(self, pool => {
+                sqlx::query_as("SELECT id, revoked_at FROM api_keys WHERE key_hash = $1")
                     .bind(&digest(key)[..])
-                    .fetch_optional(&self.pool)
-                    .await?;
+                    .fetch_optional(pool)
+                    .await?
+            });
             match known {
                 Some((_, Some(at))) => return Ok(Bootstrap::Revoked { at }),
                 // Registered before roles existed, or made an ordinary key since: the
                 // configured key is the operator's by definition.
                 Some((id, None)) => {
-                    sqlx::query("UPDATE api_keys SET is_admin = 1, is_operator = 1 WHERE id = ?")
-                        .bind(id)
-                        .execute(&self.pool)
-                        .await?;
+                    on_pool!(self, pool => {
+                        sqlx::query(
+                            "UPDATE api_keys SET is_admin = TRUE, is_operator = TRUE \
+                             WHERE id = $1",
+                        )
+                        .bind(&id)
+                        .execute(pool)
+                        .await?
+                        .rows_affected()
+                    });
                 }
                 None => {
-                    self.insert_key(
-                        tenant_id,
-                        "bootstrap admin (RAGSTREAM_ADMIN_KEY)",
-                        Role::Operator,
-                        key,
-                    )
-                    .await?;
+                    let inserted = self
+                        .insert_key(
+                            tenant_id,
+                            "bootstrap admin (RAGSTREAM_ADMIN_KEY)",
+                            Role::Operator,
+                            key,
+                        )
+                        .await;
+                    match inserted {
+                        Ok(_) => {}
+                        // Another hub sharing the database registered it at the same moment.
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             return Ok(Bootstrap::Ready);
         }
-        let existing: Option<(String,)> = sqlx::query_as(
-            "SELECT id FROM api_keys WHERE is_operator = 1 AND revoked_at IS NULL LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
+        let existing: Option<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id FROM api_keys WHERE is_operator AND revoked_at IS NULL LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?
+        });
         if existing.is_some() {
             return Ok(Bootstrap::Ready);
         }

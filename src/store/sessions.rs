@@ -74,25 +74,28 @@ impl Store {
         times: SessionTimes,
     ) -> Result<String, sqlx::Error> {
         let now = now_ms();
-        sqlx::query(
-            "DELETE FROM sessions WHERE expires_at <= ?1 OR last_seen_at <= ?1 - ?2 \
-             OR key_id IN (SELECT id FROM api_keys WHERE revoked_at IS NOT NULL)",
-        )
-        .bind(now)
-        .bind(millis(times.idle))
-        .execute(&self.pool)
-        .await?;
         let token = generate_token();
-        sqlx::query(
-            "INSERT INTO sessions (id_hash, key_id, created_at, last_seen_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?3, ?4)",
-        )
-        .bind(&digest(&token)[..])
-        .bind(key_id)
-        .bind(now)
-        .bind(now.saturating_add(millis(times.max)))
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, pool => {
+            sqlx::query(
+                "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $1 - $2 \
+                 OR key_id IN (SELECT id FROM api_keys WHERE revoked_at IS NOT NULL)",
+            )
+            .bind(now)
+            .bind(millis(times.idle))
+            .execute(pool)
+            .await?;
+            sqlx::query(
+                "INSERT INTO sessions (id_hash, key_id, created_at, last_seen_at, expires_at) \
+                 VALUES ($1, $2, $3, $3, $4)",
+            )
+            .bind(&digest(&token)[..])
+            .bind(key_id)
+            .bind(now)
+            .bind(now.saturating_add(millis(times.max)))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
         Ok(token)
     }
 
@@ -107,20 +110,23 @@ impl Store {
             let now = now_ms();
             let hash = digest(token);
             type Row = (String, String, bool, bool, String, String, i64, String);
-            let row: Option<Row> = sqlx::query_as(
-            "SELECT k.id, k.tenant_id, k.is_admin, k.is_operator, k.name, t.name, s.last_seen_at, \
-                    strftime('%Y-%m-%dT%H:%M:%fZ', s.expires_at / 1000.0, 'unixepoch') \
-             FROM sessions s \
-             JOIN api_keys k ON k.id = s.key_id \
-             JOIN tenants t ON t.id = k.tenant_id \
-             WHERE s.id_hash = ?1 AND k.revoked_at IS NULL \
-               AND s.expires_at > ?2 AND s.last_seen_at > ?2 - ?3",
-        )
-        .bind(&hash[..])
-        .bind(now)
-        .bind(millis(times.idle))
-        .fetch_optional(&self.pool)
-        .await?;
+            let row: Option<Row> = on_pool!(self, pool, d => {
+                sqlx::query_as(&format!(
+                    "SELECT k.id, k.tenant_id, k.is_admin, k.is_operator, k.name, t.name, \
+                            s.last_seen_at, {} \
+                     FROM sessions s \
+                     JOIN api_keys k ON k.id = s.key_id \
+                     JOIN tenants t ON t.id = k.tenant_id \
+                     WHERE s.id_hash = $1 AND k.revoked_at IS NULL \
+                       AND s.expires_at > $2 AND s.last_seen_at > $2 - $3",
+                    d.session_expiry_text
+                ))
+                .bind(&hash[..])
+                .bind(now)
+                .bind(millis(times.idle))
+                .fetch_optional(pool)
+                .await?
+            });
             let Some((
                 key_id,
                 tenant_id,
@@ -135,11 +141,14 @@ impl Store {
                 return Ok(None);
             };
             if now.saturating_sub(last_seen) >= millis(times.refresh_after()) {
-                sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?")
-                    .bind(now)
-                    .bind(&hash[..])
-                    .execute(&self.pool)
-                    .await?;
+                on_pool!(self, pool => {
+                    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+                        .bind(now)
+                        .bind(&hash[..])
+                        .execute(pool)
+                        .await?
+                        .rows_affected()
+                });
             }
             Ok(Some(SessionInfo {
                 owner: KeyOwner {
@@ -158,11 +167,14 @@ impl Store {
 
     /// Signs a session out; false when no session had that value.
     pub async fn delete_session(&self, token: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
-            .bind(&digest(token)[..])
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let done = on_pool!(self, pool => {
+            sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+                .bind(&digest(token)[..])
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done > 0)
     }
 }
 

@@ -16,43 +16,58 @@ pub const DEFAULT_TENANT: &str = "default";
 
 impl Store {
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant, sqlx::Error> {
-        sqlx::query_as::<_, Tenant>(
-            "INSERT INTO tenants (id, name) VALUES (?, ?) RETURNING id, name, created_at",
-        )
-        .bind(Uuid::new_v4().to_string())
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, Tenant>(
+                "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(name)
+            .fetch_one(pool)
+            .await
+        })
     }
 
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, sqlx::Error> {
-        sqlx::query_as::<_, Tenant>("SELECT id, name, created_at FROM tenants ORDER BY created_at")
-            .fetch_all(&self.pool)
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, Tenant>(
+                "SELECT id, name, created_at FROM tenants ORDER BY created_at",
+            )
+            .fetch_all(pool)
             .await
+        })
     }
 
     pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, sqlx::Error> {
-        sqlx::query_as::<_, Tenant>("SELECT id, name, created_at FROM tenants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, Tenant>("SELECT id, name, created_at FROM tenants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })
     }
 
     pub async fn tenant_exists(&self, id: &str) -> Result<bool, sqlx::Error> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM tenants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT CAST(1 AS BIGINT) FROM tenants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
         Ok(row.is_some())
     }
 
     /// The `default` tenant, whose id is its name so it is stable across restarts.
     pub async fn ensure_default_tenant(&self) -> Result<String, sqlx::Error> {
-        sqlx::query("INSERT OR IGNORE INTO tenants (id, name) VALUES (?, ?)")
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
             .bind(DEFAULT_TENANT)
             .bind(DEFAULT_TENANT)
-            .execute(&self.pool)
-            .await?;
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
         Ok(DEFAULT_TENANT.to_owned())
     }
 }

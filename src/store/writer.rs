@@ -22,6 +22,31 @@ pub enum Job {
     Flush(oneshot::Sender<()>),
 }
 
+/// How long a final write is retried while the database cannot be reached (an outage, a
+/// restart): the answers that ended meanwhile keep their text once it is back.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// Writes `write`, retrying (with a growing pause, up to [`RETRY_FOR`]) while the database
+/// is unreachable; other errors are final. Later jobs wait meanwhile, which is what they
+/// would do anyway: the database is the same for all of them.
+async fn write_with_retries(store: &Store, write: &FinalWrite) -> Result<(), sqlx::Error> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match store.finish_message(write).await {
+            Err(e) if super::is_unreachable(&e) && start.elapsed() < RETRY_FOR => {
+                log::warn!(
+                    "the final write of message {} waits for the database: {e}",
+                    write.message_id
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// A slot in the writer's queue, reserved for one answer's final write.
 pub type WriteSlot = mpsc::OwnedPermit<Job>;
 
@@ -40,9 +65,9 @@ impl StoreWriter {
             while let Some(job) = rx.recv().await {
                 match job {
                     Job::Write(write) => {
-                        if let Err(e) = store.finish_message(&write).await {
-                            // The row stays `streaming` and becomes `interrupted` at the
-                            // next start: degraded, but never a lie.
+                        if let Err(e) = write_with_retries(&store, &write).await {
+                            // The row stays `streaming` and becomes `interrupted` once this
+                            // hub is gone: degraded, but never a lie.
                             log::error!(
                                 "the final write of message {} failed: {e}",
                                 write.message_id

@@ -459,7 +459,7 @@ struct Hub {
 }
 
 impl Hub {
-    fn start(dir: &std::path::Path, pace_ms: u64) -> Hub {
+    fn start(dir: &std::path::Path, database_url: &str, pace_ms: u64) -> Hub {
         // Free now; a race with another process for it is unlikely on loopback.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -470,10 +470,9 @@ impl Hub {
             .current_dir(dir)
             .env_clear()
             .env("RAGSTREAM_ADDR", format!("127.0.0.1:{port}"))
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}/ragstream.db", dir.display()),
-            )
+            .env("DATABASE_URL", database_url)
+            // The killed hub's answer is cleaned up once its lease lapsed: short here.
+            .env("RAGSTREAM_LEASE_TTL_SECS", "3")
             .env("RAGSTREAM_ADMIN_KEY", crate::helpers::ADMIN_KEY)
             .env("RAGSTREAM_OFFLINE_PACE_MS", pace_ms.to_string())
             .env("RAGSTREAM_WORKERS", "1")
@@ -514,14 +513,15 @@ impl Drop for Hub {
 }
 
 #[actix_web::test]
-async fn an_answer_cut_by_sigkill_is_marked_interrupted_at_the_next_start() {
-    let dir = tempfile::tempdir().expect("temp dir");
+async fn an_answer_cut_by_sigkill_is_marked_interrupted_once_its_hubs_lease_lapsed() {
+    let db = crate::support::test_db::TestDb::create().await;
+    let dir = db.dir.path();
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(10))
         .finish();
     let key = crate::helpers::ADMIN_KEY;
 
-    let hub = Hub::start(dir.path(), 200);
+    let hub = Hub::start(dir, &db.url, 200);
     hub.ready(&client).await;
     let res = client
         .post(format!("{}/api/v1/documents", hub.base))
@@ -556,19 +556,32 @@ async fn an_answer_cut_by_sigkill_is_marked_interrupted_at_the_next_start() {
     drop(hub);
     drop(reader);
 
-    let hub = Hub::start(dir.path(), 0);
+    let hub = Hub::start(dir, &db.url, 0);
     hub.ready(&client).await;
-    let mut res = client
-        .get(format!("{}/api/v1/conversations/{id}", hub.base))
-        .insert_header(("X-API-Key", key))
-        .send()
-        .await
-        .expect("request sent");
-    assert_eq!(res.status().as_u16(), 200);
-    let body: Value = res.json().await.expect("JSON");
-    let all = body["messages"].as_array().expect("messages");
+    // The new hub marks the row once the dead hub's heartbeat is older than the TTL: at
+    // most TTL + TTL/3 after the kill.
+    let start = Instant::now();
+    let all = loop {
+        let mut res = client
+            .get(format!("{}/api/v1/conversations/{id}", hub.base))
+            .insert_header(("X-API-Key", key))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(res.status().as_u16(), 200);
+        let body: Value = res.json().await.expect("JSON");
+        let all = body["messages"].as_array().expect("messages").clone();
+        if all.last().is_some_and(|m| m["status"] != "streaming") {
+            break all;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the killed hub's answer stayed streaming"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
-        roles_and_statuses(all),
+        roles_and_statuses(&all),
         [
             ("user".to_owned(), Value::Null),
             ("assistant".to_owned(), json!("interrupted"))

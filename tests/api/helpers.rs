@@ -1,5 +1,6 @@
-//! `spawn_app()`: the real application on a random port with its own SQLite database,
-//! and small clients for JSON, SSE and WebSocket.
+//! `spawn_app()`: the real application on a random port with its own database (SQLite, or
+//! PostgreSQL with `RAGSTREAM_TEST_STORE=postgres`: see `support::test_db`), and small
+//! clients for JSON, SSE and WebSocket.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use ragstream::hub::messages::GetStats;
 use ragstream::hub::HubStats;
 use ragstream::startup::{AppState, Application};
 use serde_json::{json, Value};
-use tempfile::TempDir;
+
+use crate::support::test_db::TestDb;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 
@@ -22,7 +24,8 @@ pub struct TestApp {
     pub admin_key: String,
     pub state: web::Data<AppState>,
     pub client: awc::Client,
-    _dir: TempDir,
+    /// The app's own database, dropped with it; `None` when the test shares one.
+    _db: Option<TestDb>,
 }
 
 /// A last change to the settings, for what `Options` has no field for.
@@ -38,6 +41,9 @@ pub struct Options {
     /// How long a lost client's answer waits for a resume. Zero (stop when the client
     /// leaves) unless a test is about resuming.
     pub resume_grace: Duration,
+    /// A database the test made (and drops) itself, e.g. shared by two apps; by default
+    /// each app gets a fresh one.
+    pub database_url: Option<String>,
     /// Any other change, applied last (providers, upstream timeouts, ...).
     pub settings: Option<EditSettings>,
 }
@@ -51,6 +57,7 @@ impl Default for Options {
             heartbeat: Duration::from_secs(5),
             client_timeout: Duration::from_secs(10),
             resume_grace: Duration::ZERO,
+            database_url: None,
             settings: None,
         }
     }
@@ -75,10 +82,18 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         .is_test(true)
         .parse_env(env_logger::Env::default().filter_or("TEST_LOG", "off"))
         .try_init();
-    let dir = tempfile::tempdir().expect("temp dir");
+    let db = match opts.database_url {
+        Some(_) => None,
+        None => Some(TestDb::create().await),
+    };
+    let database_url = match (&opts.database_url, &db) {
+        (Some(url), _) => url.clone(),
+        (None, Some(db)) => db.url.clone(),
+        (None, None) => unreachable!("a database was made above"),
+    };
     let mut settings = Settings {
         addr: "127.0.0.1:0".parse().expect("addr"),
-        database_url: format!("sqlite://{}/ragstream.db", dir.path().display()),
+        database_url,
         admin_key: Some(ADMIN_KEY.to_owned()),
         offline_pace: opts.pace,
         max_streams_per_user: opts.per_user,
@@ -104,7 +119,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         client: awc::Client::builder()
             .timeout(Duration::from_secs(30))
             .finish(),
-        _dir: dir,
+        _db: db,
     }
 }
 

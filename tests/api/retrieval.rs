@@ -1,7 +1,7 @@
 //! Retrieval per tenant: each tenant's scores come from its own documents, and a document
 //! is searchable only once it is whole.
 
-use ragstream::rag::fts_query::build_match_query;
+use ragstream::rag::fts_query::build_search_query;
 use ragstream::store::{NewDocument, Quota, Store};
 use serde_json::{json, Value};
 
@@ -15,7 +15,7 @@ const BOTH: &str = "# Towers and bridges\n\nA tower stands beside the bridge. Co
 
 /// (document id, chunk id, score) of the tenant's passages, straight from the store.
 async fn ranked(app: &TestApp, tenant_id: &str) -> Vec<(String, i64, f64)> {
-    let query = build_match_query(QUESTION).expect("searchable question");
+    let query = build_search_query(QUESTION).expect("searchable question");
     app.state
         .store
         .search(tenant_id, &query, 10)
@@ -84,7 +84,7 @@ async fn a_document_is_found_only_once_all_its_chunks_are_in_and_a_discarded_one
         chars: TOWER.len(),
         bytes: TOWER.len(),
     }];
-    let query = build_match_query("Eiffel tower").unwrap();
+    let query = build_search_query("Eiffel tower").unwrap();
 
     let doc = store
         .reserve_documents(&tenant, &new, &quota)
@@ -141,7 +141,7 @@ async fn the_shared_index_of_earlier_versions_is_split_per_tenant_at_start() {
     pool.close().await;
 
     let store = Store::connect(&url).await.unwrap();
-    let tower = build_match_query("tower").unwrap();
+    let tower = build_search_query("tower").unwrap();
     let t1 = store.search("t1", &tower, 5).await.unwrap();
     let t2 = store.search("t2", &tower, 5).await.unwrap();
     assert_eq!(t1.len(), 1);

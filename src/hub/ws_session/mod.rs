@@ -403,6 +403,7 @@ impl WsSession {
             .map(|conversation| (self.pipeline.store().clone(), conversation));
         let owner = self.owner.clone();
         let hub = self.hub.clone();
+        let store = self.pipeline.store().clone();
         let admit = Admit {
             user: self.owner.key_id.clone(),
             tenant: self.owner.tenant_id.clone(),
@@ -422,10 +423,13 @@ impl WsSession {
                     Ok(false) => return Err(ApiError::ConversationNotFound),
                     Err(e) => {
                         log::error!("a conversation could not be looked up: {e}");
-                        return Err(ApiError::Database(e));
+                        return Err(ApiError::from(e));
                     }
                 }
             }
+            // New answers wait for an unreachable database to come back (503 as an error
+            // frame); answers already running go on.
+            store.check_available()?;
             match hub.send(admit).await {
                 Ok(Ok(lease)) => Ok(lease),
                 Ok(Err(refused)) => Err(ApiError::from(refused)),

@@ -4,7 +4,7 @@
 //! can land the cut anywhere, inside a frame included.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +15,8 @@ pub struct CutProxy {
     pub addr: SocketAddr,
     /// Bytes from the hub after which each new connection is cut (usize::MAX: never).
     cut_after: Arc<AtomicUsize>,
+    /// While set, new connections are closed as soon as they are accepted (a server down).
+    refusing: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -25,10 +27,15 @@ impl CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let cut_after = Arc::new(AtomicUsize::new(usize::MAX));
+        let refusing = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (limit, registry) = (cut_after.clone(), links.clone());
+        let (limit, registry, refuse) = (cut_after.clone(), links.clone(), refusing.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if refuse.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let limit = limit.load(Ordering::SeqCst);
                 let link = tokio::spawn(relay(client, target, limit));
                 registry.lock().unwrap().push(link);
@@ -37,6 +44,7 @@ impl CutProxy {
         CutProxy {
             addr,
             cut_after,
+            refusing,
             links,
             accept,
         }
@@ -53,6 +61,15 @@ impl CutProxy {
     /// Connections made from now on are cut after `bytes` have come back from the hub.
     pub fn cut_after(&self, bytes: usize) {
         self.cut_after.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Takes the server behind "down" (every connection dropped, new ones closed at once)
+    /// or back "up".
+    pub fn set_down(&self, down: bool) {
+        self.refusing.store(down, Ordering::SeqCst);
+        if down {
+            self.cut();
+        }
     }
 
     /// Drops every connection now.

@@ -4,3 +4,4 @@ pub mod cut_proxy;
 pub mod hub_process;
 pub mod mock_upstream;
 pub mod raw_ws;
+pub mod test_db;
