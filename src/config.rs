@@ -194,6 +194,13 @@ pub struct Settings {
     /// A browser session ends this long after sign-in, however busy.
     pub session_max: Duration,
     pub cookie_secure: CookieSecure,
+    /// Redis for what several hubs share (admission, tickets, control); `None` runs one hub
+    /// with everything in process.
+    pub redis_url: Option<String>,
+    /// A stream lease not renewed for this long expires (a dead hub's slots free themselves).
+    pub lease_ttl: Duration,
+    /// This hub's name in a cluster (admin views, control messages); generated when unset.
+    pub hub_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +244,9 @@ impl Default for Settings {
             session_idle: Duration::from_secs(8 * 3600),
             session_max: Duration::from_secs(7 * 86_400),
             cookie_secure: CookieSecure::Auto,
+            redis_url: None,
+            lease_ttl: Duration::from_secs(15),
+            hub_id: None,
         }
     }
 }
@@ -373,6 +383,7 @@ impl Settings {
         if let Some(n) = number(&var, "RAGSTREAM_RESUME_GRACE_SECS", 0, 3600)? {
             s.resume_grace = Duration::from_secs(n as u64);
         }
+        read_cluster(&var, &mut s)?;
         if let Some(n) = number(&var, "RAGSTREAM_CLIENT_WRITE_TIMEOUT_SECS", 1, 3600)? {
             s.client_write_timeout = Duration::from_secs(n as u64);
         }
@@ -586,6 +597,34 @@ fn default_static_dir() -> PathBuf {
     } else {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
     }
+}
+
+/// `REDIS_URL`, `RAGSTREAM_LEASE_TTL_SECS`, `RAGSTREAM_HUB_ID`.
+fn read_cluster(var: &impl Fn(&'static str) -> Option<String>, s: &mut Settings) -> Result<(), ConfigError> {
+    if let Some(v) = var("REDIS_URL") {
+        let v = v.trim().to_owned();
+        if !v.starts_with("redis://") {
+            return Err(ConfigError {
+                var: "REDIS_URL",
+                message: format!("`{v}` is not a redis:// URL such as redis://127.0.0.1:6379/0"),
+            });
+        }
+        s.redis_url = Some(v);
+    }
+    if let Some(n) = number(var, "RAGSTREAM_LEASE_TTL_SECS", 2, 3600)? {
+        s.lease_ttl = Duration::from_secs(n as u64);
+    }
+    if let Some(v) = var("RAGSTREAM_HUB_ID") {
+        let v = v.trim().to_owned();
+        if v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(ConfigError {
+                var: "RAGSTREAM_HUB_ID",
+                message: "use up to 64 letters, digits, `-` or `_`".to_owned(),
+            });
+        }
+        s.hub_id = Some(v);
+    }
+    Ok(())
 }
 
 fn number(
