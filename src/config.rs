@@ -600,7 +600,10 @@ fn default_static_dir() -> PathBuf {
 }
 
 /// `REDIS_URL`, `RAGSTREAM_LEASE_TTL_SECS`, `RAGSTREAM_HUB_ID`.
-fn read_cluster(var: &impl Fn(&'static str) -> Option<String>, s: &mut Settings) -> Result<(), ConfigError> {
+fn read_cluster(
+    var: &impl Fn(&'static str) -> Option<String>,
+    s: &mut Settings,
+) -> Result<(), ConfigError> {
     if let Some(v) = var("REDIS_URL") {
         let v = v.trim().to_owned();
         if !v.starts_with("redis://") {
@@ -616,7 +619,11 @@ fn read_cluster(var: &impl Fn(&'static str) -> Option<String>, s: &mut Settings)
     }
     if let Some(v) = var("RAGSTREAM_HUB_ID") {
         let v = v.trim().to_owned();
-        if v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if v.len() > 64
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(ConfigError {
                 var: "RAGSTREAM_HUB_ID",
                 message: "use up to 64 letters, digits, `-` or `_`".to_owned(),

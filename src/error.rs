@@ -36,6 +36,10 @@ pub enum ApiError {
     QuotaExceeded(String),
     #[error("the service is shutting down")]
     Unavailable,
+    /// Redis, which the hubs of a cluster share, does not answer: no answer can be admitted
+    /// without it (the limits hold across hubs or not at all).
+    #[error("the cluster's shared state (Redis) is unavailable; retry shortly")]
+    ClusterUnavailable,
     /// Too much of one kind of work at once; the client may retry shortly.
     #[error("{message}")]
     Busy { code: &'static str, message: String },
@@ -77,6 +81,7 @@ impl ApiError {
             ApiError::TooManyStreams { code, .. } => code,
             ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Unavailable => "unavailable",
+            ApiError::ClusterUnavailable => "cluster_unavailable",
             ApiError::Busy { code, .. } => code,
             ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }
@@ -110,7 +115,9 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QuotaExceeded(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::ClusterUnavailable | ApiError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -13,6 +13,7 @@
 
 pub mod answer;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod hub;

@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::answer::{Answers, Pipeline};
 use crate::auth::tickets::{ConnectionGrant, TicketStore, TICKET_TTL};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{ConfigError, Settings};
 use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
 use crate::providers::Providers;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub signalr_connections: Arc<LogicalConnections>,
     /// Admission for document uploads (`RAGSTREAM_MAX_CONCURRENT_UPLOADS`).
     pub uploads: UploadGate,
+    /// What the hubs of a cluster share (`REDIS_URL`); `None` for one hub on its own.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("the database could not be opened or migrated: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("REDIS_URL: {0}")]
+    Cluster(#[from] ClusterError),
     #[error("the address could not be bound: {0}")]
     Bind(#[from] std::io::Error),
 }
@@ -104,10 +109,32 @@ impl Application {
             Answers::new(settings.resume_grace),
             settings.answer_log_max_bytes,
         );
-        let hub = ChatHub::spawn(Limits {
-            per_user: settings.max_streams_per_user,
-            global: settings.max_streams_global,
-        });
+        let cluster = match &settings.redis_url {
+            Some(url) => {
+                let cluster =
+                    Cluster::connect(url, settings.hub_id.as_deref(), settings.lease_ttl)?;
+                log::info!("cluster mode: hub {} on Redis", cluster.hub_id());
+                Some(cluster)
+            }
+            None => None,
+        };
+        let hub = ChatHub::spawn(
+            Limits {
+                per_user: settings.max_streams_per_user,
+                global: settings.max_streams_global,
+            },
+            cluster.clone(),
+        );
+        let (tickets, connection_tokens) = match &cluster {
+            Some(c) => (
+                TicketStore::shared("rst_", TICKET_TTL, c.clone()),
+                TicketStore::shared("rsc_", TICKET_TTL, c.clone()),
+            ),
+            None => (
+                TicketStore::new("rst_", TICKET_TTL),
+                TicketStore::new("rsc_", TICKET_TTL),
+            ),
+        };
 
         let listener = TcpListener::bind(settings.addr)?;
         let port = listener.local_addr()?.port();
@@ -120,11 +147,16 @@ impl Application {
             pipeline,
             hub,
             settings,
-            tickets: TicketStore::new("rst_", TICKET_TTL),
-            connection_tokens: TicketStore::new("rsc_", TICKET_TTL),
+            tickets,
+            connection_tokens,
             connection_slots,
             signalr_connections: LogicalConnections::new(),
+            cluster,
         });
+        if let Some(cluster) = &state.cluster {
+            let control_state = state.clone();
+            cluster.listen(move |control| routes::admin::on_control(&control_state, control));
+        }
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()

@@ -7,10 +7,18 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient};
+use std::sync::Arc;
+
+use actix::fut::{ready, ActorFutureExt, WrapFuture};
+use actix::{
+    Actor, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient,
+    ResponseActFuture,
+};
 use serde::Serialize;
 
 use super::lease::Lease;
+use crate::cluster::{Admission, Cluster, ClusterError, LeaseMember};
+
 use super::messages::{
     AdminView, Admit, AdmitError, Attach, Connect, ConnectionInfo, Disconnect, EndConnection,
     EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome, Release,
@@ -38,6 +46,8 @@ struct ActiveStream {
     abort: Option<futures_util::future::AbortHandle>,
     /// Set with `abort`: the answer's id and whether anyone reads it.
     answer: Option<std::sync::Arc<crate::answer::AnswerEntry>>,
+    /// The lease in Redis, in a cluster: renewed while the answer runs, removed at release.
+    cluster_lease: Option<LeaseMember>,
 }
 
 /// Rolling figures fed by the outcomes that come back with each release.
@@ -151,10 +161,14 @@ pub struct ChatHub {
     watchers: HashMap<u64, (String, Recipient<Terminate>)>,
     /// Keys revoked while this hub runs; see [`RevokeKey`].
     revoked: HashSet<String>,
+    /// In a cluster, admission is decided in Redis (limits across every hub).
+    cluster: Option<Arc<Cluster>>,
+    /// A renewal is in flight; the next tick skips rather than piling up on a slow Redis.
+    renewing: bool,
 }
 
 impl ChatHub {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, cluster: Option<Arc<Cluster>>) -> Self {
         ChatHub {
             limits,
             sessions: HashMap::new(),
@@ -168,6 +182,8 @@ impl ChatHub {
             tenants: HashMap::new(),
             watchers: HashMap::new(),
             revoked: HashSet::new(),
+            cluster,
+            renewing: false,
         }
     }
 
@@ -241,6 +257,7 @@ impl ChatHub {
             .filter(|(_, s)| in_scope(tenant, &s.tenant))
             .map(|(id, s)| ConnectionInfo {
                 id: *id,
+                hub: self.hub_name(),
                 kind: s.kind,
                 protocol: s.protocol,
                 user: s.user.clone(),
@@ -260,6 +277,7 @@ impl ChatHub {
             .filter(|(_, s)| in_scope(tenant, &s.tenant))
             .map(|(id, s)| StreamInfo {
                 id: *id,
+                hub: self.hub_name(),
                 user: s.user.clone(),
                 tenant: s.tenant.clone(),
                 session_id: s.session_id,
@@ -288,39 +306,76 @@ impl ChatHub {
     }
 
     /// Starts the hub on a thread of its own.
-    pub fn spawn(limits: Limits) -> Addr<ChatHub> {
+    pub fn spawn(limits: Limits, cluster: Option<Arc<Cluster>>) -> Addr<ChatHub> {
         let arbiter = Arbiter::new();
-        ChatHub::start_in_arbiter(&arbiter.handle(), move |_| ChatHub::new(limits))
+        ChatHub::start_in_arbiter(&arbiter.handle(), move |_| ChatHub::new(limits, cluster))
     }
-}
 
-impl Actor for ChatHub {
-    type Context = Context<Self>;
-}
+    fn hub_name(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.hub_id().to_string())
+    }
 
-impl Handler<Admit> for ChatHub {
-    type Result = Result<Lease, AdmitError>;
+    fn refuse(&mut self, tenant: &str, error: AdmitError) -> Result<Lease, AdmitError> {
+        self.refused_total += 1;
+        self.tally(tenant).refused += 1;
+        Err(error)
+    }
 
-    fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
-        if self.revoked.contains(&msg.user) {
-            return Err(AdmitError::KeyRevoked);
-        }
+    /// Admission by this hub's own counts (no cluster).
+    fn admit_locally(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Result<Lease, AdmitError> {
         if self.streams.len() >= self.limits.global {
-            self.refused_total += 1;
-            self.tally(&msg.tenant).refused += 1;
-            return Err(AdmitError::Global {
-                limit: self.limits.global,
-            });
+            let limit = self.limits.global;
+            return self.refuse(&msg.tenant, AdmitError::Global { limit });
         }
-        let count = self.per_user.entry(msg.user.clone()).or_insert(0);
-        if *count >= self.limits.per_user {
-            self.refused_total += 1;
-            self.tally(&msg.tenant).refused += 1;
-            return Err(AdmitError::PerUser {
-                limit: self.limits.per_user,
-            });
+        if self.per_user.get(&msg.user).copied().unwrap_or(0) >= self.limits.per_user {
+            let limit = self.limits.per_user;
+            return self.refuse(&msg.tenant, AdmitError::PerUser { limit });
         }
-        *count += 1;
+        Ok(self.register(msg, None, ctx))
+    }
+
+    /// What the cluster's admission script decided, applied to this hub's registry.
+    fn admitted_by_cluster(
+        &mut self,
+        verdict: Result<Admission, ClusterError>,
+        msg: Admit,
+        ctx: &mut Context<Self>,
+    ) -> Result<Lease, AdmitError> {
+        let limits = self.limits;
+        match verdict {
+            Ok(Admission::Admitted(member)) if self.revoked.contains(&msg.user) => {
+                // Revoked while the script ran.
+                self.release_in_cluster(member);
+                Err(AdmitError::KeyRevoked)
+            }
+            Ok(Admission::Admitted(member)) => Ok(self.register(msg, Some(member), ctx)),
+            Ok(Admission::PerUser) => self.refuse(
+                &msg.tenant,
+                AdmitError::PerUser {
+                    limit: limits.per_user,
+                },
+            ),
+            Ok(Admission::Global) => self.refuse(
+                &msg.tenant,
+                AdmitError::Global {
+                    limit: limits.global,
+                },
+            ),
+            Ok(Admission::KeyRevoked) => Err(AdmitError::KeyRevoked),
+            Err(e) => {
+                log::warn!("admission: {e}");
+                Err(AdmitError::ClusterUnavailable)
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        msg: Admit,
+        cluster_lease: Option<LeaseMember>,
+        ctx: &mut Context<Self>,
+    ) -> Lease {
+        *self.per_user.entry(msg.user.clone()).or_insert(0) += 1;
         let id = self.next_lease;
         self.next_lease += 1;
         self.admitted_total += 1;
@@ -335,13 +390,91 @@ impl Handler<Admit> for ChatHub {
                 started: Instant::now(),
                 abort: None,
                 answer: None,
+                cluster_lease,
             },
         );
-        Ok(Lease {
+        Lease {
             id,
             hub: ctx.address(),
             outcome: None,
-        })
+        }
+    }
+
+    /// Off the hub's thread: a slow Redis delays the release, never the hub. A release
+    /// that fails is left to the lease's expiry.
+    fn release_in_cluster(&self, member: LeaseMember) {
+        if let Some(cluster) = self.cluster.clone() {
+            actix::spawn(async move {
+                if let Err(e) = cluster.release(&member).await {
+                    log::warn!("a lease could not be released (it expires on its own): {e}");
+                }
+            });
+        }
+    }
+
+    /// Extends every lease this hub holds, in one round trip.
+    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        if self.renewing {
+            return;
+        }
+        let leases: Vec<LeaseMember> = self
+            .streams
+            .values()
+            .filter_map(|s| s.cluster_lease.clone())
+            .collect();
+        if leases.is_empty() {
+            return;
+        }
+        self.renewing = true;
+        let renewal = async move { cluster.renew(&leases).await };
+        ctx.spawn(renewal.into_actor(self).map(|result, act, _| {
+            act.renewing = false;
+            match result {
+                Ok(0) => {}
+                Ok(lost) => log::warn!("{lost} lease(s) had expired before their renewal"),
+                Err(e) => log::warn!("leases could not be renewed: {e}"),
+            }
+        }));
+    }
+}
+
+impl Actor for ChatHub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(cluster) = &self.cluster {
+            // Three renewals per TTL: one lost or late renewal does not expire a lease.
+            ctx.run_interval(cluster.lease_ttl() / 3, |act, ctx| act.renew_leases(ctx));
+        }
+    }
+}
+
+impl Handler<Admit> for ChatHub {
+    type Result = ResponseActFuture<Self, Result<Lease, AdmitError>>;
+
+    fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
+        if self.revoked.contains(&msg.user) {
+            return Box::pin(ready(Err(AdmitError::KeyRevoked)));
+        }
+        let Some(cluster) = self.cluster.clone() else {
+            return Box::pin(ready(self.admit_locally(msg, ctx)));
+        };
+        // The script runs while the hub goes on with other messages.
+        let limits = self.limits;
+        let verdict = async move {
+            let verdict = cluster
+                .acquire(&msg.user, limits.per_user, limits.global)
+                .await;
+            (verdict, msg)
+        };
+        Box::pin(
+            verdict
+                .into_actor(self)
+                .map(|(verdict, msg), act, ctx| act.admitted_by_cluster(verdict, msg, ctx)),
+        )
     }
 }
 
@@ -363,6 +496,9 @@ impl Handler<Release> for ChatHub {
             if *count == 0 {
                 self.per_user.remove(&stream.user);
             }
+        }
+        if let Some(member) = stream.cluster_lease {
+            self.release_in_cluster(member);
         }
     }
 }

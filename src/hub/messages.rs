@@ -84,6 +84,9 @@ pub struct GetAdminView {
 #[serde(rename_all = "camelCase")]
 pub struct StreamInfo {
     pub id: u64,
+    /// The hub that runs it, in a cluster (`?hub=` of the admin's end-stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
     pub user: String,
     pub tenant: String,
     pub session_id: Option<u64>,
@@ -231,6 +234,9 @@ impl Terminate {
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
     pub id: u64,
+    /// The hub that holds it, in a cluster (`?hub=` of the admin's end-connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
     pub kind: &'static str,
     pub protocol: Option<&'static str>,
     pub user: String,
@@ -247,6 +253,8 @@ pub enum AdmitError {
     Global { limit: usize },
     #[error("the API key was revoked")]
     KeyRevoked,
+    #[error("the cluster's shared state is unavailable")]
+    ClusterUnavailable,
 }
 
 impl From<AdmitError> for ApiError {
@@ -255,6 +263,7 @@ impl From<AdmitError> for ApiError {
             AdmitError::PerUser { .. } => "too_many_streams",
             AdmitError::Global { .. } => "server_busy",
             AdmitError::KeyRevoked => return ApiError::Unauthorized,
+            AdmitError::ClusterUnavailable => return ApiError::ClusterUnavailable,
         };
         ApiError::TooManyStreams {
             code,

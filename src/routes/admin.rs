@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures_util::stream;
 
 use crate::auth::StreamPrincipal;
+use crate::cluster::control::Control;
 use crate::hub::messages::{EndConnection, EndStream, GetAdminView, ListConnections, RevokeKey};
 use crate::hub::KeyWatch;
 use crate::startup::AppState;
@@ -204,6 +205,7 @@ async fn revoke_key(
     // Also for a key already revoked: a revocation whose request was dropped between the
     // store's update and this line is completed by asking again.
     end_everything_of_revoked_key(&state, &key.id);
+    tell_the_cluster(&state, &key.id);
     if newly_revoked {
         Ok(HttpResponse::NoContent().finish())
     } else {
@@ -222,6 +224,78 @@ fn end_everything_of_revoked_key(state: &AppState, key_id: &str) {
     state.hub.do_send(RevokeKey {
         key_id: key_id.to_owned(),
     });
+}
+
+/// Every other hub ends what the key holds open there, and Redis refuses its tickets and
+/// admissions from now on. Spawned, so a client that leaves cannot stop it half-way; a
+/// failure is logged (the store already refuses the key on every hub).
+fn tell_the_cluster(state: &AppState, key_id: &str) {
+    let Some(cluster) = state.cluster.clone() else {
+        return;
+    };
+    let key_id = key_id.to_owned();
+    actix_web::rt::spawn(async move {
+        let told = match cluster.mark_revoked(&key_id).await {
+            Ok(()) => cluster.publish(Control::RevokeKey { key_id }).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = told {
+            log::error!("a revocation could not be shared with the other hubs: {e}");
+        }
+    });
+}
+
+/// What another hub asked of this one (see [`Control`]).
+pub fn on_control(state: &AppState, control: Control) {
+    let this_hub = |hub: &str| state.cluster.as_ref().is_some_and(|c| **c.hub_id() == *hub);
+    match control {
+        Control::RevokeKey { key_id } => end_everything_of_revoked_key(state, &key_id),
+        Control::EndStream { hub, id, tenant } if this_hub(&hub) => state.hub.do_send(EndStream {
+            lease_id: id,
+            tenant,
+        }),
+        Control::EndConnection { hub, id, tenant } if this_hub(&hub) => {
+            state.hub.do_send(EndConnection {
+                session_id: id,
+                tenant,
+            })
+        }
+        Control::CancelAnswer { answer_id, key_id } => {
+            if let Some(entry) = state.pipeline.answers().get(&answer_id, &key_id) {
+                entry.stop(crate::answer::StopReason::Cancelled);
+            }
+        }
+        Control::EndStream { .. } | Control::EndConnection { .. } => {}
+    }
+}
+
+/// `?hub=` on an admin action: the hub that runs the stream or connection (this one when
+/// absent).
+#[derive(Deserialize)]
+struct HubTarget {
+    hub: Option<String>,
+}
+
+/// The other hub named by `?hub=`, when there is one and this hub is in a cluster.
+fn other_hub(state: &AppState, target: &HubTarget) -> Option<String> {
+    let cluster = state.cluster.as_ref()?;
+    target
+        .hub
+        .as_ref()
+        .filter(|hub| **cluster.hub_id() != ***hub)
+        .cloned()
+}
+
+/// Hands an admin action to the hub that runs it: 202, it acts when the message arrives.
+async fn ask_other_hub(state: &AppState, control: Control) -> Result<HttpResponse, ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Err(ApiError::ClusterUnavailable);
+    };
+    cluster.publish(control).await.map_err(|e| {
+        log::warn!("control: {e}");
+        ApiError::ClusterUnavailable
+    })?;
+    Ok(HttpResponse::Accepted().finish())
 }
 
 async fn stats(
@@ -257,7 +331,16 @@ async fn end_connection(
     state: web::Data<AppState>,
     Admin(admin): Admin,
     id: web::Path<u64>,
+    target: web::Query<HubTarget>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(hub) = other_hub(&state, &target) {
+        let control = Control::EndConnection {
+            hub,
+            id: id.into_inner(),
+            tenant: acting_scope(&admin),
+        };
+        return ask_other_hub(&state, control).await;
+    }
     let existed = state
         .hub
         .send(EndConnection {
@@ -343,7 +426,16 @@ async fn end_stream(
     state: web::Data<AppState>,
     Admin(admin): Admin,
     id: web::Path<u64>,
+    target: web::Query<HubTarget>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(hub) = other_hub(&state, &target) {
+        let control = Control::EndStream {
+            hub,
+            id: id.into_inner(),
+            tenant: acting_scope(&admin),
+        };
+        return ask_other_hub(&state, control).await;
+    }
     let running = state
         .hub
         .send(EndStream {

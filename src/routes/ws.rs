@@ -48,6 +48,7 @@ async fn chat_ws(
             let ConnectionGrant { owner, stateful } = state
                 .connection_tokens
                 .redeem(id)
+                .await?
                 .ok_or(ApiError::NotFound("connection"))?;
             let reconnect = stateful.then(|| ReconnectGrant {
                 token: id.clone(),
@@ -132,7 +133,7 @@ async fn negotiate(
     req: HttpRequest,
     state: web::Data<AppState>,
     StreamPrincipal(owner): StreamPrincipal,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string()).ok();
     let param = |name: &str| query.as_ref().and_then(|q| q.get(name).cloned());
     let version = param("negotiateVersion")
@@ -143,7 +144,8 @@ async fn negotiate(
         && !state.settings.resume_grace.is_zero();
     let token = state
         .connection_tokens
-        .issue(ConnectionGrant { owner, stateful });
+        .issue(ConnectionGrant { owner, stateful })
+        .await?;
     let transports = json!([{"transport": "WebSockets", "transferFormats": ["Text"]}]);
     let body = if version >= 1 {
         let mut body = json!({
@@ -164,5 +166,5 @@ async fn negotiate(
             "availableTransports": transports,
         })
     };
-    HttpResponse::Ok().json(body)
+    Ok(HttpResponse::Ok().json(body))
 }
