@@ -1,0 +1,323 @@
+//! The cluster: two hub processes on one database and one Redis, behind nginx
+//! (deploy/nginx.conf), on loopback. Needs Redis at 127.0.0.1:6379 and `nginx` and
+//! `redis-server` on the PATH. Each test uses a Redis database number of its own (10–13).
+
+mod rig;
+
+use std::time::{Duration, Instant};
+
+use actix_web::rt::time::sleep;
+use awc::ws;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+use rig::{free_port, Hub, Process, Rig, ADMIN_KEY};
+
+/// Opens an SSE answer at `base` (a hub's or nginx's URL up to the path) with a key.
+async fn open_sse(
+    rig: &Rig,
+    url: String,
+    key: &str,
+) -> (
+    u16,
+    awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>>>,
+) {
+    let res = rig
+        .client
+        .get(url)
+        .insert_header(("X-API-Key", key))
+        .send()
+        .await
+        .expect("request sent");
+    (res.status().as_u16(), res)
+}
+
+fn ask_path() -> &'static str {
+    "/api/v1/ask/stream?question=lighthouse%20keepers&topK=3"
+}
+
+/// The whole SSE body, until the hub ends it.
+async fn body_text(
+    mut res: awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+    >,
+) -> String {
+    let mut text = String::new();
+    while let Some(chunk) = res.next().await {
+        match chunk {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => break,
+        }
+    }
+    text
+}
+
+/// The last SSE event name in a body (`done` when the last frame is the done data frame).
+fn ended_with_done(text: &str) -> bool {
+    text.contains("\"done\":true") || text.contains("event: done")
+}
+
+async fn error_code(
+    res: awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+    >,
+) -> String {
+    let text = body_text(res).await;
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    v["error"]["code"].as_str().unwrap_or("").to_owned()
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_keys_sixth_stream_is_refused_whichever_hub_gets_it() {
+    let rig = Rig::start(10, 15, 100).await;
+    rig.add_document().await;
+    let (_, key) = rig.new_key("limits").await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let (status, res) = open_sse(&rig, rig.lb(ask_path()), &key).await;
+        assert_eq!(status, 200);
+        open.push(res);
+    }
+    let (a, b) = (rig.active_streams("a").await, rig.active_streams("b").await);
+    assert_eq!(a + b, 5);
+    assert!(a >= 1 && b >= 1, "round robin spread them: a {a}, b {b}");
+    // Twice through nginx (round robin: one each), and once at each hub directly.
+    for url in [
+        rig.lb(ask_path()),
+        rig.lb(ask_path()),
+        rig.hub("a").url(ask_path()),
+        rig.hub("b").url(ask_path()),
+    ] {
+        let (status, res) = open_sse(&rig, url, &key).await;
+        assert_eq!(status, 429);
+        assert_eq!(error_code(res).await, "too_many_streams");
+    }
+    for res in open {
+        assert!(ended_with_done(&body_text(res).await));
+    }
+}
+
+#[actix_web::test]
+async fn a_ticket_from_one_hub_opens_a_stream_on_the_other_once() {
+    let rig = Rig::start(11, 15, 5).await;
+    rig.add_document().await;
+    let (_, key) = rig.new_key("tickets").await;
+    let (status, body) = rig
+        .post(&rig.hub("a").url("/api/v1/stream-tickets"), &key, json!({}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let ticket = body["ticket"].as_str().expect("ticket").to_owned();
+    let on = |hub: &Hub| hub.url(&format!("{}&ticket={ticket}", ask_path()));
+    let res = rig.client.get(on(rig.hub("b"))).send().await.expect("sent");
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(ended_with_done(&body_text(res).await));
+    for hub in ["b", "a"] {
+        let res = rig.client.get(on(rig.hub(hub))).send().await.expect("sent");
+        assert_eq!(res.status().as_u16(), 401, "spent, on hub {hub}");
+    }
+}
+
+#[actix_web::test]
+async fn signalr_negotiates_on_one_hub_and_connects_on_the_other() {
+    let rig = Rig::start(12, 15, 5).await;
+    let (status, body) = rig
+        .post(
+            &rig.hub("a")
+                .url("/api/v1/chat/ws/negotiate?negotiateVersion=1"),
+            ADMIN_KEY,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["connectionToken"].as_str().expect("token").to_owned();
+    let ws_url = |hub: &Hub| {
+        hub.url(&format!("/api/v1/chat/ws?id={token}"))
+            .replacen("http", "ws", 1)
+    };
+    let (res, mut framed) = rig
+        .client
+        .ws(ws_url(rig.hub("b")))
+        .connect()
+        .await
+        .expect("upgraded on b");
+    assert_eq!(res.status().as_u16(), 101);
+    framed
+        .send(ws::Message::Text(
+            "{\"protocol\":\"json\",\"version\":1}\u{1e}".into(),
+        ))
+        .await
+        .expect("handshake sent");
+    match framed.next().await {
+        Some(Ok(ws::Frame::Text(text))) => assert_eq!(&text[..], b"{}\x1e"),
+        other => panic!("no handshake reply: {other:?}"),
+    }
+    match rig.client.ws(ws_url(rig.hub("a"))).connect().await {
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+            assert_eq!(status.as_u16(), 404, "the token is spent")
+        }
+        other => panic!(
+            "a spent token connected: {:?}",
+            other.map(|(r, _)| r.status())
+        ),
+    }
+}
+
+#[actix_web::test]
+async fn an_admin_on_one_hub_ends_a_stream_and_revokes_a_key_on_the_other() {
+    let rig = Rig::start(13, 15, 100).await;
+    rig.add_document().await;
+    let (_, key) = rig.new_key("ended").await;
+    let (status, res) = open_sse(&rig, rig.hub("b").url(ask_path()), &key).await;
+    assert_eq!(status, 200);
+    let (_, streams) = rig
+        .get(&rig.hub("b").url("/api/v1/admin/streams"), ADMIN_KEY)
+        .await;
+    let stream = &streams["streams"][0];
+    assert_eq!(stream["hub"], "b", "{streams}");
+    let id = stream["id"].as_u64().expect("id");
+    let path = format!("/api/v1/admin/streams/{id}?hub=b");
+    assert_eq!(rig.delete(&rig.hub("a").url(&path), ADMIN_KEY).await, 202);
+    let text = body_text(res).await;
+    assert!(text.contains("ended_by_admin"), "{text}");
+
+    let (key_id, key) = rig.new_key("revoked").await;
+    let (status, sse) = open_sse(&rig, rig.hub("b").url(ask_path()), &key).await;
+    assert_eq!(status, 200);
+    let (res, mut socket) = rig
+        .client
+        .ws(rig
+            .hub("b")
+            .url("/api/v1/chat/ws")
+            .replacen("http", "ws", 1))
+        .header("X-API-Key", key.as_str())
+        .connect()
+        .await
+        .expect("websocket on b");
+    assert_eq!(res.status().as_u16(), 101);
+    let path = format!("/api/v1/admin/keys/{key_id}");
+    assert_eq!(rig.delete(&rig.hub("a").url(&path), ADMIN_KEY).await, 204);
+    let text = body_text(sse).await;
+    assert!(text.contains(r#""error":{"code""#), "{text}");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = socket.next().await {
+            if let Ok(ws::Frame::Close(reason)) = frame {
+                return reason.map(|r| r.code);
+            }
+        }
+        None
+    })
+    .await
+    .expect("the socket on b closes");
+    assert_eq!(closed, Some(ws::CloseCode::Policy));
+}
+
+#[actix_web::test]
+async fn a_killed_hubs_slots_free_themselves_and_the_other_hubs_answers_go_on() {
+    let ttl = 3;
+    let mut rig = Rig::start(14, ttl, 250).await;
+    rig.add_document().await;
+    let (_, key) = rig.new_key("killed").await;
+    let mut on_b = Vec::new();
+    for hub in ["a", "a", "b", "b", "b"] {
+        let (status, res) = open_sse(&rig, rig.hub(hub).url(ask_path()), &key).await;
+        assert_eq!(status, 200);
+        if hub == "b" {
+            on_b.push(res);
+        }
+    }
+    let (status, _) = open_sse(&rig, rig.hub("b").url(ask_path()), &key).await;
+    assert_eq!(status, 429);
+    rig.hub_mut("a").process.kill();
+    let waited = wait_until(
+        "a slot of the killed hub",
+        Duration::from_secs(ttl + 5),
+        || async { open_sse(&rig, rig.hub("b").url(ask_path()), &key).await.0 == 200 },
+    )
+    .await;
+    assert!(
+        waited <= Duration::from_secs(ttl + 2),
+        "freed after {waited:?}"
+    );
+    for res in on_b {
+        assert!(
+            ended_with_done(&body_text(res).await),
+            "b's answers are untouched"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn without_redis_a_hub_is_not_ready_refuses_new_answers_and_recovers_on_its_own() {
+    let mut rig = Rig::empty(15, 150).await;
+    let port = free_port();
+    let hub = rig.spawn_hub("lonely", &format!("redis://127.0.0.1:{port}/0"), 15);
+    rig.hubs.push(hub);
+    // Checked before the hub listens too: a refused connection is "not yet".
+    let not_ready = || async {
+        let Ok(mut res) = rig.client.get(rig.lb("/readyz")).send().await else {
+            return false;
+        };
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        res.status().as_u16() == 503 && body["error"]["code"] == "cluster_unavailable"
+    };
+    wait_until(
+        "not ready without Redis",
+        Duration::from_secs(30),
+        not_ready,
+    )
+    .await;
+    rig.add_document().await;
+    let (status, body) = rig
+        .post(
+            &rig.lb("/api/v1/ask"),
+            ADMIN_KEY,
+            json!({"question": "lighthouse"}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "cluster_unavailable");
+
+    let mut redis = redis_server(port);
+    let ready = || async { rig.get(&rig.lb("/readyz"), ADMIN_KEY).await.0 == 200 };
+    wait_until("ready once Redis is back", Duration::from_secs(15), ready).await;
+    let (status, res) = open_sse(&rig, rig.lb(ask_path()), ADMIN_KEY).await;
+    assert_eq!(status, 200, "admitted without a restart");
+    // Redis goes away mid-answer: the answer finishes all the same.
+    redis.kill();
+    assert!(ended_with_done(&body_text(res).await));
+    wait_until("not ready again", Duration::from_secs(15), not_ready).await;
+}
+
+fn redis_server(port: u16) -> Process {
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    Process { child, port }
+}
