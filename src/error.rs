@@ -49,7 +49,7 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,

@@ -101,14 +101,6 @@ impl Application {
         // the database falls behind, and then new answers wait at their start instead of
         // the queue growing without bound.
         let writer = StoreWriter::start(store.clone(), settings.max_streams_global);
-        let pipeline = Pipeline::new(
-            store.clone(),
-            providers,
-            writer,
-            settings.history_budget_chars,
-            Answers::new(settings.resume_grace),
-            settings.answer_log_max_bytes,
-        );
         let cluster = match &settings.redis_url {
             Some(url) => {
                 let cluster =
@@ -118,6 +110,15 @@ impl Application {
             }
             None => None,
         };
+        let pipeline = Pipeline::new(
+            store.clone(),
+            providers,
+            writer,
+            settings.history_budget_chars,
+            Answers::new(settings.resume_grace),
+            settings.answer_log_max_bytes,
+        )
+        .with_cluster(cluster.clone());
         let hub = ChatHub::spawn(
             Limits {
                 per_user: settings.max_streams_per_user,

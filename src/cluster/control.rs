@@ -32,6 +32,12 @@ pub enum Control {
     },
     /// Whichever hub runs the answer stops it, if the key owns it.
     CancelAnswer { answer_id: String, key_id: String },
+    /// A reader on another hub joined (or left) an answer the hub `hub` runs.
+    Presence {
+        answer_id: String,
+        hub: String,
+        joined: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize)]

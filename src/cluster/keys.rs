@@ -7,6 +7,8 @@
 //! | `{ragstream}:leases:user:<key id>` | sorted set | one key's leases, scored the same |
 //! | `{ragstream}:revoked` | set | key ids revoked (refused admission, tickets) |
 //! | `{ragstream}:ticket:<token>` | string, TTL | a stream ticket or SignalR connection token |
+//! | `{ragstream}:answer:<id>` | hash, TTL | a running answer: key, tenant, hub, ticket |
+//! | `{ragstream}:log:<id>` | stream, TTL | its events, entry id `0-<seq>`, field `e` |
 //! | `{ragstream}:control` | pub/sub channel | control messages between hubs |
 
 pub const ALL_LEASES: &str = "{ragstream}:leases:all";
@@ -19,4 +21,12 @@ pub fn user_leases(key_id: &str) -> String {
 
 pub fn ticket(token: &str) -> String {
     format!("{{ragstream}}:ticket:{token}")
+}
+
+pub fn answer(id: &str) -> String {
+    format!("{{ragstream}}:answer:{id}")
+}
+
+pub fn answer_log(id: &str) -> String {
+    format!("{{ragstream}}:log:{id}")
 }

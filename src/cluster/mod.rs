@@ -9,6 +9,7 @@
 mod admission;
 pub mod control;
 pub mod keys;
+mod logs;
 mod tickets;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
 
 pub use admission::{Admission, LeaseMember};
+pub use logs::{AnswerInfo, LogReader};
 
 /// The longest one Redis round trip may take before the cluster counts as unavailable.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);

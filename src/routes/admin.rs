@@ -265,7 +265,12 @@ pub fn on_control(state: &AppState, control: Control) {
                 entry.stop(crate::answer::StopReason::Cancelled);
             }
         }
-        Control::EndStream { .. } | Control::EndConnection { .. } => {}
+        Control::Presence {
+            answer_id,
+            hub,
+            joined,
+        } if this_hub(&hub) => state.pipeline.answers().remote_presence(&answer_id, joined),
+        Control::EndStream { .. } | Control::EndConnection { .. } | Control::Presence { .. } => {}
     }
 }
 

@@ -1,6 +1,6 @@
 //! The cluster: two hub processes on one database and one Redis, behind nginx
 //! (deploy/nginx.conf), on loopback. Needs Redis at 127.0.0.1:6379 and `nginx` and
-//! `redis-server` on the PATH. Each test uses a Redis database number of its own (10–13).
+//! `redis-server` on the PATH. Each test uses a Redis database number of its own (8–15).
 
 mod rig;
 
@@ -320,4 +320,95 @@ fn redis_server(port: u16) -> Process {
         .spawn()
         .expect("redis-server starts");
     Process { child, port }
+}
+
+/// SSE frames `(seq, data)` of an answer, as they come; stops after `until` frames or at
+/// the end of the body.
+async fn frames(
+    res: &mut awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+    >,
+    until: usize,
+) -> (String, Vec<(u64, Value)>) {
+    let mut buffer = String::new();
+    let mut answer = String::new();
+    let mut out = Vec::new();
+    while out.len() < until {
+        let Some(Ok(chunk)) = res.next().await else {
+            break;
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let id = frame.lines().find_map(|l| l.strip_prefix("id: "));
+            let data = frame.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(id), Some(data)) = (id, data) {
+                let (a, seq) = id.rsplit_once(':').expect("<answer>:<seq>");
+                answer = a.to_owned();
+                out.push((
+                    seq.parse().expect("seq"),
+                    serde_json::from_str(data).expect("json"),
+                ));
+            }
+        }
+    }
+    (answer, out)
+}
+
+fn tokens(frames: &[(u64, Value)]) -> String {
+    frames
+        .iter()
+        .filter_map(|(_, data)| data["token"].as_str())
+        .collect()
+}
+
+#[actix_web::test]
+async fn an_answer_cut_off_on_one_hub_resumes_on_the_other_with_nothing_lost_or_repeated() {
+    let rig = Rig::start(9, 15, 60).await;
+    rig.add_document().await;
+    let (_, key) = rig.new_key("resume").await;
+    let (status, mut first) = open_sse(&rig, rig.hub("a").url(ask_path()), &key).await;
+    assert_eq!(status, 200);
+    let (answer, before) = frames(&mut first, 4).await;
+    drop(first); // the connection drops without a word
+    let cut = before.last().expect("some events").0;
+    let path = format!("/api/v1/answers/{answer}/stream?after={cut}");
+    let (status, mut rest) = open_sse(&rig, rig.hub("b").url(&path), &key).await;
+    assert_eq!(status, 200, "b resumes a's answer");
+    let (_, after) = frames(&mut rest, usize::MAX).await;
+    let seqs: Vec<u64> = before.iter().chain(&after).map(|(seq, _)| *seq).collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "every event once, in order");
+    assert_eq!(after.last().expect("the end").1["done"], true);
+    assert!(after.last().expect("the end").1.get("error").is_none());
+
+    // The whole answer, read again from a's own log: the two halves make it up exactly.
+    let path = format!("/api/v1/answers/{answer}/stream?after=0");
+    let (status, mut whole) = open_sse(&rig, rig.hub("a").url(&path), &key).await;
+    assert_eq!(status, 200);
+    let (_, whole) = frames(&mut whole, usize::MAX).await;
+    let halves = format!("{}{}", tokens(&before), tokens(&after));
+    assert_eq!(halves, tokens(&whole));
+    assert!(!halves.is_empty());
+}
+
+#[actix_web::test]
+async fn an_answer_running_on_one_hub_is_stopped_through_the_other() {
+    let rig = Rig::start(8, 15, 100).await;
+    rig.add_document().await;
+    let (_, key) = rig.new_key("stop").await;
+    let (_, other) = rig.new_key("other").await;
+    let (status, mut res) = open_sse(&rig, rig.hub("a").url(ask_path()), &key).await;
+    assert_eq!(status, 200);
+    let (answer, _) = frames(&mut res, 2).await;
+    let path = format!("/api/v1/answers/{answer}");
+    assert_eq!(
+        rig.delete(&rig.hub("b").url(&path), &other).await,
+        404,
+        "not its key's"
+    );
+    assert_eq!(rig.delete(&rig.hub("b").url(&path), &key).await, 204);
+    let (_, rest) = frames(&mut res, usize::MAX).await;
+    let last = &rest.last().expect("an ending").1;
+    assert_eq!(last["error"]["code"], "cancelled", "{last}");
 }
