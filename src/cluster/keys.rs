@@ -9,11 +9,15 @@
 //! | `{ragstream}:ticket:<token>` | string, TTL | a stream ticket or SignalR connection token |
 //! | `{ragstream}:answer:<id>` | hash, TTL | a running answer: key, tenant, hub, ticket |
 //! | `{ragstream}:log:<id>` | stream, TTL | its events, entry id `0-<seq>`, field `e` |
+//! | `{ragstream}:hubs` | sorted set | live hubs, scored by when their view expires |
+//! | `{ragstream}:views` | hash | hub → its streams and connections (JSON) |
 //! | `{ragstream}:control` | pub/sub channel | control messages between hubs |
 
 pub const ALL_LEASES: &str = "{ragstream}:leases:all";
 pub const REVOKED: &str = "{ragstream}:revoked";
 pub const CONTROL: &str = "{ragstream}:control";
+pub const HUBS: &str = "{ragstream}:hubs";
+pub const VIEWS: &str = "{ragstream}:views";
 
 pub fn user_leases(key_id: &str) -> String {
     format!("{{ragstream}}:leases:user:{key_id}")

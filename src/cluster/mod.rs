@@ -11,6 +11,7 @@ pub mod control;
 pub mod keys;
 mod logs;
 mod tickets;
+pub mod views;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -17,6 +17,7 @@ use actix::{
 use serde::Serialize;
 
 use super::lease::Lease;
+use crate::cluster::views::VIEW_INTERVAL;
 use crate::cluster::{Admission, Cluster, ClusterError, LeaseMember};
 
 use super::messages::{
@@ -412,6 +413,23 @@ impl ChatHub {
         }
     }
 
+    /// Lets admins on other hubs list this hub's streams and connections.
+    fn publish_view(&mut self) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let view = serde_json::json!({
+            "streams": self.streams(None),
+            "connections": self.connections(None),
+        })
+        .to_string();
+        actix::spawn(async move {
+            if let Err(e) = cluster.put_view(view).await {
+                log::debug!("the hub's view was not published: {e}");
+            }
+        });
+    }
+
     /// Extends every lease this hub holds, in one round trip.
     fn renew_leases(&mut self, ctx: &mut Context<Self>) {
         let Some(cluster) = self.cluster.clone() else {
@@ -448,6 +466,7 @@ impl Actor for ChatHub {
         if let Some(cluster) = &self.cluster {
             // Three renewals per TTL: one lost or late renewal does not expire a lease.
             ctx.run_interval(cluster.lease_ttl() / 3, |act, ctx| act.renew_leases(ctx));
+            ctx.run_interval(VIEW_INTERVAL, |act, _| act.publish_view());
         }
     }
 }

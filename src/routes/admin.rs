@@ -8,7 +8,7 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -325,9 +325,13 @@ async fn list_connections(
     let tenant = listing_scope(&state, &admin, &filter).await?;
     let connections = state
         .hub
-        .send(ListConnections { tenant })
+        .send(ListConnections {
+            tenant: tenant.clone(),
+        })
         .await
         .map_err(|_| ApiError::Unavailable)?;
+    let mut connections = serde_json::to_value(connections).unwrap_or_default();
+    with_other_hubs(&state, &mut connections, "connections", tenant.as_deref()).await;
     Ok(HttpResponse::Ok().json(json!({ "connections": connections })))
 }
 
@@ -420,10 +424,31 @@ async fn list_streams(
     let tenant = listing_scope(&state, &admin, &filter).await?;
     let view = state
         .hub
-        .send(GetAdminView { tenant })
+        .send(GetAdminView {
+            tenant: tenant.clone(),
+        })
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({ "streams": view.streams, "metrics": view.metrics })))
+    let mut streams = serde_json::to_value(view.streams).unwrap_or_default();
+    with_other_hubs(&state, &mut streams, "streams", tenant.as_deref()).await;
+    Ok(HttpResponse::Ok().json(json!({ "streams": streams, "metrics": view.metrics })))
+}
+
+/// In a cluster, appends the entries of `list` that the other hubs published (in the
+/// tenant's scope). Redis not answering leaves this hub's own entries: a listing is still
+/// useful, and each entry's `hub` says where it runs.
+async fn with_other_hubs(state: &AppState, items: &mut Value, list: &str, tenant: Option<&str>) {
+    let (Some(cluster), Some(items)) = (&state.cluster, items.as_array_mut()) else {
+        return;
+    };
+    match cluster.other_hubs(list).await {
+        Ok(others) => items.extend(
+            others
+                .into_iter()
+                .filter(|item| tenant.is_none_or(|t| item["tenant"] == t)),
+        ),
+        Err(e) => log::warn!("the other hubs' {list} could not be read: {e}"),
+    }
 }
 
 /// Ends one running answer on any transport; its client gets an `ended_by_admin` error.

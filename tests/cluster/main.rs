@@ -185,12 +185,22 @@ async fn an_admin_on_one_hub_ends_a_stream_and_revokes_a_key_on_the_other() {
     let (_, key) = rig.new_key("ended").await;
     let (status, res) = open_sse(&rig, rig.hub("b").url(ask_path()), &key).await;
     assert_eq!(status, 200);
-    let (_, streams) = rig
-        .get(&rig.hub("b").url("/api/v1/admin/streams"), ADMIN_KEY)
-        .await;
-    let stream = &streams["streams"][0];
-    assert_eq!(stream["hub"], "b", "{streams}");
-    let id = stream["id"].as_u64().expect("id");
+    // Listed by a: every hub publishes its streams, each with its hub.
+    let mut id = None;
+    for _ in 0..100 {
+        let (_, listed) = rig
+            .get(&rig.hub("a").url("/api/v1/admin/streams"), ADMIN_KEY)
+            .await;
+        id = listed["streams"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["hub"] == "b"))
+            .and_then(|s| s["id"].as_u64());
+        if id.is_some() {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    let id = id.expect("b's stream listed on a within 5 s");
     let path = format!("/api/v1/admin/streams/{id}?hub=b");
     assert_eq!(rig.delete(&rig.hub("a").url(&path), ADMIN_KEY).await, 202);
     let text = body_text(res).await;
