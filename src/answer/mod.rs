@@ -200,6 +200,7 @@ impl Pipeline {
                 id: id.clone(),
                 owner: owner.clone(),
                 ticket: ticket.clone(),
+                label: label.clone(),
                 grace: self.answers.grace(),
             };
             shared_log::mirror(cluster.clone(), memory.clone(), mirrored);

@@ -98,6 +98,7 @@ pub struct Mirrored {
     pub id: Arc<str>,
     pub owner: AnswerOwner,
     pub ticket: Option<String>,
+    pub label: Option<Arc<str>>,
     pub grace: Duration,
 }
 
@@ -108,10 +109,17 @@ pub fn mirror(cluster: Arc<Cluster>, log: Arc<MemoryLog>, answer: Mirrored) {
             id,
             owner,
             ticket,
+            label,
             grace,
         } = answer;
         let announced = cluster
-            .announce_answer(&id, &owner.key_id, &owner.tenant_id, ticket.as_deref())
+            .announce_answer(
+                &id,
+                &owner.key_id,
+                &owner.tenant_id,
+                ticket.as_deref(),
+                label.as_deref(),
+            )
             .await;
         if let Err(e) = announced {
             log::warn!("answer {id} is not shared with the other hubs: {e}");
@@ -163,7 +171,7 @@ pub async fn follow(
         log: log.clone(),
         stop: futures_util::future::AbortHandle::new_pair().0,
         ticket: info.ticket,
-        label: None,
+        label: info.label.map(Arc::from),
     });
     let presence = |joined| Control::Presence {
         answer_id: id.to_owned(),
@@ -208,6 +216,36 @@ pub async fn follow(
         }
     });
     Ok(entry)
+}
+
+/// Why an answer of another hub could not be followed.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error(transparent)]
+    Unavailable(#[from] ClusterError),
+    #[error("the cursor is ahead of the answer")]
+    Ahead,
+}
+
+/// The answer `id` running on another hub, followed from after `after`, if it is known
+/// and `allowed` accepts its owner (and ticket); `None` otherwise.
+pub async fn find(
+    cluster: Arc<Cluster>,
+    id: &str,
+    after: u64,
+    max_bytes: usize,
+    allowed: impl FnOnce(&AnswerInfo) -> bool,
+) -> Result<Option<Arc<AnswerEntry>>, FindError> {
+    let Some(info) = cluster.answer_info(id).await? else {
+        return Ok(None);
+    };
+    if !allowed(&info) {
+        return Ok(None);
+    }
+    if after > info.last_seq {
+        return Err(FindError::Ahead);
+    }
+    Ok(Some(follow(cluster, id, info, after, max_bytes).await?))
 }
 
 fn unavailable() -> ErrorBody {

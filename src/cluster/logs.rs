@@ -27,6 +27,8 @@ pub struct AnswerInfo {
     pub tenant_id: String,
     pub hub: String,
     pub ticket: Option<String>,
+    /// The client's name for the request that started it (a WebSocket request id).
+    pub label: Option<String>,
     /// The sequence number of the last event in the stream (0 before the first).
     pub last_seq: u64,
 }
@@ -46,6 +48,7 @@ impl Cluster {
         key_id: &str,
         tenant_id: &str,
         ticket: Option<&str>,
+        label: Option<&str>,
     ) -> Result<(), ClusterError> {
         let key = keys::answer(id);
         let mut fields = vec![
@@ -55,6 +58,9 @@ impl Cluster {
         ];
         if let Some(ticket) = ticket {
             fields.push(("ticket", ticket.to_owned()));
+        }
+        if let Some(label) = label {
+            fields.push(("label", label.to_owned()));
         }
         self.call(|mut c| {
             let mut pipe = redis::pipe();
@@ -129,6 +135,7 @@ impl Cluster {
             tenant_id,
             hub,
             ticket: fields.get("ticket").cloned(),
+            label: fields.get("label").cloned(),
             last_seq: last.ids.first().map_or(0, |e| seq_of(&e.id)),
         }))
     }

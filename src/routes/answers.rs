@@ -11,7 +11,8 @@ use serde::Deserialize;
 
 use std::sync::Arc;
 
-use crate::answer::{shared_log, AnswerEntry, AnswerOwner, Answers, ResumeError, Subscription};
+use crate::answer::shared_log::{self, FindError};
+use crate::answer::{AnswerEntry, AnswerOwner, Answers, ResumeError, Subscription};
 use crate::auth::{resolve_stream, stream_ticket, Principal};
 use crate::cluster::control::Control;
 use crate::cluster::{AnswerInfo, ClusterError};
@@ -103,23 +104,15 @@ async fn on_another_hub(
     let Some(cluster) = state.pipeline.cluster() else {
         return Ok(None);
     };
-    let Some(info) = cluster.answer_info(id).await.map_err(unavailable)? else {
-        return Ok(None);
-    };
-    if !allowed(&info) {
-        return Ok(None);
-    }
-    if after > info.last_seq {
-        return Err(ApiError::bad_request(
-            "invalid_cursor",
-            ResumeError::Ahead.to_string(),
-        ));
-    }
     let max_bytes = state.pipeline.log_max_bytes();
-    shared_log::follow(cluster.clone(), id, info, after, max_bytes)
+    shared_log::find(cluster.clone(), id, after, max_bytes, allowed)
         .await
-        .map(Some)
-        .map_err(unavailable)
+        .map_err(|e| match e {
+            FindError::Ahead => {
+                ApiError::bad_request("invalid_cursor", ResumeError::Ahead.to_string())
+            }
+            FindError::Unavailable(e) => unavailable(e),
+        })
 }
 
 /// The `Last-Event-ID` header, when it is one of ours (`<answerId>:<seq>`).

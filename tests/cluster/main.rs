@@ -422,3 +422,77 @@ async fn an_answer_running_on_one_hub_is_stopped_through_the_other() {
     let last = &rest.last().expect("an ending").1;
     assert_eq!(last["error"]["code"], "cancelled", "{last}");
 }
+
+/// Text frames of a plain WebSocket as JSON, until `stop` accepts one (or the socket ends).
+async fn ws_frames(
+    framed: &mut actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
+    mut stop: impl FnMut(&Value) -> bool,
+) -> Vec<Value> {
+    let mut frames = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), framed.next()).await {
+            Ok(Some(Ok(ws::Frame::Text(bytes)))) => {
+                let frame: Value = serde_json::from_slice(&bytes).expect("JSON");
+                let done = stop(&frame);
+                frames.push(frame);
+                if done {
+                    return frames;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => return frames,
+            Err(_) => panic!("no frame for 20 s"),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_websocket_answer_resumes_on_a_socket_to_the_other_hub() {
+    let rig = Rig::start(7, 15, 60).await;
+    rig.add_document().await;
+    let (_, key) = rig.new_key("ws-resume").await;
+    let socket = |hub: &str| {
+        rig.client
+            .ws(rig
+                .hub(hub)
+                .url("/api/v1/chat/ws")
+                .replacen("http", "ws", 1))
+            .header("X-API-Key", key.as_str())
+            .connect()
+    };
+    let (_, mut on_a) = socket("a").await.expect("a socket on a");
+    let ask = json!({"message": "lighthouse keepers", "topK": 3, "id": "q1"}).to_string();
+    on_a.send(ws::Message::Text(ask.into()))
+        .await
+        .expect("sent");
+    let mut tokens_seen = 0;
+    let before = ws_frames(&mut on_a, |f| {
+        tokens_seen += usize::from(f.get("token").is_some());
+        tokens_seen == 3
+    })
+    .await;
+    drop(on_a);
+    let answer_id = before[0]["answerId"].as_str().expect("answerId").to_owned();
+    let seq = before.last().expect("frames")["seq"].as_u64().expect("seq");
+
+    let (_, mut on_b) = socket("b").await.expect("a socket on b");
+    let resume = json!({"type": "resume", "answerId": answer_id, "after": seq}).to_string();
+    on_b.send(ws::Message::Text(resume.into()))
+        .await
+        .expect("sent");
+    let after = ws_frames(&mut on_b, |f| f.get("done") == Some(&Value::Bool(true))).await;
+    let end = after.last().expect("an ending");
+    assert_eq!(end["done"], true, "{end}");
+    assert!(end.get("error").is_none(), "{end}");
+    let seqs: Vec<u64> = before
+        .iter()
+        .chain(&after)
+        .filter_map(|f| f["seq"].as_u64())
+        .collect();
+    let expected: Vec<u64> = (seqs[0]..seqs[0] + seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "every event once, in order");
+    assert!(
+        after.iter().all(|f| f["id"] == "q1"),
+        "frames keep the request id"
+    );
+}
