@@ -1,8 +1,9 @@
 //! The cluster: two hub processes on one database and one Redis, behind nginx
 //! (deploy/nginx.conf), on loopback. Needs Redis at 127.0.0.1:6379 and `nginx` and
-//! `redis-server` on the PATH. Each test uses a Redis database number of its own (8–15).
+//! `redis-server` on the PATH. Each test uses a Redis database number of its own (4–15).
 
 mod rig;
+mod shared_log;
 
 use std::time::{Duration, Instant};
 
