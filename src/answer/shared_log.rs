@@ -15,7 +15,7 @@ use futures_util::future::poll_fn;
 use serde::{Deserialize, Serialize};
 
 use super::event_log::{EventLog, MemoryLog, ReadOutcome};
-use super::registry::{AnswerEntry, AnswerOwner, Answers, NewAnswer};
+use super::registry::{gap_event, AnswerEntry, AnswerOwner, Answers, NewAnswer};
 use super::{AnswerEvent, DoneMetadata, Source, StreamEvent};
 use crate::cluster::control::Control;
 use crate::cluster::{AnswerInfo, Cluster, ClusterError};
@@ -135,6 +135,14 @@ pub fn mirror(cluster: Arc<Cluster>, log: Arc<MemoryLog>, answer: Mirrored) {
             })
             .await;
             let ReadOutcome::Read { last, ended } = outcome else {
+                // The in-process log dropped events the mirror had not sent (Redis was slow
+                // past the log's byte bound): an event numbered past the hole ends every
+                // follower with a gap instead of leaving it waiting.
+                let hole = gap_event(log.last_seq() + 1);
+                let ending = [(hole.seq, encode(&hole))];
+                if let Err(e) = cluster.append_events(&id, &ending, Some(grace)).await {
+                    log::warn!("answer {id}: its gap could not be shared: {e}");
+                }
                 return;
             };
             cursor = last;
