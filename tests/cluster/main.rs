@@ -2,6 +2,7 @@
 //! (deploy/nginx.conf), on loopback. Needs Redis at 127.0.0.1:6379 and `nginx` and
 //! `redis-server` on the PATH. Each test uses a Redis database number of its own (4–15).
 
+mod costs;
 mod rig;
 mod shared_log;
 
