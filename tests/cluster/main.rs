@@ -498,3 +498,39 @@ async fn a_websocket_answer_resumes_on_a_socket_to_the_other_hub() {
         "frames keep the request id"
     );
 }
+
+#[actix_web::test]
+async fn an_event_source_reconnecting_with_its_spent_ticket_resumes_through_the_other_hub() {
+    let rig = Rig::start(6, 15, 60).await;
+    rig.add_document().await;
+    let (_, key) = rig.new_key("event-source").await;
+    let (status, body) = rig
+        .post(&rig.hub("a").url("/api/v1/stream-tickets"), &key, json!({}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let ticket = body["ticket"].as_str().expect("ticket").to_owned();
+    let path = format!("{}&ticket={ticket}", ask_path());
+    let mut first = rig
+        .client
+        .get(rig.hub("a").url(&path))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(first.status().as_u16(), 200);
+    let (answer, before) = frames(&mut first, 4).await;
+    drop(first);
+    let seq = before.last().expect("frames").0;
+    // What a browser's EventSource does: the same URL, with the last id it saw.
+    let mut rest = rig
+        .client
+        .get(rig.hub("b").url(&path))
+        .insert_header(("Last-Event-ID", format!("{answer}:{seq}")))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(rest.status().as_u16(), 200);
+    let (resumed, after) = frames(&mut rest, usize::MAX).await;
+    assert_eq!(resumed, answer);
+    assert_eq!(after.first().expect("more").0, seq + 1);
+    assert_eq!(after.last().expect("the end").1["done"], true);
+}
