@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use actix::fut::{ready, ActorFutureExt, WrapFuture};
+use actix::fut::{ActorFutureExt, WrapFuture};
 use actix::{
-    Actor, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient,
-    ResponseActFuture,
+    Actor, ActorResponse, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient,
 };
 use serde::Serialize;
 
@@ -472,14 +471,15 @@ impl Actor for ChatHub {
 }
 
 impl Handler<Admit> for ChatHub {
-    type Result = ResponseActFuture<Self, Result<Lease, AdmitError>>;
+    /// Answered at once by this hub alone; in a cluster, once Redis has decided.
+    type Result = ActorResponse<Self, Result<Lease, AdmitError>>;
 
     fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
         if self.revoked.contains(&msg.user) {
-            return Box::pin(ready(Err(AdmitError::KeyRevoked)));
+            return ActorResponse::reply(Err(AdmitError::KeyRevoked));
         }
         let Some(cluster) = self.cluster.clone() else {
-            return Box::pin(ready(self.admit_locally(msg, ctx)));
+            return ActorResponse::reply(self.admit_locally(msg, ctx));
         };
         // The script runs while the hub goes on with other messages.
         let limits = self.limits;
@@ -489,7 +489,7 @@ impl Handler<Admit> for ChatHub {
                 .await;
             (verdict, msg)
         };
-        Box::pin(
+        ActorResponse::r#async(
             verdict
                 .into_actor(self)
                 .map(|(verdict, msg), act, ctx| act.admitted_by_cluster(verdict, msg, ctx)),

@@ -384,28 +384,34 @@ async fn events(
     }
     let tenant = listing_scope(&state, &owner, &filter).await?;
     let revoked = KeyWatch::start(owner.key_id.clone(), state.hub.clone());
-    let hub = state.hub.clone();
+    let feed_state = state.clone();
     let ticks = actix_web::rt::time::interval(ADMIN_EVENT_INTERVAL);
-    let feed = (hub, ticks, 0u64, revoked, tenant);
+    let feed = (feed_state, ticks, 0u64, revoked, tenant);
     let body = stream::unfold(
         feed,
-        |(hub, mut ticks, seq, mut revoked, tenant)| async move {
+        |(state, mut ticks, seq, mut revoked, tenant)| async move {
             tokio::select! {
                 // Resolves only when the watch ends: the key was revoked.
                 _ = &mut revoked => return None,
                 _ = ticks.tick() => {}
             }
-            let view = hub
+            let view = state
+                .hub
                 .send(GetAdminView {
                     tenant: tenant.clone(),
                 })
                 .await
                 .ok()?;
-            let json = serde_json::to_string(&view).ok()?;
-            let frame = format!("id: {}\nevent: stats\ndata: {json}\n\n", seq + 1);
+            let mut view = serde_json::to_value(&view).ok()?;
+            for list in ["streams", "connections"] {
+                if let Some(items) = view.get_mut(list) {
+                    with_other_hubs(&state, items, list, tenant.as_deref()).await;
+                }
+            }
+            let frame = format!("id: {}\nevent: stats\ndata: {view}\n\n", seq + 1);
             Some((
                 Ok::<_, Infallible>(Bytes::from(frame)),
-                (hub, ticks, seq + 1, revoked, tenant),
+                (state, ticks, seq + 1, revoked, tenant),
             ))
         },
     );
