@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::poll_fn;
+use futures_util::future::{poll_fn, AbortHandle, Abortable};
 use serde::{Deserialize, Serialize};
 
 use super::event_log::{EventLog, MemoryLog, ReadOutcome};
@@ -170,6 +170,13 @@ pub async fn follow(
 ) -> Result<Arc<AnswerEntry>, ClusterError> {
     let mut reader = cluster.log_reader(id, after).await?;
     let log = MemoryLog::resuming_after(after, max_bytes);
+    // A stop here (a WebSocket cancel) is sent on to the hub that runs the answer.
+    let (stop, stop_registration) = AbortHandle::new_pair();
+    let mut stopped = Abortable::new(std::future::pending::<()>(), stop_registration);
+    let cancel = Control::CancelAnswer {
+        answer_id: id.to_owned(),
+        key_id: info.key_id.clone(),
+    };
     let entry = Answers::remote(NewAnswer {
         id: id.into(),
         owner: AnswerOwner {
@@ -177,7 +184,7 @@ pub async fn follow(
             tenant_id: info.tenant_id,
         },
         log: log.clone(),
-        stop: futures_util::future::AbortHandle::new_pair().0,
+        stop,
         ticket: info.ticket,
         label: info.label.map(Arc::from),
     });
@@ -192,8 +199,20 @@ pub async fn follow(
     drop(log);
     actix_web::rt::spawn(async move {
         let mut expected = after + 1;
+        let mut cancel = Some(cancel);
         'follow: loop {
-            let batch = reader.next_batch().await;
+            // Until the terminal event comes, a stop is told to the running hub once.
+            let batch = tokio::select! {
+                batch = reader.next_batch() => batch,
+                _ = &mut stopped, if cancel.is_some() => {
+                    if let Some(cancel) = cancel.take() {
+                        if let Err(e) = cluster.publish(cancel).await {
+                            log::warn!("a stop was not told to the answer's hub: {e}");
+                        }
+                    }
+                    continue;
+                }
+            };
             let Some(log) = weak.upgrade() else {
                 break;
             };

@@ -534,3 +534,53 @@ async fn an_event_source_reconnecting_with_its_spent_ticket_resumes_through_the_
     assert_eq!(after.first().expect("more").0, seq + 1);
     assert_eq!(after.last().expect("the end").1["done"], true);
 }
+
+#[actix_web::test]
+async fn a_cancel_on_the_hub_that_resumed_an_answer_stops_it_on_the_hub_that_runs_it() {
+    let rig = Rig::start(2, 15, 100).await;
+    rig.add_document().await;
+    let (_, key) = rig.new_key("ws-cancel").await;
+    let socket = |hub: &str| {
+        rig.client
+            .ws(rig
+                .hub(hub)
+                .url("/api/v1/chat/ws")
+                .replacen("http", "ws", 1))
+            .header("X-API-Key", key.as_str())
+            .connect()
+    };
+    let (_, mut on_a) = socket("a").await.expect("a socket on a");
+    let ask = json!({"message": "lighthouse keepers", "topK": 3, "id": "q1"}).to_string();
+    on_a.send(ws::Message::Text(ask.into()))
+        .await
+        .expect("sent");
+    let before = ws_frames(&mut on_a, |f| f.get("token").is_some()).await;
+    drop(on_a);
+    let answer_id = before[0]["answerId"].as_str().expect("answerId").to_owned();
+    let seq = before.last().expect("frames")["seq"].as_u64().expect("seq");
+
+    let (_, mut on_b) = socket("b").await.expect("a socket on b");
+    let resume = json!({"type": "resume", "answerId": answer_id, "after": seq}).to_string();
+    on_b.send(ws::Message::Text(resume.into()))
+        .await
+        .expect("sent");
+    ws_frames(&mut on_b, |f| f.get("token").is_some()).await;
+    let cancel = json!({"type": "cancel", "id": "q1"}).to_string();
+    on_b.send(ws::Message::Text(cancel.into()))
+        .await
+        .expect("sent");
+    let rest = ws_frames(&mut on_b, |f| f.get("error").is_some()).await;
+    let end = rest.last().expect("an ending");
+    assert_eq!(end["error"]["code"], "cancelled", "{end}");
+    wait_until("a's slot released", Duration::from_secs(5), || async {
+        rig.active_streams("a").await == 0
+    })
+    .await;
+    // On a, where it ran, the answer ended as cancelled.
+    let path = format!("/api/v1/answers/{answer_id}/stream?after=0");
+    let (status, mut log) = open_sse(&rig, rig.hub("a").url(&path), &key).await;
+    assert_eq!(status, 200);
+    let (_, events) = frames(&mut log, usize::MAX).await;
+    let last = &events.last().expect("events").1;
+    assert_eq!(last["error"]["code"], "cancelled", "{last}");
+}
