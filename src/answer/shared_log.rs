@@ -23,6 +23,8 @@ use crate::error::ErrorBody;
 
 /// How long the mirror gathers tokens after the first one before sending them.
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// Wait before sending a batch again after Redis failed to take it.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Events sent in one round trip at most.
 const BATCH_MAX: usize = 512;
 
@@ -126,6 +128,7 @@ pub fn mirror(cluster: Arc<Cluster>, log: Arc<MemoryLog>, answer: Mirrored) {
             return;
         }
         let mut cursor = 0;
+        let mut failing = false;
         loop {
             let mut batch = Vec::new();
             let outcome = poll_fn(|cx| {
@@ -145,11 +148,22 @@ pub fn mirror(cluster: Arc<Cluster>, log: Arc<MemoryLog>, answer: Mirrored) {
                 }
                 return;
             };
-            cursor = last;
             let end = ended.then_some(grace);
-            if let Err(e) = cluster.append_events(&id, &batch, end).await {
-                // Readers on other hubs will see the hole and get a gap error.
-                log::warn!("answer {id}: events not shared with the other hubs: {e}");
+            match cluster.append_events(&id, &batch, end).await {
+                Ok(()) => {
+                    cursor = last;
+                    failing = false;
+                }
+                Err(e) => {
+                    // Kept in the in-process log (bounded) and sent again once Redis is back;
+                    // told once per outage, not once per batch.
+                    if !failing {
+                        log::warn!("answer {id}: events not shared with the other hubs yet: {e}");
+                    }
+                    failing = true;
+                    actix_web::rt::time::sleep(RETRY_DELAY).await;
+                    continue;
+                }
             }
             if ended {
                 return;

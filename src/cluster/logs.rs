@@ -6,9 +6,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use std::sync::LazyLock;
+
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script};
 
 use super::{keys, Cluster, ClusterError, OP_TIMEOUT};
 
@@ -19,6 +21,27 @@ const RUNNING_TTL: Duration = Duration::from_secs(3600);
 const MAX_ENTRIES: usize = 20_000;
 /// One XREAD waits at most this long, so a reader whose subscribers left stops soon.
 const BLOCK: Duration = Duration::from_millis(1000);
+
+/// KEYS: the stream, the answer's hash. ARGV: ttl ms, max entries, then (seq, json) pairs.
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local top = 0
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then top = tonumber(string.match(last[1][1], '-(%d+)$')) end
+for i = 3, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > top then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. seq, 'e', ARGV[i + 1])
+    top = seq
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+",
+    )
+});
 
 /// Who owns a running answer, and where it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,33 +98,25 @@ impl Cluster {
 
     /// Appends encoded events `(seq, json)` in one round trip; with `end`, the answer has
     /// ended and its stream and hash are kept that long more (the resume grace window).
+    /// Idempotent: events already in the stream are skipped, so a batch whose reply was
+    /// lost is simply sent again.
     pub async fn append_events(
         &self,
         id: &str,
         events: &[(u64, String)],
         end: Option<Duration>,
     ) -> Result<(), ClusterError> {
-        let log = keys::answer_log(id);
-        let answer = keys::answer(id);
+        let ttl = end.map_or(RUNNING_TTL, |grace| grace.max(Duration::from_secs(1)));
         self.call(|mut c| {
-            let mut pipe = redis::pipe();
+            let mut call = APPEND.prepare_invoke();
+            call.key(keys::answer_log(id))
+                .key(keys::answer(id))
+                .arg(ttl.as_millis() as u64)
+                .arg(MAX_ENTRIES);
             for (seq, json) in events {
-                pipe.cmd("XADD")
-                    .arg(&log)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(MAX_ENTRIES)
-                    .arg(format!("0-{seq}"))
-                    .arg("e")
-                    .arg(json)
-                    .ignore();
+                call.arg(*seq).arg(json);
             }
-            let ttl = end.map_or(RUNNING_TTL, |grace| grace.max(Duration::from_secs(1)));
-            pipe.pexpire(&log, ttl.as_millis() as i64)
-                .ignore()
-                .pexpire(&answer, ttl.as_millis() as i64)
-                .ignore();
-            async move { pipe.query_async::<()>(&mut c).await }
+            async move { call.invoke_async::<()>(&mut c).await }
         })
         .await
     }
