@@ -195,8 +195,8 @@ pub struct Settings {
     pub session_max: Duration,
     pub cookie_secure: CookieSecure,
     /// Redis for what several hubs share (admission, tickets, control); `None` runs one hub
-    /// with everything in process.
-    pub redis_url: Option<String>,
+    /// with everything in process. A secret: the URL may carry Redis' password.
+    pub redis_url: Option<Secret>,
     /// A stream lease not renewed for this long expires (a dead hub's slots free themselves).
     pub lease_ttl: Duration,
     /// This hub's name in a cluster (admin views, control messages); generated when unset.
@@ -607,12 +607,15 @@ fn read_cluster(
     if let Some(v) = var("REDIS_URL") {
         let v = v.trim().to_owned();
         if !v.starts_with("redis://") {
+            // Not echoed: it may carry a password.
             return Err(ConfigError {
                 var: "REDIS_URL",
-                message: format!("`{v}` is not a redis:// URL such as redis://127.0.0.1:6379/0"),
+                message:
+                    "must be a redis:// URL such as redis://127.0.0.1:6379/0 (TLS is not supported)"
+                        .to_owned(),
             });
         }
-        s.redis_url = Some(v);
+        s.redis_url = Some(Secret::new(v));
     }
     if let Some(n) = number(var, "RAGSTREAM_LEASE_TTL_SECS", 2, 3600)? {
         s.lease_ttl = Duration::from_secs(n as u64);
@@ -849,6 +852,37 @@ mod tests {
         assert_eq!(err.var, "RAGSTREAM_COOKIE_SECURE");
         let err = from(&[("RAGSTREAM_SESSION_IDLE_SECS", "5")]).unwrap_err();
         assert_eq!(err.var, "RAGSTREAM_SESSION_IDLE_SECS");
+    }
+
+    #[test]
+    fn the_cluster_settings_are_checked() {
+        let s = from(&[]).expect("defaults");
+        assert_eq!(s.redis_url, None);
+        assert_eq!(s.lease_ttl, Duration::from_secs(15));
+        let s = from(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379/3"),
+            ("RAGSTREAM_LEASE_TTL_SECS", "4"),
+            ("RAGSTREAM_HUB_ID", "hub-a_1"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            s.redis_url.as_ref().map(Secret::expose),
+            Some("redis://127.0.0.1:6379/3")
+        );
+        assert_eq!(s.lease_ttl, Duration::from_secs(4));
+        assert_eq!(s.hub_id.as_deref(), Some("hub-a_1"));
+        let s = from(&[("REDIS_URL", "redis://:pa55word@127.0.0.1:6379/0")]).expect("valid");
+        assert!(!format!("{s:?}").contains("pa55word"));
+        let err = from(&[("REDIS_URL", "rediss://:pa55word@h")]).unwrap_err();
+        assert!(!err.to_string().contains("pa55word"));
+        for (var, value) in [
+            ("REDIS_URL", "http://127.0.0.1:6379"),
+            ("RAGSTREAM_LEASE_TTL_SECS", "1"),
+            ("RAGSTREAM_HUB_ID", "a b"),
+        ] {
+            let err = from(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var);
+        }
     }
 
     #[test]

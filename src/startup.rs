@@ -104,7 +104,7 @@ impl Application {
         let cluster = match &settings.redis_url {
             Some(url) => {
                 let cluster =
-                    Cluster::connect(url, settings.hub_id.as_deref(), settings.lease_ttl)?;
+                    Cluster::connect(url.expose(), settings.hub_id.as_deref(), settings.lease_ttl)?;
                 log::info!("cluster mode: hub {} on Redis", cluster.hub_id());
                 Some(cluster)
             }
