@@ -156,7 +156,11 @@ impl Application {
         });
         if let Some(cluster) = &state.cluster {
             let control_state = state.clone();
-            cluster.listen(move |control| routes::admin::on_control(&control_state, control));
+            let catch_up_state = state.clone();
+            cluster.listen(
+                move |control| routes::admin::on_control(&control_state, control),
+                move || routes::admin::catch_up_on_revocations(catch_up_state.clone()),
+            );
         }
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {

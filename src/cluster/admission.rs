@@ -145,6 +145,28 @@ impl Cluster {
         .await
     }
 
+    /// Which of `key_ids` were revoked (a hub catching up on revocations it missed).
+    pub async fn revoked_among(&self, key_ids: &[String]) -> Result<Vec<String>, ClusterError> {
+        if key_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let flags: Vec<bool> = self
+            .call(|mut c| async move {
+                redis::cmd("SMISMEMBER")
+                    .arg(keys::REVOKED)
+                    .arg(key_ids)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(key_ids
+            .iter()
+            .zip(flags)
+            .filter(|(_, revoked)| *revoked)
+            .map(|(key, _)| key.clone())
+            .collect())
+    }
+
     /// Refuses the key admissions and tickets on every hub from now on.
     pub async fn mark_revoked(&self, key_id: &str) -> Result<(), ClusterError> {
         self.call(|mut c| async move {

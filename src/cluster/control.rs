@@ -67,12 +67,17 @@ impl Cluster {
     }
 
     /// Delivers every control message another hub publishes, for as long as the process
-    /// runs, subscribing again whenever the subscription breaks.
-    pub fn listen(self: &Arc<Self>, deliver: impl Fn(Control) + Send + Sync + 'static) {
+    /// runs, subscribing again whenever the subscription breaks. `subscribed` runs after
+    /// every (re)subscription: what was published meanwhile was missed.
+    pub fn listen(
+        self: &Arc<Self>,
+        deliver: impl Fn(Control) + Send + Sync + 'static,
+        subscribed: impl Fn() + Send + Sync + 'static,
+    ) {
         let cluster = self.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = cluster.listen_once(&deliver).await {
+                if let Err(e) = cluster.listen_once(&deliver, &subscribed).await {
                     log::warn!("control channel: {e}; subscribing again");
                 }
                 tokio::time::sleep(RESUBSCRIBE_DELAY).await;
@@ -80,11 +85,16 @@ impl Cluster {
         });
     }
 
-    async fn listen_once(&self, deliver: &impl Fn(Control)) -> Result<(), ClusterError> {
+    async fn listen_once(
+        &self,
+        deliver: &impl Fn(Control),
+        subscribed: &impl Fn(),
+    ) -> Result<(), ClusterError> {
         let mut pubsub = tokio::time::timeout(super::OP_TIMEOUT, self.client.get_async_pubsub())
             .await
             .map_err(|_| ClusterError::Timeout)??;
         pubsub.subscribe(keys::CONTROL).await?;
+        subscribed();
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let envelope = match serde_json::from_slice::<Envelope>(message.get_payload_bytes()) {

@@ -274,6 +274,32 @@ pub fn on_control(state: &AppState, control: Control) {
     }
 }
 
+/// After (re)subscribing to the control channel: revocations published while this hub was
+/// not listening are found in Redis, and what their keys hold open here is ended.
+pub fn catch_up_on_revocations(state: web::Data<AppState>) {
+    // Called from the control channel's task, outside the actix runtime's local set.
+    tokio::spawn(async move {
+        let Some(cluster) = state.cluster.clone() else {
+            return;
+        };
+        let Ok(view) = state.hub.send(GetAdminView { tenant: None }).await else {
+            return;
+        };
+        let mut keys: Vec<String> = view.connections.into_iter().map(|c| c.user).collect();
+        keys.extend(view.streams.into_iter().map(|s| s.user));
+        keys.sort();
+        keys.dedup();
+        match cluster.revoked_among(&keys).await {
+            Ok(revoked) => {
+                for key_id in revoked {
+                    end_everything_of_revoked_key(&state, &key_id);
+                }
+            }
+            Err(e) => log::warn!("revocations missed while unsubscribed were not checked: {e}"),
+        }
+    });
+}
+
 /// `?hub=` on an admin action: the hub that runs the stream or connection (this one when
 /// absent).
 #[derive(Deserialize)]

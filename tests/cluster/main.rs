@@ -1,6 +1,6 @@
 //! The cluster: two hub processes on one database and one Redis, behind nginx
 //! (deploy/nginx.conf), on loopback. Needs Redis at 127.0.0.1:6379 and `nginx` and
-//! `redis-server` on the PATH. Each test uses a Redis database number of its own (4–15).
+//! `redis-server` on the PATH. Each test uses a Redis database number of its own (1–15).
 
 mod costs;
 mod rig;
@@ -583,4 +583,70 @@ async fn a_cancel_on_the_hub_that_resumed_an_answer_stops_it_on_the_hub_that_run
     let (_, events) = frames(&mut log, usize::MAX).await;
     let last = &events.last().expect("events").1;
     assert_eq!(last["error"]["code"], "cancelled", "{last}");
+}
+
+#[actix_web::test]
+async fn a_hub_that_missed_a_revocation_while_cut_off_catches_up_when_it_subscribes_again() {
+    let rig = Rig::start(1, 15, 5).await;
+    let (key_id, key) = rig.new_key("missed").await;
+    let (res, mut socket) = rig
+        .client
+        .ws(rig
+            .hub("b")
+            .url("/api/v1/chat/ws")
+            .replacen("http", "ws", 1))
+        .header("X-API-Key", key.as_str())
+        .connect()
+        .await
+        .expect("websocket on b");
+    assert_eq!(res.status().as_u16(), 101);
+    // The revocation lands in Redis while nobody hears of it (no message published)...
+    let client = redis::Client::open(rig.redis_url()).expect("url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("SADD")
+        .arg("{ragstream}:revoked")
+        .arg(&key_id)
+        .query_async(&mut c)
+        .await
+        .expect("SADD");
+    // ...then b's control subscription breaks (only the subscribers on this test's
+    // database number): b subscribes again and finds it.
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut c)
+        .await
+        .expect("CLIENT LIST");
+    let db = format!(" db={} ", rig.redis_db);
+    let mut killed = 0;
+    for line in clients.lines().filter(|l| l.contains(&db)) {
+        let id = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("id="))
+            .expect("id");
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(&mut c)
+            .await
+            .expect("CLIENT KILL");
+        killed += 1;
+    }
+    assert_eq!(killed, 2, "one subscriber per hub");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = socket.next().await {
+            if let Ok(ws::Frame::Close(reason)) = frame {
+                return reason.map(|r| r.code);
+            }
+        }
+        None
+    })
+    .await
+    .expect("the socket on b closes");
+    assert_eq!(closed, Some(ws::CloseCode::Policy));
 }
