@@ -23,6 +23,10 @@ use crate::error::ErrorBody;
 
 /// How long the mirror gathers tokens after the first one before sending them.
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// How long a resume waits for the Redis copy to reach the client's cursor (the mirror
+/// lags the running hub by a batch window and a round trip): 10 × 50 ms.
+const CATCH_UP_WAITS: u32 = 10;
+const CATCH_UP_WAIT: Duration = Duration::from_millis(50);
 /// Wait before sending a batch again after Redis failed to take it.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Events sent in one round trip at most.
@@ -277,14 +281,25 @@ pub async fn find(
     max_bytes: usize,
     allowed: impl FnOnce(&AnswerInfo) -> bool,
 ) -> Result<Option<Arc<AnswerEntry>>, FindError> {
-    let Some(info) = cluster.answer_info(id).await? else {
+    let Some(mut info) = cluster.answer_info(id).await? else {
         return Ok(None);
     };
     if !allowed(&info) {
         return Ok(None);
     }
-    if after > info.last_seq {
-        return Err(FindError::Ahead);
+    // The client may have read an event from the running hub a moment before its mirror
+    // sent it to Redis: give the copy that moment before calling the cursor ahead.
+    let mut waits = CATCH_UP_WAITS;
+    while after > info.last_seq {
+        if waits == 0 {
+            return Err(FindError::Ahead);
+        }
+        waits -= 1;
+        actix_web::rt::time::sleep(CATCH_UP_WAIT).await;
+        info = match cluster.answer_info(id).await? {
+            Some(info) => info,
+            None => return Ok(None),
+        };
     }
     Ok(Some(follow(cluster, id, info, after, max_bytes).await?))
 }
