@@ -214,6 +214,11 @@ pub struct Settings {
     /// marked `interrupted` and its unfinished uploads removed by the hubs alive. It beats
     /// every third of it.
     pub lease_ttl: Duration,
+    /// Redis for what several hubs share (admission, tickets, control); `None` runs one hub
+    /// with everything in process. A secret: the URL may carry Redis' password.
+    pub redis_url: Option<Secret>,
+    /// This hub's name in a cluster (admin views, control messages); generated when unset.
+    pub hub_id: Option<String>,
 }
 
 /// The shape of log lines (`RAGSTREAM_LOG_FORMAT`).
@@ -276,6 +281,8 @@ impl Default for Settings {
             cookie_secure: CookieSecure::Auto,
             metrics_token: None,
             lease_ttl: Duration::from_secs(15),
+            redis_url: None,
+            hub_id: None,
         }
     }
 }
@@ -408,15 +415,13 @@ impl Settings {
         if let Some(n) = number(&var, "RAGSTREAM_HEARTBEAT_SECS", 1, 3600)? {
             s.heartbeat_interval = Duration::from_secs(n as u64);
         }
-        if let Some(n) = number(&var, "RAGSTREAM_LEASE_TTL_SECS", 3, 3600)? {
-            s.lease_ttl = Duration::from_secs(n as u64);
-        }
         if let Some(n) = number(&var, "RAGSTREAM_CLIENT_TIMEOUT_SECS", 2, 86_400)? {
             s.client_timeout = Duration::from_secs(n as u64);
         }
         if let Some(n) = number(&var, "RAGSTREAM_RESUME_GRACE_SECS", 0, 3600)? {
             s.resume_grace = Duration::from_secs(n as u64);
         }
+        read_cluster(&var, &mut s)?;
         if let Some(n) = number(&var, "RAGSTREAM_CLIENT_WRITE_TIMEOUT_SECS", 1, 3600)? {
             s.client_write_timeout = Duration::from_secs(n as u64);
         }
@@ -664,6 +669,44 @@ fn default_static_dir() -> PathBuf {
     } else {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
     }
+}
+
+/// `REDIS_URL`, `RAGSTREAM_LEASE_TTL_SECS`, `RAGSTREAM_HUB_ID`.
+fn read_cluster(
+    var: &impl Fn(&'static str) -> Option<String>,
+    s: &mut Settings,
+) -> Result<(), ConfigError> {
+    if let Some(v) = var("REDIS_URL") {
+        let v = v.trim().to_owned();
+        if !v.starts_with("redis://") {
+            // Not echoed: it may carry a password.
+            return Err(ConfigError {
+                var: "REDIS_URL",
+                message:
+                    "must be a redis:// URL such as redis://127.0.0.1:6379/0 (TLS is not supported)"
+                        .to_owned(),
+            });
+        }
+        s.redis_url = Some(Secret::new(v));
+    }
+    if let Some(n) = number(var, "RAGSTREAM_LEASE_TTL_SECS", 3, 3600)? {
+        s.lease_ttl = Duration::from_secs(n as u64);
+    }
+    if let Some(v) = var("RAGSTREAM_HUB_ID") {
+        let v = v.trim().to_owned();
+        if v.len() > 64
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError {
+                var: "RAGSTREAM_HUB_ID",
+                message: "use up to 64 letters, digits, `-` or `_`".to_owned(),
+            });
+        }
+        s.hub_id = Some(v);
+    }
+    Ok(())
 }
 
 fn number(
@@ -920,6 +963,37 @@ mod tests {
         assert_eq!(err.var, "RAGSTREAM_COOKIE_SECURE");
         let err = from(&[("RAGSTREAM_SESSION_IDLE_SECS", "5")]).unwrap_err();
         assert_eq!(err.var, "RAGSTREAM_SESSION_IDLE_SECS");
+    }
+
+    #[test]
+    fn the_cluster_settings_are_checked() {
+        let s = from(&[]).expect("defaults");
+        assert_eq!(s.redis_url, None);
+        assert_eq!(s.lease_ttl, Duration::from_secs(15));
+        let s = from(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379/3"),
+            ("RAGSTREAM_LEASE_TTL_SECS", "4"),
+            ("RAGSTREAM_HUB_ID", "hub-a_1"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            s.redis_url.as_ref().map(Secret::expose),
+            Some("redis://127.0.0.1:6379/3")
+        );
+        assert_eq!(s.lease_ttl, Duration::from_secs(4));
+        assert_eq!(s.hub_id.as_deref(), Some("hub-a_1"));
+        let s = from(&[("REDIS_URL", "redis://:pa55word@127.0.0.1:6379/0")]).expect("valid");
+        assert!(!format!("{s:?}").contains("pa55word"));
+        let err = from(&[("REDIS_URL", "rediss://:pa55word@h")]).unwrap_err();
+        assert!(!err.to_string().contains("pa55word"));
+        for (var, value) in [
+            ("REDIS_URL", "http://127.0.0.1:6379"),
+            ("RAGSTREAM_LEASE_TTL_SECS", "1"),
+            ("RAGSTREAM_HUB_ID", "a b"),
+        ] {
+            let err = from(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var);
+        }
     }
 
     #[test]

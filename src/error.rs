@@ -42,6 +42,10 @@ pub enum ApiError {
     /// The key's request-rate limit (`RAGSTREAM_RATE_PER_MINUTE`, uploads' own).
     #[error(transparent)]
     RateLimited(#[from] crate::rate_limit::RateLimited),
+    /// Redis, which the hubs of a cluster share, does not answer: no answer can be admitted
+    /// without it (the limits hold across hubs or not at all).
+    #[error("the cluster's shared state (Redis) is unavailable; retry shortly")]
+    ClusterUnavailable,
     /// Too much of one kind of work at once; the client may retry shortly.
     #[error("{message}")]
     Busy { code: &'static str, message: String },
@@ -55,7 +59,7 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -89,6 +93,7 @@ impl ApiError {
             ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Unavailable => "unavailable",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::ClusterUnavailable => "cluster_unavailable",
             ApiError::Busy { code, .. } => code,
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Database(_) | ApiError::Internal(_) => "internal",
@@ -127,6 +132,7 @@ impl ResponseError for ApiError {
             ApiError::QuotaExceeded(_) => StatusCode::CONFLICT,
             ApiError::Unavailable
             | ApiError::ShuttingDown
+            | ApiError::ClusterUnavailable
             | ApiError::Busy { .. }
             | ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,6 +160,7 @@ impl ApiError {
             ApiError::TooManyStreams { .. }
             | ApiError::Busy { .. }
             | ApiError::ShuttingDown
+            | ApiError::ClusterUnavailable
             | ApiError::StorageUnavailable => Some(1),
             _ => None,
         }
@@ -179,7 +186,7 @@ pub fn stream_error_status(code: &str) -> StatusCode {
     match code {
         "internal" | "retrieval_failed" | "storage_failed" => StatusCode::INTERNAL_SERVER_ERROR,
         "conversation_not_found" => StatusCode::NOT_FOUND,
-        "unavailable" | "server_shutdown" | "storage_unavailable" => {
+        "unavailable" | "server_shutdown" | "storage_unavailable" | "cluster_unavailable" => {
             StatusCode::SERVICE_UNAVAILABLE
         }
         "upstream_timeout" => StatusCode::GATEWAY_TIMEOUT,

@@ -17,6 +17,7 @@
 
 pub mod answer;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod drain;
 pub mod error;

@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::answer::{Answers, Pipeline};
 use crate::auth::tickets::{ConnectionGrant, TicketStore, TICKET_TTL};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{ConfigError, Settings};
 use crate::drain::{self, DrainTargets, Draining};
 use crate::hub::{ChatHub, ConnectionSlots, Limits, LogicalConnections};
@@ -45,6 +46,8 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     /// This hub's heartbeat in the store, and the clean-up after dead hubs.
     pub presence: HubPresence,
+    /// What the hubs of a cluster share (`REDIS_URL`); `None` for one hub on its own.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("the database could not be opened or migrated: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("REDIS_URL: {0}")]
+    Cluster(#[from] ClusterError),
     #[error("the address could not be bound: {0}")]
     Bind(#[from] std::io::Error),
 }
@@ -102,6 +107,15 @@ impl Application {
         // the database falls behind, and then new answers wait at their start instead of
         // the queue growing without bound.
         let writer = StoreWriter::start(store.clone(), settings.max_streams_global);
+        let cluster = match &settings.redis_url {
+            Some(url) => {
+                let cluster =
+                    Cluster::connect(url.expose(), settings.hub_id.as_deref(), settings.lease_ttl)?;
+                log::info!("cluster mode: hub {} on Redis", cluster.hub_id());
+                Some(cluster)
+            }
+            None => None,
+        };
         let pipeline = Pipeline::new(
             store.clone(),
             providers,
@@ -109,7 +123,8 @@ impl Application {
             settings.history_budget_chars,
             Answers::new(settings.resume_grace),
             settings.answer_log_max_bytes,
-        );
+        )
+        .with_cluster(cluster.clone());
         let rate_limits = Arc::new(RateLimits::new(
             settings.rate_per_minute,
             settings.upload_rate_per_minute,
@@ -126,11 +141,24 @@ impl Application {
                 }
             });
         }
-        let hub = ChatHub::spawn(Limits {
-            per_user: settings.max_streams_per_user,
-            global: settings.max_streams_global,
-            rate: rate_limits.clone(),
-        });
+        let hub = ChatHub::spawn(
+            Limits {
+                per_user: settings.max_streams_per_user,
+                global: settings.max_streams_global,
+                rate: rate_limits.clone(),
+            },
+            cluster.clone(),
+        );
+        let (tickets, connection_tokens) = match &cluster {
+            Some(c) => (
+                TicketStore::shared("rst_", TICKET_TTL, c.clone()),
+                TicketStore::shared("rsc_", TICKET_TTL, c.clone()),
+            ),
+            None => (
+                TicketStore::new("rst_", TICKET_TTL),
+                TicketStore::new("rsc_", TICKET_TTL),
+            ),
+        };
 
         let listener = listener::bind(settings.addr, settings.tcp_notsent_lowat)?;
         let port = listener.local_addr()?.port();
@@ -144,13 +172,22 @@ impl Application {
             pipeline,
             hub,
             settings,
-            tickets: TicketStore::new("rst_", TICKET_TTL),
-            connection_tokens: TicketStore::new("rsc_", TICKET_TTL),
+            tickets,
+            connection_tokens,
             connection_slots,
             signalr_connections: LogicalConnections::new(),
             draining: Draining::default(),
             rate_limits,
+            cluster,
         });
+        if let Some(cluster) = &state.cluster {
+            let control_state = state.clone();
+            let catch_up_state = state.clone();
+            cluster.listen(
+                move |control| routes::admin::on_control(&control_state, control),
+                move || routes::admin::catch_up_on_revocations(catch_up_state.clone()),
+            );
+        }
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()

@@ -77,11 +77,17 @@ pub struct MemoryLog {
 
 impl MemoryLog {
     pub fn new(max_bytes: usize) -> Arc<MemoryLog> {
+        MemoryLog::resuming_after(0, max_bytes)
+    }
+
+    /// A log whose first event is `after + 1`: a copy of another hub's answer, followed
+    /// from a client's cursor (a read from before it is a gap).
+    pub fn resuming_after(after: u64, max_bytes: usize) -> Arc<MemoryLog> {
         Arc::new(MemoryLog {
             max_bytes,
             inner: Mutex::new(Inner {
                 events: VecDeque::new(),
-                next_seq: 1,
+                next_seq: after + 1,
                 bytes: 0,
                 ended: false,
                 expired: false,

@@ -17,6 +17,7 @@
 pub mod event_log;
 pub mod registry;
 mod request;
+pub mod shared_log;
 
 pub use request::{
     conversation_id, validate_choice, validate_question, validate_top_k, AnswerRequest, ClientChat,
@@ -28,13 +29,14 @@ use std::time::Instant;
 
 use futures_util::future::{select, AbortHandle, Abortable, Either};
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use event_log::{EventLog, MemoryLog, ReadOutcome};
 use registry::NewAnswer;
 pub use registry::{AnswerEntry, AnswerOwner, Answers, ResumeError, StopReason, Subscription};
 
+use crate::cluster::Cluster;
 use crate::error::ErrorBody;
 use crate::hub::messages::Outcome;
 use crate::hub::Lease;
@@ -49,7 +51,7 @@ use crate::store::{FinalWrite, MessageStatus, NewTurn, Passage, Store, StoreWrit
 const HISTORY_ROWS: usize = 200;
 
 /// A retrieved passage as clients see it; `number` is its citation `[n]`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
     pub number: usize,
@@ -62,7 +64,7 @@ pub struct Source {
 
 /// What an answer produced. Sent with `done`; also with an `error` from the provider,
 /// then with `finish_reason: "error"` and what had streamed until the failure.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DoneMetadata {
     pub answer_id: String,
     pub provider: String,
@@ -121,6 +123,8 @@ pub struct Pipeline {
     answers: Arc<Answers>,
     /// Bound of each answer's event log.
     log_max_bytes: usize,
+    /// In a cluster, every answer's log is also shared through Redis.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Pipeline {
@@ -139,7 +143,22 @@ impl Pipeline {
             history_budget_chars,
             answers,
             log_max_bytes,
+            cluster: None,
         }
+    }
+
+    /// Shares every answer's log through Redis, so any hub can resume it.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    pub fn log_max_bytes(&self) -> usize {
+        self.log_max_bytes
     }
 
     /// For checking a conversation before an answer is admitted.
@@ -176,7 +195,18 @@ impl Pipeline {
             cancel_on_drop,
         } = start;
         let id: Arc<str> = Uuid::new_v4().to_string().into();
-        let log: Arc<dyn EventLog> = MemoryLog::new(self.log_max_bytes);
+        let memory = MemoryLog::new(self.log_max_bytes);
+        if let Some(cluster) = &self.cluster {
+            let mirrored = shared_log::Mirrored {
+                id: id.clone(),
+                owner: owner.clone(),
+                ticket: ticket.clone(),
+                label: label.clone(),
+                grace: self.answers.grace(),
+            };
+            shared_log::mirror(cluster.clone(), memory.clone(), mirrored);
+        }
+        let log: Arc<dyn EventLog> = memory;
         // Two stops: the hub's (an administrator, a revocation) and the client's (a cancel,
         // or nobody back within the grace window). Kept apart so the ending says which.
         let (admin_abort, admin_registration) = AbortHandle::new_pair();

@@ -133,7 +133,11 @@ impl AnswerEntry {
     }
 
     fn leave(&self) {
-        let before = self.subscribers.fetch_sub(1, Ordering::AcqRel);
+        // Saturating: a remote reader's leave may arrive for a join this run never saw.
+        let before = self
+            .subscribers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .unwrap_or(0);
         if before == 1 && !self.log.is_ended() && self.reason() == StopReason::Running {
             crate::telemetry::answer_detached();
         }
@@ -181,6 +185,32 @@ impl Answers {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<AnswerEntry>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An entry for an answer another hub runs; not registered here (it lives as long as
+    /// its readers).
+    pub fn remote(new: NewAnswer) -> Arc<AnswerEntry> {
+        Arc::new(AnswerEntry {
+            id: new.id,
+            owner: new.owner,
+            log: new.log,
+            stop: new.stop,
+            reason: AtomicU8::new(StopReason::Running as u8),
+            subscribers: AtomicUsize::new(0),
+            presence: Notify::new(),
+            ticket: new.ticket,
+            label: new.label,
+        })
+    }
+
+    /// A reader on another hub joined or left answer `id` (which runs here).
+    pub fn remote_presence(&self, id: &str, joined: bool) {
+        let entry = self.lock().get(id).cloned();
+        match entry {
+            Some(entry) if joined => entry.join(),
+            Some(entry) => entry.leave(),
+            None => {}
+        }
     }
 
     /// Registers an answer and returns its first subscription (its asker's).

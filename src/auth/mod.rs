@@ -112,6 +112,7 @@ async fn resolve(req: HttpRequest, streaming: bool) -> Result<KeyOwner, ApiError
         state
             .tickets
             .redeem(&credential)
+            .await?
             .ok_or(ApiError::Unauthorized)?
     } else if in_url {
         return Err(ApiError::Unauthorized);

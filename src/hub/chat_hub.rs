@@ -7,12 +7,18 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient};
-use serde::Serialize;
-
 use std::sync::Arc;
 
+use actix::fut::{ActorFutureExt, WrapFuture};
+use actix::{
+    Actor, ActorResponse, Addr, Arbiter, AsyncContext, Context, Handler, MessageResult, Recipient,
+};
+use serde::Serialize;
+
 use super::lease::Lease;
+use crate::cluster::views::VIEW_INTERVAL;
+use crate::cluster::{Admission, Cluster, ClusterError, LeaseMember};
+
 use super::messages::{
     AdminView, Admit, AdmitError, Attach, BeginDrain, Connect, ConnectionInfo, Disconnect,
     EndConnection, EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome,
@@ -45,6 +51,8 @@ struct ActiveStream {
     abort: Option<futures_util::future::AbortHandle>,
     /// Set with `abort`: the answer's id and whether anyone reads it.
     answer: Option<std::sync::Arc<crate::answer::AnswerEntry>>,
+    /// The lease in Redis, in a cluster: renewed while the answer runs, removed at release.
+    cluster_lease: Option<LeaseMember>,
 }
 
 /// Rolling figures fed by the outcomes that come back with each release.
@@ -196,10 +204,14 @@ pub struct ChatHub {
     revoked: HashSet<String>,
     /// Set by [`BeginDrain`]: no new answers.
     draining: bool,
+    /// In a cluster, admission is decided in Redis (limits across every hub).
+    cluster: Option<Arc<Cluster>>,
+    /// A renewal is in flight; the next tick skips rather than piling up on a slow Redis.
+    renewing: bool,
 }
 
 impl ChatHub {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, cluster: Option<Arc<Cluster>>) -> Self {
         ChatHub {
             limits,
             sessions: HashMap::new(),
@@ -214,6 +226,8 @@ impl ChatHub {
             watchers: HashMap::new(),
             revoked: HashSet::new(),
             draining: false,
+            cluster,
+            renewing: false,
         }
     }
 
@@ -287,6 +301,7 @@ impl ChatHub {
             .filter(|(_, s)| in_scope(tenant, &s.tenant))
             .map(|(id, s)| ConnectionInfo {
                 id: *id,
+                hub: self.hub_name(),
                 kind: s.kind,
                 protocol: s.protocol,
                 user: s.user.clone(),
@@ -306,6 +321,7 @@ impl ChatHub {
             .filter(|(_, s)| in_scope(tenant, &s.tenant))
             .map(|(id, s)| StreamInfo {
                 id: *id,
+                hub: self.hub_name(),
                 user: s.user.clone(),
                 tenant: s.tenant.clone(),
                 session_id: s.session_id,
@@ -334,54 +350,81 @@ impl ChatHub {
     }
 
     /// Starts the hub on a thread of its own.
-    pub fn spawn(limits: Limits) -> Addr<ChatHub> {
+    pub fn spawn(limits: Limits, cluster: Option<Arc<Cluster>>) -> Addr<ChatHub> {
         let arbiter = Arbiter::new();
-        ChatHub::start_in_arbiter(&arbiter.handle(), move |_| ChatHub::new(limits))
+        ChatHub::start_in_arbiter(&arbiter.handle(), move |_| ChatHub::new(limits, cluster))
     }
-}
 
-impl Actor for ChatHub {
-    type Context = Context<Self>;
-}
+    fn hub_name(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.hub_id().to_string())
+    }
 
-impl Handler<Admit> for ChatHub {
-    type Result = Result<Lease, AdmitError>;
+    fn refuse(&mut self, tenant: &str, error: AdmitError) -> Result<Lease, AdmitError> {
+        telemetry::admission_refused(match error {
+            AdmitError::PerUser { .. } => "per_user_limit",
+            AdmitError::Global { .. } => "global_limit",
+            AdmitError::RateLimited(_) => "rate_limited",
+            AdmitError::KeyRevoked => "key_revoked",
+            AdmitError::ShuttingDown => "shutting_down",
+            AdmitError::ClusterUnavailable => "cluster_unavailable",
+        });
+        self.refused_total += 1;
+        self.tally(tenant).refused += 1;
+        Err(error)
+    }
 
-    fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
-        if self.revoked.contains(&msg.user) {
-            telemetry::admission_refused("key_revoked");
-            return Err(AdmitError::KeyRevoked);
-        }
-        if self.draining {
-            telemetry::admission_refused("shutting_down");
-            return Err(AdmitError::ShuttingDown);
-        }
+    /// Admission by this hub's own counts (no cluster).
+    fn admit_locally(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Result<Lease, AdmitError> {
         if self.streams.len() >= self.limits.global {
-            telemetry::admission_refused("global_limit");
-            self.refused_total += 1;
-            self.tally(&msg.tenant).refused += 1;
-            return Err(AdmitError::Global {
-                limit: self.limits.global,
-            });
+            let limit = self.limits.global;
+            return self.refuse(&msg.tenant, AdmitError::Global { limit });
         }
         if self.per_user.get(&msg.user).copied().unwrap_or(0) >= self.limits.per_user {
-            telemetry::admission_refused("per_user_limit");
-            self.refused_total += 1;
-            self.tally(&msg.tenant).refused += 1;
-            return Err(AdmitError::PerUser {
-                limit: self.limits.per_user,
-            });
+            let limit = self.limits.per_user;
+            return self.refuse(&msg.tenant, AdmitError::PerUser { limit });
         }
         // After the concurrency limits, so a request refused for those costs no rate.
         if let Err(limited) = self.limits.rate.check(Limited::Answers, &msg.user) {
-            telemetry::admission_refused("rate_limited");
-            self.refused_total += 1;
-            self.tally(&msg.tenant).refused += 1;
-            return Err(AdmitError::RateLimited(limited));
+            return self.refuse(&msg.tenant, AdmitError::RateLimited(limited));
         }
-        let count = self.per_user.entry(msg.user.clone()).or_insert(0);
-        *count += 1;
-        let transport = msg.transport;
+        Ok(self.register(msg, None, ctx))
+    }
+
+    /// What the cluster's admission script decided, applied to this hub's registry.
+    fn admitted_by_cluster(
+        &mut self,
+        verdict: Result<Admission, ClusterError>,
+        msg: Admit,
+        ctx: &mut Context<Self>,
+    ) -> Result<Lease, AdmitError> {
+        let (per_user, global) = (self.limits.per_user, self.limits.global);
+        match verdict {
+            Ok(Admission::Admitted(member)) if self.revoked.contains(&msg.user) => {
+                // Revoked while the script ran.
+                self.release_in_cluster(member);
+                Err(AdmitError::KeyRevoked)
+            }
+            Ok(Admission::Admitted(member)) => Ok(self.register(msg, Some(member), ctx)),
+            Ok(Admission::PerUser) => {
+                self.refuse(&msg.tenant, AdmitError::PerUser { limit: per_user })
+            }
+            Ok(Admission::Global) => self.refuse(&msg.tenant, AdmitError::Global { limit: global }),
+            Ok(Admission::KeyRevoked) => Err(AdmitError::KeyRevoked),
+            Err(e) => {
+                log::warn!("admission: {e}");
+                Err(AdmitError::ClusterUnavailable)
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        msg: Admit,
+        cluster_lease: Option<LeaseMember>,
+        ctx: &mut Context<Self>,
+    ) -> Lease {
+        *self.per_user.entry(msg.user.clone()).or_insert(0) += 1;
+        telemetry::answer_started(msg.transport);
         let id = self.next_lease;
         self.next_lease += 1;
         self.admitted_total += 1;
@@ -392,19 +435,122 @@ impl Handler<Admit> for ChatHub {
                 user: msg.user,
                 tenant: msg.tenant,
                 session_id: msg.session_id,
-                transport,
+                transport: msg.transport,
                 started: Instant::now(),
                 abort: None,
                 answer: None,
+                cluster_lease,
             },
         );
-        telemetry::answer_started(transport);
-        Ok(Lease {
+        Lease {
             id,
             hub: ctx.address(),
             outcome: None,
             progress: Progress::default(),
+        }
+    }
+
+    /// Off the hub's thread: a slow Redis delays the release, never the hub. A release
+    /// that fails is left to the lease's expiry.
+    fn release_in_cluster(&self, member: LeaseMember) {
+        if let Some(cluster) = self.cluster.clone() {
+            actix::spawn(async move {
+                if let Err(e) = cluster.release(&member).await {
+                    log::warn!("a lease could not be released (it expires on its own): {e}");
+                }
+            });
+        }
+    }
+
+    /// Lets admins on other hubs list this hub's streams and connections.
+    fn publish_view(&mut self) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let view = serde_json::json!({
+            "streams": self.streams(None),
+            "connections": self.connections(None),
         })
+        .to_string();
+        actix::spawn(async move {
+            if let Err(e) = cluster.put_view(view).await {
+                log::debug!("the hub's view was not published: {e}");
+            }
+        });
+    }
+
+    /// Extends every lease this hub holds, in one round trip.
+    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        if self.renewing {
+            return;
+        }
+        let leases: Vec<LeaseMember> = self
+            .streams
+            .values()
+            .filter_map(|s| s.cluster_lease.clone())
+            .collect();
+        if leases.is_empty() {
+            return;
+        }
+        self.renewing = true;
+        let renewal = async move { cluster.renew(&leases).await };
+        ctx.spawn(renewal.into_actor(self).map(|result, act, _| {
+            act.renewing = false;
+            match result {
+                Ok(0) => {}
+                Ok(lost) => log::warn!("{lost} lease(s) had expired before their renewal"),
+                Err(e) => log::warn!("leases could not be renewed: {e}"),
+            }
+        }));
+    }
+}
+
+impl Actor for ChatHub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(cluster) = &self.cluster {
+            // Three renewals per TTL: one lost or late renewal does not expire a lease.
+            ctx.run_interval(cluster.lease_ttl() / 3, |act, ctx| act.renew_leases(ctx));
+            ctx.run_interval(VIEW_INTERVAL, |act, _| act.publish_view());
+        }
+    }
+}
+
+impl Handler<Admit> for ChatHub {
+    /// Answered at once by this hub alone; in a cluster, once Redis has decided.
+    type Result = ActorResponse<Self, Result<Lease, AdmitError>>;
+
+    fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
+        if self.revoked.contains(&msg.user) {
+            return ActorResponse::reply(self.refuse(&msg.tenant, AdmitError::KeyRevoked));
+        }
+        if self.draining {
+            return ActorResponse::reply(self.refuse(&msg.tenant, AdmitError::ShuttingDown));
+        }
+        let Some(cluster) = self.cluster.clone() else {
+            return ActorResponse::reply(self.admit_locally(msg, ctx));
+        };
+        // Request rates are per hub; the concurrency limits are the cluster's.
+        if let Err(limited) = self.limits.rate.check(Limited::Answers, &msg.user) {
+            return ActorResponse::reply(
+                self.refuse(&msg.tenant, AdmitError::RateLimited(limited)),
+            );
+        }
+        // The script runs while the hub goes on with other messages.
+        let (per_user, global) = (self.limits.per_user, self.limits.global);
+        let verdict = async move {
+            let verdict = cluster.acquire(&msg.user, per_user, global).await;
+            (verdict, msg)
+        };
+        ActorResponse::r#async(
+            verdict
+                .into_actor(self)
+                .map(|(verdict, msg), act, ctx| act.admitted_by_cluster(verdict, msg, ctx)),
+        )
     }
 }
 
@@ -427,6 +573,9 @@ impl Handler<Release> for ChatHub {
             if *count == 0 {
                 self.per_user.remove(&stream.user);
             }
+        }
+        if let Some(member) = stream.cluster_lease {
+            self.release_in_cluster(member);
         }
     }
 }

@@ -97,6 +97,9 @@ pub struct GetAdminView {
 #[serde(rename_all = "camelCase")]
 pub struct StreamInfo {
     pub id: u64,
+    /// The hub that runs it, in a cluster (`?hub=` of the admin's end-stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
     pub user: String,
     pub tenant: String,
     pub session_id: Option<u64>,
@@ -260,6 +263,9 @@ impl Terminate {
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
     pub id: u64,
+    /// The hub that holds it, in a cluster (`?hub=` of the admin's end-connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
     pub kind: &'static str,
     pub protocol: Option<&'static str>,
     pub user: String,
@@ -280,6 +286,8 @@ pub enum AdmitError {
     ShuttingDown,
     #[error(transparent)]
     RateLimited(#[from] crate::rate_limit::RateLimited),
+    #[error("the cluster's shared state is unavailable")]
+    ClusterUnavailable,
 }
 
 impl From<AdmitError> for ApiError {
@@ -290,6 +298,7 @@ impl From<AdmitError> for ApiError {
             AdmitError::KeyRevoked => return ApiError::Unauthorized,
             AdmitError::ShuttingDown => return ApiError::ShuttingDown,
             AdmitError::RateLimited(limited) => return ApiError::RateLimited(limited),
+            AdmitError::ClusterUnavailable => return ApiError::ClusterUnavailable,
         };
         ApiError::TooManyStreams {
             code,

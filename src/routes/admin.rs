@@ -8,7 +8,7 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::table::Routes;
 use crate::auth::Admin;
@@ -20,6 +20,7 @@ use bytes::Bytes;
 use futures_util::stream;
 
 use crate::auth::StreamPrincipal;
+use crate::cluster::control::Control;
 use crate::hub::messages::{EndConnection, EndStream, GetAdminView, ListConnections, RevokeKey};
 use crate::hub::KeyWatch;
 use crate::startup::AppState;
@@ -271,6 +272,7 @@ async fn revoke_key(
     // Also for a key already revoked: a revocation whose request was dropped between the
     // store's update and this line is completed by asking again.
     end_everything_of_revoked_key(&state, &key.id);
+    tell_the_cluster(&state, &key.id);
     if newly_revoked {
         Ok(HttpResponse::NoContent().finish())
     } else {
@@ -289,6 +291,109 @@ fn end_everything_of_revoked_key(state: &AppState, key_id: &str) {
     state.hub.do_send(RevokeKey {
         key_id: key_id.to_owned(),
     });
+}
+
+/// Every other hub ends what the key holds open there, and Redis refuses its tickets and
+/// admissions from now on. Spawned, so a client that leaves cannot stop it half-way; a
+/// failure is logged (the store already refuses the key on every hub).
+fn tell_the_cluster(state: &AppState, key_id: &str) {
+    let Some(cluster) = state.cluster.clone() else {
+        return;
+    };
+    let key_id = key_id.to_owned();
+    actix_web::rt::spawn(async move {
+        let told = match cluster.mark_revoked(&key_id).await {
+            Ok(()) => cluster.publish(Control::RevokeKey { key_id }).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = told {
+            log::error!("a revocation could not be shared with the other hubs: {e}");
+        }
+    });
+}
+
+/// What another hub asked of this one (see [`Control`]).
+pub fn on_control(state: &AppState, control: Control) {
+    let this_hub = |hub: &str| state.cluster.as_ref().is_some_and(|c| **c.hub_id() == *hub);
+    match control {
+        Control::RevokeKey { key_id } => end_everything_of_revoked_key(state, &key_id),
+        Control::EndStream { hub, id, tenant } if this_hub(&hub) => state.hub.do_send(EndStream {
+            lease_id: id,
+            tenant,
+        }),
+        Control::EndConnection { hub, id, tenant } if this_hub(&hub) => {
+            state.hub.do_send(EndConnection {
+                session_id: id,
+                tenant,
+            })
+        }
+        Control::CancelAnswer { answer_id, key_id } => {
+            if let Some(entry) = state.pipeline.answers().get(&answer_id, &key_id) {
+                entry.stop(crate::answer::StopReason::Cancelled);
+            }
+        }
+        Control::Presence {
+            answer_id,
+            hub,
+            joined,
+        } if this_hub(&hub) => state.pipeline.answers().remote_presence(&answer_id, joined),
+        Control::EndStream { .. } | Control::EndConnection { .. } | Control::Presence { .. } => {}
+    }
+}
+
+/// After (re)subscribing to the control channel: revocations published while this hub was
+/// not listening are found in Redis, and what their keys hold open here is ended.
+pub fn catch_up_on_revocations(state: web::Data<AppState>) {
+    // Called from the control channel's task, outside the actix runtime's local set.
+    tokio::spawn(async move {
+        let Some(cluster) = state.cluster.clone() else {
+            return;
+        };
+        let Ok(view) = state.hub.send(GetAdminView { tenant: None }).await else {
+            return;
+        };
+        let mut keys: Vec<String> = view.connections.into_iter().map(|c| c.user).collect();
+        keys.extend(view.streams.into_iter().map(|s| s.user));
+        keys.sort();
+        keys.dedup();
+        match cluster.revoked_among(&keys).await {
+            Ok(revoked) => {
+                for key_id in revoked {
+                    end_everything_of_revoked_key(&state, &key_id);
+                }
+            }
+            Err(e) => log::warn!("revocations missed while unsubscribed were not checked: {e}"),
+        }
+    });
+}
+
+/// `?hub=` on an admin action: the hub that runs the stream or connection (this one when
+/// absent).
+#[derive(Deserialize)]
+struct HubTarget {
+    hub: Option<String>,
+}
+
+/// The other hub named by `?hub=`, when there is one and this hub is in a cluster.
+fn other_hub(state: &AppState, target: &HubTarget) -> Option<String> {
+    let cluster = state.cluster.as_ref()?;
+    target
+        .hub
+        .as_ref()
+        .filter(|hub| **cluster.hub_id() != ***hub)
+        .cloned()
+}
+
+/// Hands an admin action to the hub that runs it: 202, it acts when the message arrives.
+async fn ask_other_hub(state: &AppState, control: Control) -> Result<HttpResponse, ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Err(ApiError::ClusterUnavailable);
+    };
+    cluster.publish(control).await.map_err(|e| {
+        log::warn!("control: {e}");
+        ApiError::ClusterUnavailable
+    })?;
+    Ok(HttpResponse::Accepted().finish())
 }
 
 #[utoipa::path(
@@ -343,9 +448,13 @@ async fn list_connections(
     let tenant = listing_scope(&state, &admin, &filter).await?;
     let connections = state
         .hub
-        .send(ListConnections { tenant })
+        .send(ListConnections {
+            tenant: tenant.clone(),
+        })
         .await
         .map_err(|_| ApiError::Unavailable)?;
+    let mut connections = serde_json::to_value(connections).unwrap_or_default();
+    with_other_hubs(&state, &mut connections, "connections", tenant.as_deref()).await;
     Ok(HttpResponse::Ok().json(json!({ "connections": connections })))
 }
 
@@ -368,7 +477,16 @@ async fn end_connection(
     state: web::Data<AppState>,
     Admin(admin): Admin,
     id: web::Path<u64>,
+    target: web::Query<HubTarget>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(hub) = other_hub(&state, &target) {
+        let control = Control::EndConnection {
+            hub,
+            id: id.into_inner(),
+            tenant: acting_scope(&admin),
+        };
+        return ask_other_hub(&state, control).await;
+    }
     let existed = state
         .hub
         .send(EndConnection {
@@ -417,28 +535,34 @@ async fn events(
     }
     let tenant = listing_scope(&state, &owner, &filter).await?;
     let revoked = KeyWatch::start(owner.key_id.clone(), state.hub.clone());
-    let hub = state.hub.clone();
+    let feed_state = state.clone();
     let ticks = actix_web::rt::time::interval(ADMIN_EVENT_INTERVAL);
-    let feed = (hub, ticks, 0u64, revoked, tenant);
+    let feed = (feed_state, ticks, 0u64, revoked, tenant);
     let body = stream::unfold(
         feed,
-        |(hub, mut ticks, seq, mut revoked, tenant)| async move {
+        |(state, mut ticks, seq, mut revoked, tenant)| async move {
             tokio::select! {
                 // Resolves only when the watch ends: the key was revoked.
                 _ = &mut revoked => return None,
                 _ = ticks.tick() => {}
             }
-            let view = hub
+            let view = state
+                .hub
                 .send(GetAdminView {
                     tenant: tenant.clone(),
                 })
                 .await
                 .ok()?;
-            let json = serde_json::to_string(&view).ok()?;
-            let frame = format!("id: {}\nevent: stats\ndata: {json}\n\n", seq + 1);
+            let mut view = serde_json::to_value(&view).ok()?;
+            for list in ["streams", "connections"] {
+                if let Some(items) = view.get_mut(list) {
+                    with_other_hubs(&state, items, list, tenant.as_deref()).await;
+                }
+            }
+            let frame = format!("id: {}\nevent: stats\ndata: {view}\n\n", seq + 1);
             Some((
                 Ok::<_, Infallible>(Bytes::from(frame)),
-                (hub, ticks, seq + 1, revoked, tenant),
+                (state, ticks, seq + 1, revoked, tenant),
             ))
         },
     );
@@ -472,10 +596,31 @@ async fn list_streams(
     let tenant = listing_scope(&state, &admin, &filter).await?;
     let view = state
         .hub
-        .send(GetAdminView { tenant })
+        .send(GetAdminView {
+            tenant: tenant.clone(),
+        })
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({ "streams": view.streams, "metrics": view.metrics })))
+    let mut streams = serde_json::to_value(view.streams).unwrap_or_default();
+    with_other_hubs(&state, &mut streams, "streams", tenant.as_deref()).await;
+    Ok(HttpResponse::Ok().json(json!({ "streams": streams, "metrics": view.metrics })))
+}
+
+/// In a cluster, appends the entries of `list` that the other hubs published (in the
+/// tenant's scope). Redis not answering leaves this hub's own entries: a listing is still
+/// useful, and each entry's `hub` says where it runs.
+async fn with_other_hubs(state: &AppState, items: &mut Value, list: &str, tenant: Option<&str>) {
+    let (Some(cluster), Some(items)) = (&state.cluster, items.as_array_mut()) else {
+        return;
+    };
+    match cluster.other_hubs(list).await {
+        Ok(others) => items.extend(
+            others
+                .into_iter()
+                .filter(|item| tenant.is_none_or(|t| item["tenant"] == t)),
+        ),
+        Err(e) => log::warn!("the other hubs' {list} could not be read: {e}"),
+    }
 }
 
 /// Ends one running answer on any transport; its client gets an `ended_by_admin` error.
@@ -497,7 +642,16 @@ async fn end_stream(
     state: web::Data<AppState>,
     Admin(admin): Admin,
     id: web::Path<u64>,
+    target: web::Query<HubTarget>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(hub) = other_hub(&state, &target) {
+        let control = Control::EndStream {
+            hub,
+            id: id.into_inner(),
+            tenant: acting_scope(&admin),
+        };
+        return ask_other_hub(&state, control).await;
+    }
     let running = state
         .hub
         .send(EndStream {

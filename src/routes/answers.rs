@@ -10,8 +10,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::table::Routes;
+use std::sync::Arc;
+
+use crate::answer::shared_log::{self, FindError};
 use crate::answer::{AnswerEntry, AnswerOwner, Answers, ResumeError, Subscription};
 use crate::auth::{resolve_stream, stream_ticket, Principal};
+use crate::cluster::control::Control;
+use crate::cluster::{AnswerInfo, ClusterError};
 use crate::error::ApiError;
 use crate::hub::{self, SseSession, SseTiming};
 use crate::protocol::{sse, FrameEncoder};
@@ -86,15 +91,60 @@ async fn stop(
     Principal(owner): Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let entry = state
-        .pipeline
-        .answers()
-        .get(&id, &owner.key_id)
-        .ok_or(ApiError::AnswerNotFound)?;
+    let Some(entry) = state.pipeline.answers().get(&id, &owner.key_id) else {
+        return stop_on_another_hub(&state, &id, &owner).await;
+    };
     if !entry.log().is_ended() {
         entry.stop(crate::answer::StopReason::Cancelled);
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// In a cluster, the answer may run on another hub: that hub stops it when the control
+/// message arrives.
+async fn stop_on_another_hub(
+    state: &AppState,
+    id: &str,
+    owner: &KeyOwner,
+) -> Result<HttpResponse, ApiError> {
+    let cluster = state.pipeline.cluster().ok_or(ApiError::AnswerNotFound)?;
+    let info = cluster.answer_info(id).await.map_err(unavailable)?;
+    if info.is_none_or(|info| info.key_id != owner.key_id) {
+        return Err(ApiError::AnswerNotFound);
+    }
+    let cancel = Control::CancelAnswer {
+        answer_id: id.to_owned(),
+        key_id: owner.key_id.clone(),
+    };
+    cluster.publish(cancel).await.map_err(unavailable)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn unavailable(e: ClusterError) -> ApiError {
+    log::warn!("answers: {e}");
+    ApiError::ClusterUnavailable
+}
+
+/// In a cluster, the answer `id` as another hub runs it, if `allowed` accepts its owner
+/// and ticket.
+async fn on_another_hub(
+    state: &AppState,
+    id: &str,
+    after: u64,
+    allowed: impl FnOnce(&AnswerInfo) -> bool,
+) -> Result<Option<Arc<AnswerEntry>>, ApiError> {
+    let Some(cluster) = state.pipeline.cluster() else {
+        return Ok(None);
+    };
+    let max_bytes = state.pipeline.log_max_bytes();
+    shared_log::find(cluster.clone(), id, after, max_bytes, allowed)
+        .await
+        .map_err(|e| match e {
+            FindError::Ahead => {
+                ApiError::bad_request("invalid_cursor", ResumeError::Ahead.to_string())
+            }
+            FindError::Unavailable(e) => unavailable(e),
+        })
 }
 
 /// The `Last-Event-ID` header, when it is one of ours (`<answerId>:<seq>`).
@@ -142,14 +192,30 @@ pub(super) async fn resume_subscription(
     after: u64,
 ) -> Result<(Subscription, KeyOwner), ApiError> {
     let answers = state.pipeline.answers();
-    let by_ticket = stream_ticket(req).and_then(|ticket| answers.get_by_ticket(id, &ticket));
+    let ticket = stream_ticket(req);
+    let by_ticket = match &ticket {
+        Some(ticket) => match answers.get_by_ticket(id, ticket) {
+            Some(entry) => Some(entry),
+            None => {
+                let opened_it = |info: &AnswerInfo| info.ticket.as_deref() == Some(ticket);
+                on_another_hub(state, id, after, opened_it).await?
+            }
+        },
+        None => None,
+    };
     let entry = match by_ticket {
         Some(entry) => entry,
         None => {
             let owner = resolve_stream(req.clone()).await?;
-            answers
-                .get(id, &owner.key_id)
-                .ok_or(ApiError::AnswerNotFound)?
+            match answers.get(id, &owner.key_id) {
+                Some(entry) => entry,
+                None => {
+                    let owns_it = |info: &AnswerInfo| info.key_id == owner.key_id;
+                    on_another_hub(state, id, after, owns_it)
+                        .await?
+                        .ok_or(ApiError::AnswerNotFound)?
+                }
+            }
         }
     };
     let owner = key_owner(&entry);

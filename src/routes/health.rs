@@ -22,15 +22,16 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// The process can serve: it is not shutting down and its database answers.
+/// The process can serve: it is not shutting down, its database answers, and in a cluster
+/// so does Redis (without it no answer can be admitted).
 #[utoipa::path(
     operation_id = "health_readyz",
     get,
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "Ready: the database answers", body = crate::routes::api_doc::Health),
-        (status = 503, description = "Not ready: draining, or the database does not answer", body = crate::routes::api_doc::Health),
+        (status = 200, description = "Ready: the database (and Redis, in a cluster) answers", body = crate::routes::api_doc::Health),
+        (status = 503, description = "Not ready: draining, or the database or Redis does not answer", body = crate::routes::api_doc::Health),
     )
 )]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -40,14 +41,21 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "error": {"code": "shutting_down", "message": "the server is shutting down"}
         }));
     }
-    match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Err(e) => {
+    if let Err(e) = state.store.ping().await {
+        log::warn!("readiness check failed: {e}");
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "error": {"code": "storage_unavailable", "message": "the database cannot be reached"}
+        }));
+    }
+    if let Some(cluster) = &state.cluster {
+        if let Err(e) = cluster.ping().await {
             log::warn!("readiness check failed: {e}");
-            HttpResponse::ServiceUnavailable().json(json!({
+            return HttpResponse::ServiceUnavailable().json(json!({
                 "status": "unavailable",
-                "error": {"code": "storage_unavailable", "message": "the database cannot be reached"}
-            }))
+                "error": {"code": "cluster_unavailable", "message": "Redis does not answer"}
+            }));
         }
     }
+    HttpResponse::Ok().json(json!({"status": "ready"}))
 }

@@ -1,7 +1,7 @@
 //! HTTP routes, mirroring the URL tree. Handlers are thin: validate, call the store or the
 //! pipeline, shape the answer.
 
-mod admin;
+pub mod admin;
 mod agent;
 mod answers;
 pub mod api_doc;

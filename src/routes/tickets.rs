@@ -7,6 +7,7 @@ use serde_json::json;
 use super::table::Routes;
 use crate::auth::tickets::TICKET_TTL;
 use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::startup::AppState;
 
 pub fn configure(routes: &mut Routes) {
@@ -25,10 +26,13 @@ pub fn configure(routes: &mut Routes) {
         (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
     )
 )]
-async fn issue(state: web::Data<AppState>, Principal(owner): Principal) -> HttpResponse {
-    let ticket = state.tickets.issue(owner);
-    HttpResponse::Created().json(json!({
+async fn issue(
+    state: web::Data<AppState>,
+    Principal(owner): Principal,
+) -> Result<HttpResponse, ApiError> {
+    let ticket = state.tickets.issue(owner).await?;
+    Ok(HttpResponse::Created().json(json!({
         "ticket": ticket,
         "expiresInSeconds": TICKET_TTL.as_secs(),
-    }))
+    })))
 }

@@ -69,6 +69,7 @@ async fn chat_ws(
             let ConnectionGrant { owner, stateful } = state
                 .connection_tokens
                 .redeem(id)
+                .await?
                 .ok_or(ApiError::NotFound("connection"))?;
             let reconnect = stateful.then(|| ReconnectGrant {
                 token: id.clone(),
@@ -165,7 +166,7 @@ async fn negotiate(
     req: HttpRequest,
     state: web::Data<AppState>,
     StreamPrincipal(owner): StreamPrincipal,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string()).ok();
     let param = |name: &str| query.as_ref().and_then(|q| q.get(name).cloned());
     let version = param("negotiateVersion")
@@ -176,7 +177,8 @@ async fn negotiate(
         && !state.settings.resume_grace.is_zero();
     let token = state
         .connection_tokens
-        .issue(ConnectionGrant { owner, stateful });
+        .issue(ConnectionGrant { owner, stateful })
+        .await?;
     let transports = json!([{"transport": "WebSockets", "transferFormats": ["Text"]}]);
     let body = if version >= 1 {
         let mut body = json!({
@@ -197,5 +199,5 @@ async fn negotiate(
             "availableTransports": transports,
         })
     };
-    HttpResponse::Ok().json(body)
+    Ok(HttpResponse::Ok().json(body))
 }

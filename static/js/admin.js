@@ -378,16 +378,17 @@ function renderLive(data) {
 
   if (Array.isArray(data.streams)) {
     syncRows(page.streams, data.streams, {
-      key: (s) => s.id,
+      // Several hubs (a cluster) number their streams each on their own.
+      key: (s) => `${s.hub || ''}:${s.id}`,
       columns: 6,
       empty: 'No answer is streaming.',
       create: (s) => {
         const end = el('button.danger.small', { type: 'button', text: 'End', 'aria-label': `End stream ${s.id}` });
-        end.addEventListener('click', () => endStream(s.id, end));
+        end.addEventListener('click', () => endStream(s.id, s.hub, end));
         return el('tr', {}, el('td.mono.opt'), el('td'), el('td.opt'), el('td'), el('td.num'), el('td.actions', {}, end));
       },
       update: (tr, s) => {
-        setCell(tr, 0, s.id);
+        setCell(tr, 0, s.hub ? `${s.hub} · ${s.id}` : s.id);
         setCell(tr, 1, userName(s.user));
         setCell(tr, 2, tenantName(s.tenant));
         // A detached answer lost its connection and waits for a resume.
@@ -401,16 +402,16 @@ function renderLive(data) {
 
   if (Array.isArray(data.connections)) {
     syncRows(page.connections, data.connections, {
-      key: (c) => c.id,
+      key: (c) => `${c.hub || ''}:${c.id}`,
       columns: 7,
       empty: 'No WebSocket or SSE client is connected.',
       create: (c) => {
         const close = el('button.ghost.small', { type: 'button', text: 'Close', 'aria-label': `Close connection ${c.id}` });
-        close.addEventListener('click', () => endConnection(c.id, close));
+        close.addEventListener('click', () => endConnection(c.id, c.hub, close));
         return el('tr', {}, el('td.mono'), el('td'), el('td'), el('td.opt'), el('td.num'), el('td.num.opt'), el('td.actions', {}, close));
       },
       update: (tr, c) => {
-        setCell(tr, 0, c.id);
+        setCell(tr, 0, c.hub ? `${c.hub} · ${c.id}` : c.id);
         setCell(tr, 1, c.protocol ? `${c.kind} · ${c.protocol}` : c.kind);
         setCell(tr, 2, userName(c.user));
         setCell(tr, 3, tenantName(c.tenant));
@@ -421,10 +422,15 @@ function renderLive(data) {
   }
 }
 
-async function endStream(id, button) {
+/** `?hub=` for an entry of a hub in a cluster, which may be another than the one serving. */
+function onHub(hub) {
+  return hub ? `?hub=${encodeURIComponent(hub)}` : '';
+}
+
+async function endStream(id, hub, button) {
   button.disabled = true;
   try {
-    await api(`/api/v1/admin/streams/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    await api(`/api/v1/admin/streams/${encodeURIComponent(id)}${onHub(hub)}`, { method: 'DELETE' });
     toast(`Answer ${id} ended.`, 'ok');
     button.closest('tr')?.remove();
   } catch (e) {
@@ -434,10 +440,10 @@ async function endStream(id, button) {
   }
 }
 
-async function endConnection(id, button) {
+async function endConnection(id, hub, button) {
   button.disabled = true;
   try {
-    await api(`/api/v1/admin/connections/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    await api(`/api/v1/admin/connections/${encodeURIComponent(id)}${onHub(hub)}`, { method: 'DELETE' });
     toast(`Connection ${id} closed.`, 'ok');
     button.closest('tr')?.remove();
   } catch (e) {

@@ -2,13 +2,17 @@
 //! resumes.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
-use actix::Context;
+use actix::fut::{ActorFutureExt, WrapFuture};
+use actix::{AsyncContext, Context};
 
 use super::framing::Framing;
 use super::outbox::Feed;
 use super::{Question, WsSession, MAX_MESSAGE_BYTES};
-use crate::answer::Answers;
+use crate::answer::shared_log::{self, FindError};
+use crate::answer::{AnswerEntry, Answers, ResumeError};
+use crate::cluster::AnswerInfo;
 use crate::error::ErrorBody;
 use crate::protocol::plain_ws::{self, ClientFrame};
 
@@ -70,12 +74,65 @@ impl WsSession {
     /// carry the id given here, else the one it was asked under.
     fn resume(&mut self, id: Option<String>, answer_id: &str, after: u64, ctx: &mut Context<Self>) {
         let answers = self.pipeline.answers();
-        let Some(entry) = answers.get(answer_id, &self.owner.key_id) else {
-            let message = "no such answer (unknown, ended longer ago than the resume grace window, or not this key's)";
-            let id = id.as_deref().unwrap_or(answer_id);
-            self.reject(ctx, Some(id), &Framing::Plain, "answer_not_found", message);
-            return;
+        if let Some(entry) = answers.get(answer_id, &self.owner.key_id) {
+            return self.resume_entry(id, answer_id, entry, after, ctx);
+        }
+        let Some(cluster) = self.pipeline.cluster().cloned() else {
+            return self.answer_not_found(id.as_deref().unwrap_or(answer_id), ctx);
         };
+        // In a cluster it may run on another hub: looked up off this actor's turn.
+        let key_id = self.owner.key_id.clone();
+        let answer = answer_id.to_owned();
+        let max_bytes = self.pipeline.log_max_bytes();
+        let lookup = async move {
+            let owns_it = |info: &AnswerInfo| info.key_id == key_id;
+            shared_log::find(cluster, &answer, after, max_bytes, owns_it).await
+        };
+        let answer_id = answer_id.to_owned();
+        ctx.spawn(lookup.into_actor(self).map(move |found, act, ctx| {
+            let label = id.clone().unwrap_or_else(|| answer_id.clone());
+            match found {
+                Ok(Some(entry)) => act.resume_entry(id, &answer_id, entry, after, ctx),
+                Ok(None) => act.answer_not_found(&label, ctx),
+                Err(FindError::Ahead) => {
+                    let message = ResumeError::Ahead.to_string();
+                    act.reject(
+                        ctx,
+                        Some(&label),
+                        &Framing::Plain,
+                        "invalid_cursor",
+                        &message,
+                    )
+                }
+                Err(FindError::Unavailable(e)) => {
+                    log::warn!("resume: {e}");
+                    let message =
+                        "the cluster's shared state (Redis) is unavailable; retry shortly";
+                    act.reject(
+                        ctx,
+                        Some(&label),
+                        &Framing::Plain,
+                        "cluster_unavailable",
+                        message,
+                    )
+                }
+            }
+        }));
+    }
+
+    fn answer_not_found(&mut self, id: &str, ctx: &mut Context<Self>) {
+        let message = "no such answer (unknown, ended longer ago than the resume grace window, or not this key's)";
+        self.reject(ctx, Some(id), &Framing::Plain, "answer_not_found", message);
+    }
+
+    fn resume_entry(
+        &mut self,
+        id: Option<String>,
+        answer_id: &str,
+        entry: Arc<AnswerEntry>,
+        after: u64,
+        ctx: &mut Context<Self>,
+    ) {
         let id: Rc<str> = match id {
             Some(id) => id.into(),
             None => entry
