@@ -187,8 +187,8 @@ impl Answers {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An entry for an answer another hub runs; not registered here (it lives as long as
-    /// its readers).
+    /// An entry for an answer, not registered here: [`Answers::insert`] registers the ones
+    /// this hub runs; one another hub runs lives as long as its readers.
     pub fn remote(new: NewAnswer) -> Arc<AnswerEntry> {
         Arc::new(AnswerEntry {
             id: new.id,
@@ -215,18 +215,9 @@ impl Answers {
 
     /// Registers an answer and returns its first subscription (its asker's).
     pub fn insert(&self, new: NewAnswer, cancel_on_drop: bool) -> Subscription {
-        let entry = Arc::new(AnswerEntry {
-            id: new.id.clone(),
-            owner: new.owner,
-            log: new.log,
-            stop: new.stop,
-            reason: AtomicU8::new(StopReason::Running as u8),
-            subscribers: AtomicUsize::new(0),
-            presence: Notify::new(),
-            ticket: new.ticket,
-            label: new.label,
-        });
-        self.lock().insert(new.id, entry.clone());
+        let id = new.id.clone();
+        let entry = Self::remote(new);
+        self.lock().insert(id, entry.clone());
         Subscription::new(entry, 0, cancel_on_drop)
     }
 
