@@ -26,8 +26,14 @@ pub fn serve(
     actix_web::rt::System::new().block_on(async move {
         HttpServer::new(move || {
             // One client per worker (awc's client is not `Send`), shared by every request
-            // of that worker so upstream connections are pooled.
-            let client = awc::Client::builder().disable_timeout().finish();
+            // of that worker so upstream connections are pooled. awc's connector allows 100
+            // connections per host by default, which would queue the 1,000-stream level behind
+            // it; the hub lifts that limit too (`providers::http`).
+            let connector = awc::Connector::new().limit(0);
+            let client = awc::Client::builder()
+                .connector(connector)
+                .disable_timeout()
+                .finish();
             App::new()
                 .app_data(web::Data::new(client))
                 .app_data(web::Data::new(Upstream { base: base.clone() }))
