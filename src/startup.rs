@@ -9,6 +9,7 @@ use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
 use crate::answer::{Answers, Pipeline};
+use crate::auth::key_cache::KeyCache;
 use crate::auth::tickets::{ConnectionGrant, TicketStore, TICKET_TTL};
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{ConfigError, Settings};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub tickets: TicketStore,
     /// SignalR connection tokens handed out by negotiate, redeemed by `?id=`.
     pub connection_tokens: TicketStore<ConnectionGrant>,
+    /// API keys verified in the last few seconds (cleared of a key when it is revoked).
+    pub key_cache: KeyCache,
     /// The per-key cap on open WebSocket connections.
     pub connection_slots: ConnectionSlots,
     /// SignalR connections with stateful reconnect, which a `?id=` may come back to.
@@ -173,6 +176,7 @@ impl Application {
             hub,
             settings,
             tickets,
+            key_cache: KeyCache::default(),
             connection_tokens,
             connection_slots,
             signalr_connections: LogicalConnections::new(),

@@ -9,6 +9,7 @@
 //! browser session cookie ([`session`]), same-origin only. An optional `X-Tenant-Id` must
 //! match the key's tenant.
 
+pub mod key_cache;
 pub mod session;
 pub mod tickets;
 
@@ -118,8 +119,8 @@ async fn resolve(req: HttpRequest, streaming: bool) -> Result<KeyOwner, ApiError
         return Err(ApiError::Unauthorized);
     } else {
         state
-            .store
-            .authenticate(&credential)
+            .key_cache
+            .authenticate(&state.store, &credential)
             .await?
             .ok_or(ApiError::Unauthorized)?
     };

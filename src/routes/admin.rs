@@ -282,9 +282,10 @@ async fn revoke_key(
 
 /// Ends what a revoked key holds open in this process: its unused stream tickets and SignalR
 /// connection tokens, and (through the hub) its connections, event feeds and running
-/// answers. Nothing here awaits, so a client that leaves cannot stop it half-way. There is
-/// no cache of verified keys to clear: every request checks its key in the store.
+/// answers, and its place in the cache of verified keys. Nothing here awaits, so a client
+/// that leaves cannot stop it half-way.
 fn end_everything_of_revoked_key(state: &AppState, key_id: &str) {
+    state.key_cache.forget_key(key_id);
     state.tickets.forget_key(key_id);
     state.connection_tokens.forget_key(key_id);
     state.pipeline.answers().forget_key(key_id);
@@ -349,6 +350,8 @@ pub fn catch_up_on_revocations(state: web::Data<AppState>) {
         let Some(cluster) = state.cluster.clone() else {
             return;
         };
+        // Which keys were revoked meanwhile is not known: every key is checked again.
+        state.key_cache.clear();
         let Ok(view) = state.hub.send(GetAdminView { tenant: None }).await else {
             return;
         };

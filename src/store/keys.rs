@@ -76,7 +76,7 @@ pub struct NewKey {
     pub record: ApiKeyRecord,
 }
 
-fn digest(key: &str) -> [u8; 32] {
+pub(crate) fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
@@ -89,8 +89,15 @@ impl Store {
     /// Resolves a presented key. The lookup is by SHA-256 digest, so timing reveals nothing
     /// about the key itself; the final comparison is constant-time all the same.
     pub async fn authenticate(&self, presented: &str) -> Result<Option<KeyOwner>, sqlx::Error> {
+        self.authenticate_digest(&digest(presented)).await
+    }
+
+    /// [`Store::authenticate`] for a key already digested ([`digest`]).
+    pub async fn authenticate_digest(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<KeyOwner>, sqlx::Error> {
         crate::telemetry::timed("auth_key", async {
-            let hash = digest(presented);
             let row: Option<(String, String, bool, bool, Vec<u8>)> = on_pool!(self, pool => {
                 sqlx::query_as(
                     "SELECT id, tenant_id, is_admin, is_operator, key_hash FROM api_keys \

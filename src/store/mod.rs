@@ -49,6 +49,7 @@ pub use documents::{
     ReservedDocument, Usage,
 };
 pub use hubs::Reaped;
+pub(crate) use keys::digest as key_digest;
 pub use keys::{ApiKeyRecord, Bootstrap, KeyOwner, NewKey, Role};
 pub use presence::HubPresence;
 pub use sessions::{SessionInfo, SessionTimes};

@@ -104,7 +104,14 @@ async fn a_revoked_keys_sockets_streams_answers_tickets_and_tokens_are_all_dead_
     let mut other = app.open_ws(&bystander).await;
     app.wait_for_active_streams(2, Duration::from_secs(2)).await;
 
+    // The key was verified moments ago, so the hub holds it in its cache of verified keys.
+    assert_eq!(app.get_json("/api/v1/documents", &key).await.0, 200);
     let deadline = revoke(&app, &key_id).await;
+    assert_eq!(
+        app.get_json("/api/v1/documents", &key).await.0,
+        401,
+        "refused at once, cached or not"
+    );
 
     let (_, reason) = close_frame(&mut plain, deadline).await;
     assert_eq!(reason.code, ws::CloseCode::Policy);

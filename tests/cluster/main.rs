@@ -226,6 +226,10 @@ async fn an_admin_on_one_hub_ends_a_stream_and_revokes_a_key_on_the_other() {
     assert_eq!(rig.delete(&rig.hub("a").url(&path), ADMIN_KEY).await, 204);
     let text = body_text(sse).await;
     assert!(text.contains(r#""error":{"code""#), "{text}");
+    // b verified the key moments ago (its cache holds it); a's word reached b with the
+    // revocation that just ended the stream, so b refuses the key now.
+    let (status, _) = rig.get(&rig.hub("b").url("/api/v1/documents"), &key).await;
+    assert_eq!(status, 401, "b refuses the revoked key");
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(frame) = socket.next().await {
             if let Ok(ws::Frame::Close(reason)) = frame {
