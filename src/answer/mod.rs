@@ -8,16 +8,17 @@
 //! provider's stream (and so the upstream connection) and the admission lease (and so the
 //! slot) at once.
 //!
-//! An agent-chat answer is also a turn of a conversation: before the provider is called the
-//! task stores the question and an empty assistant row (`streaming`) and reads the earlier
-//! turns; it keeps the answer's text in memory as it streams, and writes the row once at the
-//! end. An aborted answer cannot await that write, so a [`TurnRecord`] guard hands it to the
-//! store writer from its `Drop`: a cancelled answer keeps exactly the text generated so far.
+//! An agent-chat answer is also a turn of a conversation ([`turn`]): its rows are queued to
+//! the store writer and the earlier turns read before the provider is called; it keeps the
+//! answer's text in memory as it streams, and writes the row once at the end. An aborted
+//! answer cannot await that write, so a [`TurnRecord`] guard hands it to the store writer
+//! from its `Drop`: a cancelled answer keeps exactly the text generated so far.
 
 pub mod event_log;
 pub mod registry;
 mod request;
 pub mod shared_log;
+mod turn;
 
 pub use request::{
     conversation_id, validate_choice, validate_question, validate_top_k, AnswerRequest, ClientChat,
@@ -42,13 +43,8 @@ use crate::hub::messages::Outcome;
 use crate::hub::Lease;
 use crate::providers::{Delta, Prompt, Providers};
 use crate::rag::{fts_query, history};
-use crate::store::writer::{Job, WriteSlot};
-use crate::store::{FinalWrite, MessageStatus, NewTurn, Passage, Store, StoreWriter};
-
-/// Earlier messages read back for a turn: 100 exchanges, more than a budget usually lets
-/// through, so the budget decides what is sent while the read stays bounded however long
-/// a conversation grows.
-const HISTORY_ROWS: usize = 200;
+use crate::store::{MessageStatus, Passage, Store, StoreWriter};
+use turn::TurnRecord;
 
 /// A retrieved passage as clients see it; `number` is its citation `[n]`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -388,86 +384,6 @@ fn to_sources(passages: &[Passage]) -> Arc<[Source]> {
         .collect()
 }
 
-/// The assistant row of a conversation turn, and its one final write.
-///
-/// The answer task updates it as text streams (a `String` push per token). When the answer
-/// ends on its own, [`TurnRecord::finish`] writes the row before the last event goes out,
-/// so a client that reads the conversation after `done` finds it. When the task is aborted
-/// instead (the client cancelled or left, an administrator ended the answer, the worker
-/// stopped, a panic) nothing can be awaited any more: `Drop` then hands the write to the
-/// store writer through the slot reserved when the turn began, which never waits and never
-/// fails. The row then keeps exactly the text generated until the abort.
-struct TurnRecord {
-    write: FinalWrite,
-    /// `None` once the row is written (or was never stored).
-    slot: Option<WriteSlot>,
-    /// Tells an administrator's end and a shutdown from a client's cancel.
-    admin_abort: AbortHandle,
-    entry: Arc<AnswerEntry>,
-}
-
-impl TurnRecord {
-    fn text(&mut self, text: &str, ttft_ms: Option<u64>, tokens: u64) {
-        self.write.content.push_str(text);
-        self.write.ttft_ms = ttft_ms;
-        self.write.tokens = tokens;
-    }
-
-    /// Nothing to write: the turn was never stored.
-    fn disarm(&mut self) {
-        self.slot = None;
-    }
-
-    /// Writes the row's final state. On a database error the slot is kept, so `Drop` tries
-    /// once more through the store writer.
-    async fn finish(
-        &mut self,
-        store: &Store,
-        status: MessageStatus,
-        error_code: Option<&str>,
-        meta: Option<&DoneMetadata>,
-    ) {
-        self.write.status = status;
-        self.write.error_code = error_code.map(str::to_owned);
-        if let Some(meta) = meta {
-            self.write.provider.clone_from(&meta.provider);
-            self.write.model.clone_from(&meta.model);
-            self.write.ttft_ms = meta.ttft_ms;
-            self.write.tokens = meta.tokens;
-        }
-        match store.finish_message(&self.write).await {
-            Ok(()) => self.slot = None,
-            Err(e) => log::error!(
-                "the final write of message {} failed: {e}",
-                self.write.message_id
-            ),
-        }
-    }
-}
-
-impl Drop for TurnRecord {
-    fn drop(&mut self) {
-        let Some(slot) = self.slot.take() else {
-            return;
-        };
-        if self.write.status == MessageStatus::Streaming {
-            let (status, code) = if std::thread::panicking() {
-                (MessageStatus::Error, Some("internal"))
-            } else {
-                // A client's own cancel needs no code; an administrator's end and a
-                // shutdown say which.
-                let code = stop_cause(&self.admin_abort, &self.entry)
-                    .map(|(code, _)| code)
-                    .filter(|code| *code != "cancelled");
-                (MessageStatus::Cancelled, code)
-            };
-            self.write.status = status;
-            self.write.error_code = code.map(str::to_owned);
-        }
-        slot.send(Job::Write(std::mem::take(&mut self.write)));
-    }
-}
-
 async fn run(
     p: Pipeline,
     mut req: AnswerRequest,
@@ -493,63 +409,39 @@ async fn run(
     lease.served_by(provider.name());
     log::info!("answer started: {} {model}", provider.name());
 
-    // A conversation turn: store it and read the turns before it.
+    // A conversation turn: its rows are queued, the turns before it read.
     let mut record: Option<TurnRecord> = None;
     let mut conversation_id = None;
     let mut earlier = Vec::new();
     if let Some(conversation) = &req.conversation {
-        // Reserved before the rows exist, so an abort from here on still finishes them.
-        let Some(slot) = p.writer.reserve().await else {
-            lease.record(Outcome::failed("unavailable", started));
-            out.fail("unavailable", "the service is shutting down");
-            return;
+        let answerer = turn::Answerer {
+            provider: provider.name(),
+            model: &model,
         };
-        let message_id = Uuid::new_v4().to_string();
-        let turn = record.insert(TurnRecord {
-            write: FinalWrite {
-                message_id: message_id.clone(),
-                status: MessageStatus::Streaming,
-                provider: provider.name().to_owned(),
-                model: model.clone(),
-                ..FinalWrite::default()
-            },
-            slot: Some(slot),
-            admin_abort: stops.admin,
-            entry: stops.entry,
-        });
-        let begun = p
-            .store
-            .begin_turn(&NewTurn {
-                tenant_id: &req.tenant_id,
-                user_id: &conversation.user_id,
-                conversation_id: conversation.id.as_deref(),
-                question: &req.question,
-                provider: provider.name(),
-                model: &model,
-                assistant_message_id: &message_id,
-                history_rows: HISTORY_ROWS,
-            })
-            .await;
-        let begun = match begun {
-            Ok(Some(begun)) => begun,
-            // Deleted since the route checked it.
-            Ok(None) => {
-                turn.disarm();
-                lease.record(Outcome::failed("conversation_not_found", started));
-                out.fail("conversation_not_found", "no such conversation");
+        let stops = (stops.admin.clone(), stops.entry.clone());
+        match turn::begin(
+            &p,
+            &req.tenant_id,
+            conversation,
+            &req.question,
+            answerer,
+            stops,
+        )
+        .await
+        {
+            Ok(begun) => {
+                record = Some(begun.record);
+                out.emit(StreamEvent::Conversation(begun.conversation_id.clone()));
+                conversation_id = Some(begun.conversation_id);
+                earlier = begun.earlier;
+            }
+            Err(not_begun) => {
+                let (code, message) = not_begun.code_and_message();
+                lease.record(Outcome::failed(code, started));
+                out.fail(code, message);
                 return;
             }
-            Err(e) => {
-                log::error!("a conversation turn could not be stored: {e}");
-                turn.disarm();
-                lease.record(Outcome::failed("storage_failed", started));
-                out.fail("storage_failed", "the conversation could not be stored");
-                return;
-            }
-        };
-        out.emit(StreamEvent::Conversation(begun.conversation_id.clone()));
-        conversation_id = Some(begun.conversation_id);
-        earlier = begun.earlier;
+        }
     }
 
     let chat = req.chat.take().unwrap_or_default();
@@ -566,8 +458,7 @@ async fn run(
                 log::error!("retrieval failed: {e}");
                 if let Some(turn) = record.as_mut() {
                     let code = Some("retrieval_failed");
-                    turn.finish(&p.store, MessageStatus::Error, code, None)
-                        .await;
+                    let _ = turn.finish(MessageStatus::Error, code, None).await;
                 }
                 lease.record(Outcome::failed("retrieval_failed", started));
                 out.fail("retrieval_failed", "the documents could not be searched");
@@ -624,14 +515,13 @@ async fn run(
                 meta.provider = provider.to_owned();
                 meta.model = model;
                 if let Some(turn) = record.as_mut() {
-                    turn.write.provider.clone_from(&meta.provider);
-                    turn.write.model.clone_from(&meta.model);
+                    turn.served_by(&meta.provider, &meta.model);
                 }
             }
             Ok(Delta::Usage { output_tokens }) => {
                 usage = Some(output_tokens);
                 if let Some(turn) = record.as_mut() {
-                    turn.write.tokens = output_tokens;
+                    turn.output_tokens(output_tokens);
                 }
             }
             Ok(Delta::Finish(reason)) => finish_reason = Some(reason),
@@ -646,8 +536,7 @@ async fn run(
                 };
                 if let Some(turn) = record.as_mut() {
                     let code = Some(body.code.as_str());
-                    turn.finish(&p.store, MessageStatus::Error, code, Some(&meta))
-                        .await;
+                    let _ = turn.finish(MessageStatus::Error, code, Some(&meta)).await;
                 }
                 lease.record(Outcome {
                     ttft_ms: meta.ttft_ms,
@@ -672,8 +561,25 @@ async fn run(
         None => log::info!("answer done: no tokens, {} ms", meta.elapsed_ms),
     }
     if let Some(turn) = record.as_mut() {
-        turn.finish(&p.store, MessageStatus::Complete, None, Some(&meta))
-            .await;
+        if turn
+            .finish(MessageStatus::Complete, None, Some(&meta))
+            .await
+            .is_err()
+        {
+            let (code, message) = turn::NotBegun::Storage.code_and_message();
+            lease.record(Outcome {
+                ttft_ms: meta.ttft_ms,
+                tokens: meta.tokens,
+                elapsed_ms: meta.elapsed_ms,
+                error_code: Some(code.to_owned()),
+            });
+            let body = ErrorBody {
+                code: code.to_owned(),
+                message: message.to_owned(),
+            };
+            out.emit_with(StreamEvent::Error(body), Some(Box::new(meta)));
+            return;
+        }
     }
     lease.record(Outcome {
         ttft_ms: meta.ttft_ms,

@@ -69,30 +69,23 @@ pub struct PastMessage {
     pub status: Option<String>,
 }
 
-/// What a turn needs to begin.
+/// A turn's two rows, as the store writer stores them (in its queue, so owned).
 #[derive(Debug, Clone)]
-pub struct NewTurn<'a> {
-    pub tenant_id: &'a str,
-    pub user_id: &'a str,
-    /// `None` starts a new conversation, titled after the question.
-    pub conversation_id: Option<&'a str>,
-    pub question: &'a str,
-    /// Who is expected to answer; the final write records who did.
-    pub provider: &'a str,
-    pub model: &'a str,
-    /// Chosen by the caller, so that it can arrange the row's final write before the row
-    /// exists (an answer may be aborted while the turn is being stored).
-    pub assistant_message_id: &'a str,
-    /// Most earlier messages to read back (newest first, returned oldest first).
-    pub history_rows: usize,
-}
-
-/// A turn whose two rows are stored.
-#[derive(Debug, Clone)]
-pub struct BegunTurn {
+pub struct TurnRows {
+    pub tenant_id: String,
+    pub user_id: String,
+    /// Minted by the answer when the conversation is new, so its id goes to the client
+    /// before any row is written.
     pub conversation_id: String,
-    /// The conversation's latest messages before this turn, oldest first.
-    pub earlier: Vec<PastMessage>,
+    /// The conversation is created with the turn, titled after the question.
+    pub new_conversation: bool,
+    pub question: String,
+    /// Who is expected to answer; the final write records who did.
+    pub provider: String,
+    pub model: String,
+    /// Chosen by the answer, so that it can arrange the row's final write before the row
+    /// exists (an answer may be aborted while the turn waits to be stored).
+    pub assistant_message_id: String,
 }
 
 /// The one write at the end of an answer.
@@ -106,6 +99,39 @@ pub struct FinalWrite {
     pub ttft_ms: Option<u64>,
     pub tokens: u64,
     pub error_code: Option<String>,
+}
+
+/// One write of a [`Store::write_batch`].
+pub enum BatchWrite<'a> {
+    Turn(&'a TurnRows),
+    Final(&'a FinalWrite),
+}
+
+/// The final write's statement, the same for both databases but for the clock.
+fn final_write_sql(now_text: &str) -> String {
+    format!(
+        "UPDATE messages SET content = $1, status = $2, provider = $3, model = $4, \
+                ttft_ms = $5, tokens = $6, error_code = $7, updated_at = {now_text} \
+         WHERE id = $8 AND status = 'streaming'"
+    )
+}
+
+/// The final write's statement with its values bound (a macro: the query's type differs
+/// per database). Only a `streaming` row is written, so sending the same write twice (an
+/// end whose first write was cut short) changes nothing, and a row another hub marked
+/// `interrupted` (this hub was taken for dead) stays so.
+macro_rules! final_write_query {
+    ($sql:expr, $write:expr) => {
+        sqlx::query($sql)
+            .bind(&$write.content)
+            .bind($write.status.as_str())
+            .bind(&$write.provider)
+            .bind(&$write.model)
+            .bind($write.ttft_ms.map(|t| t as i64))
+            .bind($write.tokens as i64)
+            .bind($write.error_code.as_deref())
+            .bind(&$write.message_id)
+    };
 }
 
 /// Titles made from a first question are cut here, on a character boundary.
@@ -277,97 +303,157 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Stores a turn's user message and its assistant message (`streaming`, empty, owned
-    /// by this hub) in one transaction, creating the conversation when
-    /// `turn.conversation_id` is `None`, and returns the conversation's earlier messages.
-    /// `None` when the user has no such conversation (another user's included).
-    ///
-    /// The first statement writes, so the transaction holds SQLite's write lock from its
-    /// start (a read-then-write transaction could fail with `SQLITE_BUSY` when another
-    /// writer commits in between, which the busy timeout does not cover), and on
-    /// PostgreSQL it locks the conversation's row, so two turns of one conversation on two
-    /// hubs take their `seq` one after the other.
-    pub async fn begin_turn(&self, turn: &NewTurn<'_>) -> Result<Option<BegunTurn>, sqlx::Error> {
-        crate::telemetry::timed("conversation_begin", async {
-            on_pool!(self, pool, d => {
-                let mut tx = pool.begin().await?;
-                let conversation_id = match turn.conversation_id {
-                    None => {
-                        let id = Uuid::new_v4().to_string();
-                        sqlx::query(
-                            "INSERT INTO conversations (id, tenant_id, user_id, title) \
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(&id)
-                        .bind(turn.tenant_id)
-                        .bind(turn.user_id)
-                        .bind(auto_title(turn.question))
-                        .execute(&mut *tx)
-                        .await?;
-                        id
-                    }
-                    Some(id) => {
-                        // Untitled conversations (created empty) take their first question's title.
-                        let done = sqlx::query(&format!(
-                            "UPDATE conversations SET updated_at = {}, title = COALESCE(title, $1) \
-                             WHERE id = $2 AND tenant_id = $3 AND user_id = $4",
-                            d.now_text
-                        ))
-                        .bind(auto_title(turn.question))
-                        .bind(id)
-                        .bind(turn.tenant_id)
-                        .bind(turn.user_id)
-                        .execute(&mut *tx)
-                        .await?;
-                        if done.rows_affected() == 0 {
-                            return Ok(None);
-                        }
-                        id.to_owned()
-                    }
-                };
+    /// The latest `rows` messages of a user's conversation, oldest first; `None` when the
+    /// user has no such conversation (another user's included). A read, outside any write
+    /// transaction: the turn's rows are written later by the store writer.
+    pub async fn turn_history(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        conversation_id: &str,
+        rows: usize,
+    ) -> Result<Option<Vec<PastMessage>>, sqlx::Error> {
+        crate::telemetry::timed("conversation_history", async {
+            on_pool!(self, pool => {
+                let found: Option<(String,)> = sqlx::query_as(
+                    "SELECT id FROM conversations WHERE id = $1 AND tenant_id = $2 AND user_id = $3",
+                )
+                .bind(conversation_id)
+                .bind(tenant_id)
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?;
+                if found.is_none() {
+                    return Ok(None);
+                }
                 let mut earlier = sqlx::query_as::<_, PastMessage>(
                     "SELECT role, content, status FROM messages WHERE conversation_id = $1 \
                      ORDER BY seq DESC LIMIT $2",
                 )
-                .bind(&conversation_id)
-                .bind(turn.history_rows as i64)
-                .fetch_all(&mut *tx)
+                .bind(conversation_id)
+                .bind(rows as i64)
+                .fetch_all(pool)
                 .await?;
                 earlier.reverse();
-                let (last_seq,): (i64,) = sqlx::query_as(
-                    "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = $1",
-                )
-                .bind(&conversation_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO messages (id, conversation_id, seq, role, content) \
-                     VALUES ($1, $2, $3, 'user', $4)",
-                )
-                .bind(Uuid::new_v4().to_string())
-                .bind(&conversation_id)
-                .bind(last_seq + 1)
-                .bind(turn.question)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO messages \
-                        (id, conversation_id, seq, role, status, provider, model, hub_id) \
-                     VALUES ($1, $2, $3, 'assistant', 'streaming', $4, $5, $6)",
-                )
-                .bind(turn.assistant_message_id)
-                .bind(&conversation_id)
-                .bind(last_seq + 2)
-                .bind(turn.provider)
-                .bind(turn.model)
-                .bind(&*self.hub_id)
-                .execute(&mut *tx)
-                .await?;
+                Ok(Some(earlier))
+            })
+        })
+        .await
+    }
+
+    /// Stores many writes in one transaction (group commit: one lock and one sync for a
+    /// burst of turns instead of one each), each under a savepoint of its own so one that
+    /// fails leaves the others in. Returns each write's result in order; `Err` when the
+    /// transaction itself failed, and then none of them is stored.
+    ///
+    /// On SQLite the transaction takes the write lock at `BEGIN IMMEDIATE`; a deferred one
+    /// that read first could fail with `SQLITE_BUSY` when another writer commits in between,
+    /// which the busy timeout does not cover. On PostgreSQL a turn locks its conversation's
+    /// row first, so two turns of one conversation on two hubs take their `seq` in turn.
+    pub async fn write_batch(
+        &self,
+        writes: &[BatchWrite<'_>],
+    ) -> Result<Vec<Result<bool, sqlx::Error>>, sqlx::Error> {
+        crate::telemetry::timed("conversation_batch", async {
+            on_pool!(self, pool, d => {
+                let mut tx = pool.begin_with(d.begin_write).await?;
+                let mut results = Vec::with_capacity(writes.len());
+                for write in writes {
+                    sqlx::query("SAVEPOINT batch_write").execute(&mut *tx).await?;
+                    let done: Result<bool, sqlx::Error> = async {
+                        match write {
+                            BatchWrite::Turn(turn) => {
+                                if turn.new_conversation {
+                                    sqlx::query(
+                                        "INSERT INTO conversations (id, tenant_id, user_id, title) \
+                                         VALUES ($1, $2, $3, $4)",
+                                    )
+                                    .bind(&turn.conversation_id)
+                                    .bind(&turn.tenant_id)
+                                    .bind(&turn.user_id)
+                                    .bind(auto_title(&turn.question))
+                                    .execute(&mut *tx)
+                                    .await?;
+                                } else {
+                                    // Untitled conversations (created empty) take their first
+                                    // question's title.
+                                    let done = sqlx::query(&format!(
+                                        "UPDATE conversations SET updated_at = {}, \
+                                            title = COALESCE(title, $1) \
+                                         WHERE id = $2 AND tenant_id = $3 AND user_id = $4",
+                                        d.now_text
+                                    ))
+                                    .bind(auto_title(&turn.question))
+                                    .bind(&turn.conversation_id)
+                                    .bind(&turn.tenant_id)
+                                    .bind(&turn.user_id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                    if done.rows_affected() == 0 {
+                                        // Deleted since the answer read its history.
+                                        return Ok(false);
+                                    }
+                                }
+                                let (last_seq,): (i64,) = sqlx::query_as(
+                                    "SELECT COALESCE(MAX(seq), 0) FROM messages \
+                                     WHERE conversation_id = $1",
+                                )
+                                .bind(&turn.conversation_id)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                                sqlx::query(
+                                    "INSERT INTO messages (id, conversation_id, seq, role, content) \
+                                     VALUES ($1, $2, $3, 'user', $4)",
+                                )
+                                .bind(Uuid::new_v4().to_string())
+                                .bind(&turn.conversation_id)
+                                .bind(last_seq + 1)
+                                .bind(&turn.question)
+                                .execute(&mut *tx)
+                                .await?;
+                                sqlx::query(
+                                    "INSERT INTO messages \
+                                        (id, conversation_id, seq, role, status, provider, model, \
+                                         hub_id) \
+                                     VALUES ($1, $2, $3, 'assistant', 'streaming', $4, $5, $6)",
+                                )
+                                .bind(&turn.assistant_message_id)
+                                .bind(&turn.conversation_id)
+                                .bind(last_seq + 2)
+                                .bind(&turn.provider)
+                                .bind(&turn.model)
+                                .bind(&*self.hub_id)
+                                .execute(&mut *tx)
+                                .await?;
+                                Ok(true)
+                            }
+                            BatchWrite::Final(write) => {
+                                let sql = final_write_sql(d.now_text);
+                                let done =
+                                    final_write_query!(&sql, write).execute(&mut *tx).await?;
+                                Ok(done.rows_affected() > 0)
+                            }
+                        }
+                    }
+                    .await;
+                    match done {
+                        Ok(stored) => {
+                            sqlx::query("RELEASE SAVEPOINT batch_write").execute(&mut *tx).await?;
+                            results.push(Ok(stored));
+                        }
+                        // The connection is gone: so is the whole transaction.
+                        Err(e) if super::is_unreachable(&e) => return Err(e),
+                        Err(e) => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT batch_write")
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query("RELEASE SAVEPOINT batch_write").execute(&mut *tx).await?;
+                            results.push(Err(e));
+                        }
+                    }
+                }
                 tx.commit().await?;
-                Ok(Some(BegunTurn {
-                    conversation_id,
-                    earlier,
-                }))
+                Ok(results)
             })
         })
         .await
@@ -379,23 +465,8 @@ impl Store {
     pub async fn finish_message(&self, write: &FinalWrite) -> Result<(), sqlx::Error> {
         crate::telemetry::timed("conversation_finish", async {
             on_pool!(self, pool, d => {
-                sqlx::query(&format!(
-                    "UPDATE messages SET content = $1, status = $2, provider = $3, model = $4, \
-                            ttft_ms = $5, tokens = $6, error_code = $7, updated_at = {} \
-                     WHERE id = $8 AND status = 'streaming'",
-                    d.now_text
-                ))
-                .bind(&write.content)
-                .bind(write.status.as_str())
-                .bind(&write.provider)
-                .bind(&write.model)
-                .bind(write.ttft_ms.map(|t| t as i64))
-                .bind(write.tokens as i64)
-                .bind(write.error_code.as_deref())
-                .bind(&write.message_id)
-                .execute(pool)
-                .await
-                .map(|_| ())
+                let sql = final_write_sql(d.now_text);
+                final_write_query!(&sql, write).execute(pool).await.map(|_| ())
             })
         })
         .await

@@ -42,7 +42,7 @@ mod tenants;
 pub mod writer;
 
 pub use conversations::{
-    BegunTurn, Conversation, FinalWrite, MessageRecord, MessageStatus, NewTurn, PastMessage,
+    BatchWrite, Conversation, FinalWrite, MessageRecord, MessageStatus, PastMessage, TurnRows,
 };
 pub use documents::{
     DocumentCursor, DocumentSummary, MatchQuery, NewDocument, Passage, Quota, QuotaExceeded,

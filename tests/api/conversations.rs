@@ -15,6 +15,7 @@ use crate::helpers::{
     spawn_app, spawn_app_with, Options, SseFrame, SseReader, TestApp, BRIDGE, TOWER,
 };
 use crate::support::mock_upstream::{Ending, Flavor, MockUpstream, Reply};
+use crate::support::test_db::{on_postgres, TestDb};
 
 /// A document about building, to prove that "When was it built?" alone finds it and not
 /// the tower: only the previous question can point retrieval at the tower.
@@ -56,14 +57,25 @@ async fn messages(app: &TestApp, id: &str) -> Vec<Value> {
 }
 
 /// Polls until the conversation's last assistant message is no longer `streaming` (an
-/// aborted answer's final write goes through the store writer, just after the abort).
+/// aborted answer's writes go through the store writer, just after the abort: even the
+/// turn's rows may still be queued when its error event goes out).
 async fn settled_answer(app: &TestApp, id: &str) -> Value {
     let start = Instant::now();
     loop {
-        let all = messages(app, id).await;
-        let last = all.last().expect("a message").clone();
-        assert_eq!(last["role"], "assistant", "{last}");
-        if last["status"] != "streaming" {
+        let (status, body) = conversation(app, &app.admin_key, id).await;
+        let last = match status {
+            404 => Value::Null,
+            200 => body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .cloned()
+                .expect("a message"),
+            _ => panic!("{status} {body}"),
+        };
+        if last != Value::Null {
+            assert_eq!(last["role"], "assistant", "{last}");
+        }
+        if last != Value::Null && last["status"] != "streaming" {
             return last;
         }
         assert!(
@@ -947,4 +959,166 @@ async fn conversations_are_listed_newest_first_in_pages_renamed_and_deleted() {
     );
     let (status, _) = app.get_json("/api/v1/conversations", "rsk_wrong").await;
     assert_eq!(status, 401);
+}
+
+// ---- group commit: the store writer ------------------------------------------------------
+
+/// Another connection holding what a turn's rows need: SQLite's write lock, or on
+/// PostgreSQL a lock on `messages` that keeps inserts out (reads go on, as with SQLite's WAL).
+/// Held until [`WriteLock::release`]; SQLite's busy timeout (5 s) bounds how long a test
+/// may hold it.
+enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    async fn take(url: &str) -> WriteLock {
+        use sqlx::Connection;
+        if on_postgres() {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::query("BEGIN")
+                .execute(&mut conn)
+                .await
+                .expect("begin");
+            sqlx::query("LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut conn)
+                .await
+                .expect("lock");
+            WriteLock::Postgres(conn)
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .expect("lock");
+            WriteLock::Sqlite(conn)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WriteLock::Sqlite(mut conn) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut conn)
+                    .await
+                    .expect("commit");
+            }
+            WriteLock::Postgres(mut conn) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut conn)
+                    .await
+                    .expect("commit");
+            }
+        }
+    }
+}
+
+/// An app on a database the test can reach from outside (to lock it).
+async fn app_on_own_db(opts: Options) -> (TestApp, TestDb) {
+    let db = TestDb::create().await;
+    let app = spawn_app_with(Options {
+        database_url: Some(db.url.clone()),
+        ..opts
+    })
+    .await;
+    (app, db)
+}
+
+/// No write sits between a turn and its first token: with the database locked the answer
+/// streams, its rows waiting in the store writer's queue; its `done` waits for them, so a
+/// client that reads the conversation after `done` finds the whole turn.
+#[actix_web::test]
+async fn a_turn_streams_while_the_database_is_locked_and_its_done_follows_its_rows() {
+    let (app, db) = app_on_own_db(Options {
+        pace: Duration::from_millis(20),
+        ..Options::default()
+    })
+    .await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let lock = WriteLock::take(&db.url).await;
+    let mut ws = app.open_ws(&app.admin_key).await;
+    ws.send_json(json!({"message": FIRST, "id": "w1"})).await;
+    let mut conversation_id = None;
+    let mut text = String::new();
+    let mut tokens = 0;
+    while tokens < 3 {
+        let frame = ws.next_json().await;
+        if let Some(id) = frame["conversationId"].as_str() {
+            conversation_id = Some(id.to_owned());
+        }
+        assert!(frame.get("error").is_none(), "{frame}");
+        if let Some(t) = frame["token"].as_str() {
+            text.push_str(t);
+            tokens += 1;
+        }
+    }
+    let id = conversation_id.expect("the conversation's id comes before the tokens");
+    // Not stored yet: the rows wait for the lock.
+    assert_eq!(conversation(&app, &app.admin_key, &id).await.0, 404);
+    lock.release().await;
+    let (rest, end) = ws.answer("w1").await;
+    text.push_str(&rest);
+    assert_eq!(end["done"], true, "{end}");
+    let all = messages(&app, &id).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0]["content"], FIRST);
+    assert_eq!(all[1]["status"], "complete", "{:?}", all[1]);
+    assert_eq!(all[1]["content"].as_str(), Some(text.as_str()));
+}
+
+/// Turns that queue while the database is busy go in together: far fewer transactions than
+/// writes, and every turn stored whole.
+#[actix_web::test]
+async fn turns_queued_behind_a_busy_database_are_stored_together() {
+    const TURNS: usize = 20;
+    let (app, db) = app_on_own_db(Options {
+        per_user: TURNS,
+        ..Options::default()
+    })
+    .await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let before = app.state.pipeline.writer().counts();
+    let lock = WriteLock::take(&db.url).await;
+    let asks = (0..TURNS).map(|i| {
+        let app = &app;
+        async move {
+            let body = json!({"message": format!("{FIRST} ({i})"), "topK": 3});
+            chat(app, &app.admin_key, body).await
+        }
+    });
+    let all = futures_util::future::join_all(asks);
+    let release = async {
+        // Every answer has streamed once its rows and final write are queued; hold the
+        // lock until then.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while app.state.pipeline.writer().counts().queued < before.queued + 2 * TURNS as u64 {
+            assert!(Instant::now() < deadline, "writes queued within 3 s");
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        lock.release().await;
+    };
+    let (answers, ()) = futures_util::join!(all, release);
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+        let id = answer["conversationId"].as_str().expect("conversation id");
+        let stored = messages(&app, id).await;
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        assert_eq!(stored[1]["status"], "complete");
+        assert_eq!(stored[1]["content"], answer["answer"], "{answer}");
+    }
+    let after = app.state.pipeline.writer().counts();
+    let (transactions, writes) = (
+        after.transactions - before.transactions,
+        after.writes - before.writes,
+    );
+    assert_eq!(
+        writes,
+        2 * TURNS as u64,
+        "rows and final write of each turn"
+    );
+    assert!(
+        transactions * 4 <= writes,
+        "{writes} writes in {transactions} transactions"
+    );
 }
