@@ -500,3 +500,102 @@ async fn a_lost_websocket_turn_nobody_resumes_is_stored_cancelled_with_its_text(
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[actix_web::test]
+async fn a_websocket_resume_of_another_keys_answer_is_answer_not_found_as_for_an_unknown_id() {
+    let app = app_with_grace(Duration::from_secs(10)).await;
+    let (tenant, owner) = app.new_tenant("owner").await;
+    app.add_document(&owner, "Tower", TOWER).await;
+    let res = app.open_sse(&owner, QUESTION).await;
+    let answer_id = answer_id_header(&res);
+    let expected = tokens(&SseReader::new(res).collect().await);
+    assert!(!expected.is_empty());
+
+    // A colleague in the same tenant and an administrator of another one: neither learns
+    // that the answer exists.
+    let colleague = app.new_key(&tenant, "colleague").await;
+    for key in [colleague.as_str(), app.admin_key.as_str()] {
+        let mut ws = app.open_ws(key).await;
+        let mut errors = Vec::new();
+        for (id, answer) in [("theirs", answer_id.as_str()), ("unknown", "no-such-answer")] {
+            ws.send_json(json!({"type": "resume", "answerId": answer, "after": 0, "id": id}))
+                .await;
+            let frame = ws.next_json().await;
+            assert_eq!(frame["id"], id, "{frame}");
+            assert_eq!(frame["error"]["code"], "answer_not_found", "{frame}");
+            assert!(frame.get("token").is_none(), "{frame}");
+            errors.push(frame["error"].clone());
+        }
+        assert_eq!(errors[0], errors[1], "another key's answer looks unknown");
+    }
+
+    // The owner, on the same kind of socket, gets it: the id above was a real one.
+    let mut ws = app.open_ws(&owner).await;
+    ws.send_json(json!({"type": "resume", "answerId": answer_id, "after": 0, "id": "mine"}))
+        .await;
+    let (text, end) = ws.answer("mine").await;
+    assert_eq!(end["done"], true, "{end}");
+    assert_eq!(text, expected);
+}
+
+#[actix_web::test]
+async fn a_websocket_close_frame_stops_the_answer_at_once_even_with_a_grace_window() {
+    let grace = Duration::from_secs(10);
+    let (app, mock) = app_with_mock(grace).await;
+    mock.push(Reply::slow(400, Duration::from_millis(20)));
+    let mut ws = app.open_ws(&app.admin_key).await;
+    ws.send_json(json!({"message": QUESTION, "id": "q1"})).await;
+    let mut conversation = None;
+    loop {
+        let frame = ws.next_json().await;
+        if let Some(c) = frame["conversationId"].as_str() {
+            conversation = Some(c.to_owned());
+        }
+        if frame["token"].is_string() {
+            break;
+        }
+    }
+    let conversation = conversation.expect("the conversation frame");
+    assert_eq!(app.stats().await.active_streams, 1);
+
+    // Saying goodbye is an explicit stop: nobody is coming back for this answer.
+    futures_util::SinkExt::send(&mut ws.framed, ws::Message::Close(None))
+        .await
+        .expect("close sent");
+    let closed = Instant::now();
+    let log = mock.wait_for_stream_end(Duration::from_secs(5)).await;
+    let (at, end) = log.end.expect("ended");
+    assert_eq!(end, StreamEnd::Disconnected, "stopped, not run to its end");
+    let stopped = at.saturating_duration_since(closed);
+    eprintln!("the upstream was closed {stopped:?} after the Close frame (grace {grace:?})");
+    assert!(stopped < CANCEL_BUDGET, "{stopped:?}");
+    let released = app
+        .wait_for_active_streams(0, Duration::from_millis(500))
+        .await;
+    assert!(closed.elapsed() < grace / 10, "slot released {released:?} after the check");
+    let (status, streams) = app.get_json("/api/v1/admin/streams", &app.admin_key).await;
+    assert_eq!(status, 200, "{streams}");
+    let listed = streams
+        .as_array()
+        .or_else(|| streams["streams"].as_array())
+        .expect("a list of streams");
+    assert!(listed.is_empty(), "nothing left detached: {streams}");
+
+    let path = format!("/api/v1/conversations/{conversation}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, body) = app.get_json(&path, &app.admin_key).await;
+        assert_eq!(status, 200, "{body}");
+        let reply = &body["messages"][1];
+        if reply["status"] == "cancelled" {
+            assert!(!reply["content"].as_str().unwrap_or_default().is_empty());
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {reply}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        closed.elapsed() < grace,
+        "stored cancelled within the grace window, so not by it"
+    );
+}
