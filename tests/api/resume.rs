@@ -599,3 +599,85 @@ async fn a_websocket_close_frame_stops_the_answer_at_once_even_with_a_grace_wind
         "stored cancelled within the grace window, so not by it"
     );
 }
+
+#[actix_web::test]
+async fn a_cut_inside_a_merged_frame_resumes_after_the_last_whole_frame_with_the_exact_text() {
+    use crate::support::mock_upstream::Ending;
+    use crate::support::raw_ws::{self, TEXT};
+    use tokio::io::AsyncWriteExt;
+
+    let (app, mock) = app_with_mock(Duration::from_secs(10)).await;
+    // Distinct tokens (a lost or repeated one shows), big enough that a client that does
+    // not read fills the socket's buffers well before the answer ends.
+    let upstream: Vec<String> = (0..600)
+        .map(|i| format!("[{i}]{} ", "m".repeat(250)))
+        .collect();
+    let expected: String = upstream.concat();
+    mock.push(Reply::Stream {
+        tokens: upstream,
+        pace: Duration::ZERO,
+        ending: Ending::Complete,
+        usage: 600,
+    });
+    let mut socket = raw_ws::connect_small_buffer(hub_addr(&app), &app.admin_key, 4096).await;
+    let ask = json!({"message": QUESTION, "id": "q1"}).to_string();
+    socket
+        .write_all(&raw_ws::frame(TEXT, ask.as_bytes()))
+        .await
+        .expect("asked");
+    // The client lags: it reads nothing until the whole answer is in the hub's log, so the
+    // hub's writer, stalled on the full socket, finds many tokens waiting when it resumes.
+    let log = mock.wait_for_stream_end(Duration::from_secs(30)).await;
+    assert_eq!(log.end.map(|(_, end)| end), Some(StreamEnd::Completed));
+
+    let mut head = String::new();
+    let mut answer_id = None;
+    let mut last_seq = 0;
+    let mut merged = 0;
+    let mut cut_inside = None;
+    while cut_inside.is_none() {
+        let frame = raw_ws::read_head(&mut socket).await.expect("a frame");
+        // A token frame carries some 300 bytes: one this long is several merged.
+        if frame.opcode == TEXT && merged > 0 && frame.len > 1200 {
+            // The cut: half of this frame arrived, the rest is lost with the connection.
+            raw_ws::payload(&mut socket, frame.len / 2)
+                .await
+                .expect("half the frame");
+            cut_inside = Some(frame.len);
+            break;
+        }
+        let bytes = raw_ws::payload(&mut socket, frame.len)
+            .await
+            .expect("payload");
+        if frame.opcode != TEXT {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert!(v.get("done").is_none() && v.get("error").is_none(), "{v}");
+        if answer_id.is_none() {
+            answer_id = v["answerId"].as_str().map(str::to_owned);
+        }
+        let seq = v["seq"].as_u64().expect("seq");
+        if let Some(t) = v["token"].as_str() {
+            if seq > last_seq + 1 {
+                merged += 1;
+            }
+            head.push_str(t);
+        }
+        last_seq = seq;
+    }
+    drop(socket);
+    let answer_id = answer_id.expect("answerId");
+    eprintln!(
+        "cut inside a frame of {:?} bytes after {merged} merged frames; resuming after seq {last_seq}",
+        cut_inside
+    );
+
+    let mut ws = app.open_ws(&app.admin_key).await;
+    ws.send_json(json!({"type": "resume", "answerId": answer_id, "after": last_seq}))
+        .await;
+    let (rest, end) = ws.answer("q1").await;
+    assert_eq!(end["done"], true, "{end}");
+    let text = format!("{head}{rest}");
+    assert!(text == expected, "the resumed text differs from the upstream's");
+}
