@@ -207,7 +207,10 @@ async fn a_socket_that_pings_within_the_rate_limit_but_never_reads_is_closed_at_
     app.add_document(&app.admin_key, "Tower", TOWER).await;
     let mut socket = raw_ws::connect_small_buffer(hub_addr(&app), &app.admin_key, 4096).await;
     socket
-        .write_all(&frame(TEXT, br#"{"message":"How tall is the tower?","id":"q"}"#))
+        .write_all(&frame(
+            TEXT,
+            br#"{"message":"How tall is the tower?","id":"q"}"#,
+        ))
         .await
         .expect("asked");
     mock.wait_for_stream_end(Duration::from_secs(30)).await;

@@ -517,7 +517,10 @@ async fn a_websocket_resume_of_another_keys_answer_is_answer_not_found_as_for_an
     for key in [colleague.as_str(), app.admin_key.as_str()] {
         let mut ws = app.open_ws(key).await;
         let mut errors = Vec::new();
-        for (id, answer) in [("theirs", answer_id.as_str()), ("unknown", "no-such-answer")] {
+        for (id, answer) in [
+            ("theirs", answer_id.as_str()),
+            ("unknown", "no-such-answer"),
+        ] {
             ws.send_json(json!({"type": "resume", "answerId": answer, "after": 0, "id": id}))
                 .await;
             let frame = ws.next_json().await;
@@ -572,7 +575,10 @@ async fn a_websocket_close_frame_stops_the_answer_at_once_even_with_a_grace_wind
     let released = app
         .wait_for_active_streams(0, Duration::from_millis(500))
         .await;
-    assert!(closed.elapsed() < grace / 10, "slot released {released:?} after the check");
+    assert!(
+        closed.elapsed() < grace / 10,
+        "slot released {released:?} after the check"
+    );
     let (status, streams) = app.get_json("/api/v1/admin/streams", &app.admin_key).await;
     assert_eq!(status, 200, "{streams}");
     let listed = streams
@@ -679,5 +685,8 @@ async fn a_cut_inside_a_merged_frame_resumes_after_the_last_whole_frame_with_the
     let (rest, end) = ws.answer("q1").await;
     assert_eq!(end["done"], true, "{end}");
     let text = format!("{head}{rest}");
-    assert!(text == expected, "the resumed text differs from the upstream's");
+    assert!(
+        text == expected,
+        "the resumed text differs from the upstream's"
+    );
 }

@@ -631,6 +631,9 @@ async fn resume_answer_of_another_keys_answer_is_an_error_completion_as_for_an_u
     let record = json!({"type": 4, "invocationId": "mine", "target": "ResumeAnswer", "arguments": [answer_id, 0]});
     ws.send_text(&format!("{record}{RS}")).await;
     let records = records_until(&mut ws, |v| v["type"] == 3 && v["invocationId"] == "mine").await;
-    assert!(records.last().unwrap().get("error").is_none(), "{records:?}");
+    assert!(
+        records.last().unwrap().get("error").is_none(),
+        "{records:?}"
+    );
     assert!(records.iter().any(|r| r["type"] == 2), "{records:?}");
 }

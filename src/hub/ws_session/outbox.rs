@@ -579,6 +579,10 @@ mod tests {
         assert_eq!(outbox.ping(), Ok(()));
         assert_eq!(outbox.text("late".to_owned()), Ok(()));
         let out = collect(&outbox);
-        assert_eq!(out.len(), 1, "only what was queued before the close goes out");
+        assert_eq!(
+            out.len(),
+            1,
+            "only what was queued before the close goes out"
+        );
     }
 }
