@@ -147,11 +147,24 @@ async fn five_hundred_clients_that_never_read_are_let_go_by_the_write_timeout_an
             s.tokens_sent
         );
     }
+    // And every slot and connection with them: the hub reported none left within the same
+    // bound of the last token of all.
+    let last_token = streams
+        .iter()
+        .filter_map(|s| s.last_token_at)
+        .max()
+        .expect("tokens went out");
+    let released = (started + settled).saturating_duration_since(last_token);
+    assert!(
+        released <= write_timeout + grace + margin,
+        "slots and connections released {released:?} after the last token"
+    );
     let grown = peak.saturating_sub(before);
     eprintln!(
         "{CLIENTS} clients that never read: hub RSS {before} KiB before, peak +{grown} KiB \
          ({} KiB per client), {after} KiB after; asked within {asked:?}; everything released \
-         {settled:?} after the first ask; slowest upstream stopped {slowest:?} after its last token",
+         {settled:?} after the first ask ({released:?} after the last token); slowest upstream \
+         stopped {slowest:?} after its last token",
         grown / CLIENTS as u64
     );
     // The figure is reported, not asserted (the allocator keeps freed pages: RSS after the
