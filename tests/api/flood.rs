@@ -167,3 +167,106 @@ async fn another_tenants_answers_start_on_time_while_sockets_flood_the_hub() {
         assert_eq!(flooder.await.expect("flooder"), Some(POLICY_VIOLATION));
     }
 }
+
+/// Reads server frames (payloads skipped) until the close frame; returns its code and reason.
+async fn close_frame(stream: &mut tokio::net::TcpStream) -> Option<(u16, String)> {
+    loop {
+        let head = raw_ws::read_head(stream).await.ok()?;
+        let payload = raw_ws::payload(stream, head.len).await.ok()?;
+        if head.opcode == raw_ws::CLOSE {
+            let code = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
+            return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_socket_that_pings_within_the_rate_limit_but_never_reads_is_closed_at_the_outbox_bound() {
+    use crate::helpers::use_mock_openai;
+    use crate::support::mock_upstream::{Ending, Flavor, MockUpstream, Reply};
+
+    let mock = MockUpstream::start(Flavor::OpenAi).await;
+    // An answer far bigger than the socket's buffers: the hub's writer stalls on it, so
+    // every pong owed from then on waits in the outbox.
+    mock.push(Reply::Stream {
+        tokens: (0..1000).map(|_| "z".repeat(1000)).collect(),
+        pace: Duration::ZERO,
+        ending: Ending::Complete,
+        usage: 1000,
+    });
+    let url = mock.base_url.clone();
+    let app = spawn_app_with(Options {
+        settings: Some(Box::new(move |s| {
+            use_mock_openai(s, url);
+            // Long enough that only the outbox's bound can end this connection.
+            s.client_write_timeout = Duration::from_secs(600);
+        })),
+        ..Options::default()
+    })
+    .await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    let mut socket = raw_ws::connect_small_buffer(hub_addr(&app), &app.admin_key, 4096).await;
+    socket
+        .write_all(&frame(
+            TEXT,
+            br#"{"message":"How tall is the tower?","id":"q"}"#,
+        ))
+        .await
+        .expect("asked");
+    mock.wait_for_stream_end(Duration::from_secs(30)).await;
+
+    // Pings with the largest payload, under the frame rate limit (a burst, then 48 a
+    // second against 50 allowed), each owed a pong the client never reads.
+    let ping = frame(PING, &[b'p'; 125]);
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let burst = 190;
+    loop {
+        let batch = if sent == 0 { burst } else { 12 };
+        for _ in 0..batch {
+            socket.write_all(&ping).await.expect("ping sent");
+        }
+        sent += batch;
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+        if app.stats().await.connections == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "still open after {sent} unread pongs"
+        );
+    }
+    let owed = sent * (125 + 16);
+    eprintln!(
+        "closed after {sent} pings ({owed} bytes of pongs owed, bound {}) in {:?}",
+        256 * 1024,
+        started.elapsed()
+    );
+    // The bound is in bytes: a few hundred pongs of these would not reach it.
+    assert!(owed >= 256 * 1024, "{sent} pings");
+
+    // Once the client reads, the close frame comes after what was queued.
+    let close = tokio::time::timeout(Duration::from_secs(30), close_frame(&mut socket))
+        .await
+        .expect("the connection ends");
+    assert_eq!(
+        close,
+        Some((POLICY_VIOLATION, "not reading replies".to_owned()))
+    );
+
+    // The hub is fine: the answer is over, and a new client gets a whole answer.
+    app.wait_for_active_streams(0, Duration::from_secs(5)).await;
+    let healthz = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(healthz.status().as_u16(), 200);
+    let mut ws = app.open_ws(&app.admin_key).await;
+    ws.send_json(serde_json::json!({"message": "How tall is the tower?", "id": "after"}))
+        .await;
+    let (text, end) = ws.answer("after").await;
+    assert_eq!(end["done"], true, "{end}");
+    assert!(!text.is_empty());
+}

@@ -500,3 +500,193 @@ async fn a_lost_websocket_turn_nobody_resumes_is_stored_cancelled_with_its_text(
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[actix_web::test]
+async fn a_websocket_resume_of_another_keys_answer_is_answer_not_found_as_for_an_unknown_id() {
+    let app = app_with_grace(Duration::from_secs(10)).await;
+    let (tenant, owner) = app.new_tenant("owner").await;
+    app.add_document(&owner, "Tower", TOWER).await;
+    let res = app.open_sse(&owner, QUESTION).await;
+    let answer_id = answer_id_header(&res);
+    let expected = tokens(&SseReader::new(res).collect().await);
+    assert!(!expected.is_empty());
+
+    // A colleague in the same tenant and an administrator of another one: neither learns
+    // that the answer exists.
+    let colleague = app.new_key(&tenant, "colleague").await;
+    for key in [colleague.as_str(), app.admin_key.as_str()] {
+        let mut ws = app.open_ws(key).await;
+        let mut errors = Vec::new();
+        for (id, answer) in [
+            ("theirs", answer_id.as_str()),
+            ("unknown", "no-such-answer"),
+        ] {
+            ws.send_json(json!({"type": "resume", "answerId": answer, "after": 0, "id": id}))
+                .await;
+            let frame = ws.next_json().await;
+            assert_eq!(frame["id"], id, "{frame}");
+            assert_eq!(frame["error"]["code"], "answer_not_found", "{frame}");
+            assert!(frame.get("token").is_none(), "{frame}");
+            errors.push(frame["error"].clone());
+        }
+        assert_eq!(errors[0], errors[1], "another key's answer looks unknown");
+    }
+
+    // The owner, on the same kind of socket, gets it: the id above was a real one.
+    let mut ws = app.open_ws(&owner).await;
+    ws.send_json(json!({"type": "resume", "answerId": answer_id, "after": 0, "id": "mine"}))
+        .await;
+    let (text, end) = ws.answer("mine").await;
+    assert_eq!(end["done"], true, "{end}");
+    assert_eq!(text, expected);
+}
+
+#[actix_web::test]
+async fn a_websocket_close_frame_stops_the_answer_at_once_even_with_a_grace_window() {
+    let grace = Duration::from_secs(10);
+    let (app, mock) = app_with_mock(grace).await;
+    mock.push(Reply::slow(400, Duration::from_millis(20)));
+    let mut ws = app.open_ws(&app.admin_key).await;
+    ws.send_json(json!({"message": QUESTION, "id": "q1"})).await;
+    let mut conversation = None;
+    loop {
+        let frame = ws.next_json().await;
+        if let Some(c) = frame["conversationId"].as_str() {
+            conversation = Some(c.to_owned());
+        }
+        if frame["token"].is_string() {
+            break;
+        }
+    }
+    let conversation = conversation.expect("the conversation frame");
+    assert_eq!(app.stats().await.active_streams, 1);
+
+    // Saying goodbye is an explicit stop: nobody is coming back for this answer.
+    futures_util::SinkExt::send(&mut ws.framed, ws::Message::Close(None))
+        .await
+        .expect("close sent");
+    let closed = Instant::now();
+    let log = mock.wait_for_stream_end(Duration::from_secs(5)).await;
+    let (at, end) = log.end.expect("ended");
+    assert_eq!(end, StreamEnd::Disconnected, "stopped, not run to its end");
+    let stopped = at.saturating_duration_since(closed);
+    eprintln!("the upstream was closed {stopped:?} after the Close frame (grace {grace:?})");
+    assert!(stopped < CANCEL_BUDGET, "{stopped:?}");
+    let released = app
+        .wait_for_active_streams(0, Duration::from_millis(500))
+        .await;
+    assert!(
+        closed.elapsed() < grace / 10,
+        "slot released {released:?} after the check"
+    );
+    let (status, streams) = app.get_json("/api/v1/admin/streams", &app.admin_key).await;
+    assert_eq!(status, 200, "{streams}");
+    let listed = streams
+        .as_array()
+        .or_else(|| streams["streams"].as_array())
+        .expect("a list of streams");
+    assert!(listed.is_empty(), "nothing left detached: {streams}");
+
+    let path = format!("/api/v1/conversations/{conversation}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, body) = app.get_json(&path, &app.admin_key).await;
+        assert_eq!(status, 200, "{body}");
+        let reply = &body["messages"][1];
+        if reply["status"] == "cancelled" {
+            assert!(!reply["content"].as_str().unwrap_or_default().is_empty());
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {reply}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        closed.elapsed() < grace,
+        "stored cancelled within the grace window, so not by it"
+    );
+}
+
+#[actix_web::test]
+async fn a_cut_inside_a_merged_frame_resumes_after_the_last_whole_frame_with_the_exact_text() {
+    use crate::support::mock_upstream::Ending;
+    use crate::support::raw_ws::{self, TEXT};
+    use tokio::io::AsyncWriteExt;
+
+    let (app, mock) = app_with_mock(Duration::from_secs(10)).await;
+    // Distinct tokens (a lost or repeated one shows), big enough that a client that does
+    // not read fills the socket's buffers well before the answer ends.
+    let upstream: Vec<String> = (0..600)
+        .map(|i| format!("[{i}]{} ", "m".repeat(250)))
+        .collect();
+    let expected: String = upstream.concat();
+    mock.push(Reply::Stream {
+        tokens: upstream,
+        pace: Duration::ZERO,
+        ending: Ending::Complete,
+        usage: 600,
+    });
+    let mut socket = raw_ws::connect_small_buffer(hub_addr(&app), &app.admin_key, 4096).await;
+    let ask = json!({"message": QUESTION, "id": "q1"}).to_string();
+    socket
+        .write_all(&raw_ws::frame(TEXT, ask.as_bytes()))
+        .await
+        .expect("asked");
+    // The client lags: it reads nothing until the whole answer is in the hub's log, so the
+    // hub's writer, stalled on the full socket, finds many tokens waiting when it resumes.
+    let log = mock.wait_for_stream_end(Duration::from_secs(30)).await;
+    assert_eq!(log.end.map(|(_, end)| end), Some(StreamEnd::Completed));
+
+    let mut head = String::new();
+    let mut answer_id = None;
+    let mut last_seq = 0;
+    let mut merged = 0;
+    let mut cut_inside = None;
+    while cut_inside.is_none() {
+        let frame = raw_ws::read_head(&mut socket).await.expect("a frame");
+        // A token frame carries some 300 bytes: one this long is several merged.
+        if frame.opcode == TEXT && merged > 0 && frame.len > 1200 {
+            // The cut: half of this frame arrived, the rest is lost with the connection.
+            raw_ws::payload(&mut socket, frame.len / 2)
+                .await
+                .expect("half the frame");
+            cut_inside = Some(frame.len);
+            break;
+        }
+        let bytes = raw_ws::payload(&mut socket, frame.len)
+            .await
+            .expect("payload");
+        if frame.opcode != TEXT {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert!(v.get("done").is_none() && v.get("error").is_none(), "{v}");
+        if answer_id.is_none() {
+            answer_id = v["answerId"].as_str().map(str::to_owned);
+        }
+        let seq = v["seq"].as_u64().expect("seq");
+        if let Some(t) = v["token"].as_str() {
+            if seq > last_seq + 1 {
+                merged += 1;
+            }
+            head.push_str(t);
+        }
+        last_seq = seq;
+    }
+    drop(socket);
+    let answer_id = answer_id.expect("answerId");
+    eprintln!(
+        "cut inside a frame of {:?} bytes after {merged} merged frames; resuming after seq {last_seq}",
+        cut_inside
+    );
+
+    let mut ws = app.open_ws(&app.admin_key).await;
+    ws.send_json(json!({"type": "resume", "answerId": answer_id, "after": last_seq}))
+        .await;
+    let (rest, end) = ws.answer("q1").await;
+    assert_eq!(end["done"], true, "{end}");
+    let text = format!("{head}{rest}");
+    assert!(
+        text == expected,
+        "the resumed text differs from the upstream's"
+    );
+}

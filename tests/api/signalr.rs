@@ -568,3 +568,72 @@ async fn a_sequence_ahead_of_what_the_hub_received_closes_the_connection() {
     assert!(close["error"].as_str().unwrap().contains("Sequence ID 5"));
     assert!(close.get("allowReconnect").is_none());
 }
+
+#[actix_web::test]
+async fn resume_answer_of_another_keys_answer_is_an_error_completion_as_for_an_unknown_id() {
+    let app = spawn_app_with(Options {
+        resume_grace: Duration::from_secs(10),
+        ..Options::default()
+    })
+    .await;
+    let (tenant, owner) = app.new_tenant("owner").await;
+    app.add_document(&owner, "Tower", TOWER).await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/ask/stream"))
+        .query(&[("question", "How tall is the tower?"), ("topK", "3")])
+        .expect("query")
+        .insert_header(("X-API-Key", owner.as_str()))
+        .send()
+        .await
+        .expect("asked");
+    let answer_id = res
+        .headers()
+        .get("x-answer-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("X-Answer-Id")
+        .to_owned();
+    let mut body = crate::helpers::SseReader::new(res);
+    let frames = body.collect().await;
+    assert!(frames.last().expect("frames").json()["done"] == true);
+
+    let colleague = app.new_key(&tenant, "colleague").await;
+    let not_found = "No such answer (unknown, ended longer ago than the resume grace window, or not this key's).";
+    for key in [colleague.as_str(), app.admin_key.as_str()] {
+        let mut ws = app.open_ws(key).await;
+        handshake(&mut ws).await;
+        let mut n = 0;
+        for answer in [answer_id.as_str(), "no-such-answer"] {
+            // As an invocation and as a stream invocation.
+            for kind in [1, 4] {
+                n += 1;
+                let id = n.to_string();
+                let record = json!({"type": kind, "invocationId": id, "target": "ResumeAnswer", "arguments": [answer, 0]});
+                ws.send_text(&format!("{record}{RS}")).await;
+                let records =
+                    records_until(&mut ws, |v| v["type"] == 3 && v["invocationId"] == id).await;
+                assert!(
+                    records.iter().all(|r| r["type"] != 2
+                        && r["target"] != "ReceiveToken"
+                        && r["target"] != "StreamComplete"),
+                    "nothing of the answer: {records:?}"
+                );
+                let completion = records.last().expect("a completion");
+                assert_eq!(completion["error"], not_found, "{answer}: {completion}");
+                assert!(completion.get("result").is_none(), "{completion}");
+            }
+        }
+    }
+
+    // The owner gets it by the same call: the id was a real one.
+    let mut ws = app.open_ws(&owner).await;
+    handshake(&mut ws).await;
+    let record = json!({"type": 4, "invocationId": "mine", "target": "ResumeAnswer", "arguments": [answer_id, 0]});
+    ws.send_text(&format!("{record}{RS}")).await;
+    let records = records_until(&mut ws, |v| v["type"] == 3 && v["invocationId"] == "mine").await;
+    assert!(
+        records.last().unwrap().get("error").is_none(),
+        "{records:?}"
+    );
+    assert!(records.iter().any(|r| r["type"] == 2), "{records:?}");
+}

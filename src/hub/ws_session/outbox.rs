@@ -529,3 +529,60 @@ fn finish(outbox: &Outbox, end: WriterEnd) -> WriterEnd {
     drop(feeds);
     end
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::noop_waker;
+
+    /// What one writer wake-up would take from the outbox.
+    fn collect(outbox: &Outbox) -> Vec<Outgoing> {
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        let _ = outbox.collect(&mut cx, outbox.socket(), &mut out);
+        out
+    }
+
+    #[test]
+    fn replies_past_the_byte_bound_are_refused_until_the_writer_takes_them() {
+        let outbox = Outbox::default();
+        // The largest pong a client can make us owe (a 125-byte ping payload).
+        let payload = Bytes::from(vec![b'p'; 125]);
+        let per_pong = payload.len() + 16;
+        let fit = MAX_QUEUED_BYTES / per_pong;
+        for n in 0..fit {
+            assert_eq!(outbox.pong(payload.clone()), Ok(()), "pong {n}");
+        }
+        assert_eq!(outbox.pong(payload.clone()), Err(Overflow));
+        // Every kind of reply counts against the same bound.
+        assert_eq!(outbox.text("x".repeat(per_pong)), Err(Overflow));
+        assert_eq!(outbox.records("x".repeat(per_pong)), Err(Overflow));
+        let left = MAX_QUEUED_BYTES - fit * per_pong;
+        assert_eq!(outbox.text("x".repeat(left)), Ok(()), "up to the byte");
+        assert_eq!(outbox.ping(), Err(Overflow));
+
+        // A writer that gets to write takes everything, and the bound is free again.
+        assert_eq!(collect(&outbox).len(), fit + 1);
+        assert_eq!(outbox.pong(payload), Ok(()));
+        assert_eq!(outbox.text("x".repeat(MAX_QUEUED_BYTES - per_pong)), Ok(()));
+        assert_eq!(outbox.ping(), Err(Overflow));
+    }
+
+    #[test]
+    fn a_closing_outbox_drops_replies_instead_of_refusing_them() {
+        let outbox = Outbox::default();
+        assert_eq!(outbox.text("x".repeat(MAX_QUEUED_BYTES)), Ok(()));
+        assert_eq!(outbox.ping(), Err(Overflow));
+        outbox.close(None, None);
+        // The connection is already going: an overflow now would close it a second time.
+        assert_eq!(outbox.ping(), Ok(()));
+        assert_eq!(outbox.text("late".to_owned()), Ok(()));
+        let out = collect(&outbox);
+        assert_eq!(
+            out.len(),
+            1,
+            "only what was queued before the close goes out"
+        );
+    }
+}

@@ -125,6 +125,8 @@ pub enum StreamEnd {
 #[derive(Debug, Clone)]
 pub struct StreamLog {
     pub tokens_sent: usize,
+    /// When the last token so far went out.
+    pub last_token_at: Option<Instant>,
     pub end: Option<(Instant, StreamEnd)>,
 }
 
@@ -254,6 +256,7 @@ async fn handle(
         if matches!(reply, Reply::Stream { .. }) {
             s.streams.push(StreamLog {
                 tokens_sent: 0,
+                last_token_at: None,
                 end: None,
             });
         }
@@ -478,7 +481,9 @@ impl Guard {
     }
 
     fn token_sent(&self) {
-        self.state.lock().unwrap().streams[self.index].tokens_sent += 1;
+        let log = &mut self.state.lock().unwrap().streams[self.index];
+        log.tokens_sent += 1;
+        log.last_token_at = Some(Instant::now());
     }
 }
 

@@ -106,3 +106,40 @@ pub async fn close_code<R: AsyncRead + Unpin>(stream: &mut R, limit: Duration) -
         .await
         .expect("the hub closed within the limit")
 }
+
+/// A server frame's head: its opcode and its payload's length.
+pub struct Head {
+    pub opcode: u8,
+    pub len: usize,
+}
+
+/// Reads the head of the next server frame (server frames are not masked), byte-exact: the
+/// payload is left in the socket for [`payload`] (or for a test that stops half-way in it).
+pub async fn read_head<R: AsyncRead + Unpin>(stream: &mut R) -> std::io::Result<Head> {
+    let mut two = [0u8; 2];
+    stream.read_exact(&mut two).await?;
+    let len = match two[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            stream.read_exact(&mut n).await?;
+            u16::from_be_bytes(n) as usize
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            stream.read_exact(&mut n).await?;
+            usize::try_from(u64::from_be_bytes(n)).expect("a frame length that fits")
+        }
+        n => n as usize,
+    };
+    Ok(Head {
+        opcode: two[0] & 0x0f,
+        len,
+    })
+}
+
+/// Reads `len` payload bytes.
+pub async fn payload<R: AsyncRead + Unpin>(stream: &mut R, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; len];
+    stream.read_exact(&mut bytes).await?;
+    Ok(bytes)
+}
