@@ -51,7 +51,7 @@ pub use documents::{
 pub use hubs::Reaped;
 pub use keys::{ApiKeyRecord, Bootstrap, KeyOwner, NewKey, Role};
 pub use presence::HubPresence;
-pub use sessions::{SessionInfo, SessionTimes};
+pub use sessions::{session_name, SessionInfo, SessionTimes};
 pub use tenants::Tenant;
 pub use writer::StoreWriter;
 
