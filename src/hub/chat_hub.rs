@@ -21,8 +21,9 @@ use crate::cluster::{Admission, Cluster, ClusterError, LeaseMember};
 
 use super::messages::{
     AdminView, Admit, AdmitError, Attach, BeginDrain, Connect, ConnectionInfo, Disconnect,
-    EndBrowserSession, EndConnection, EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome,
-    Progress, Release, RevokeKey, StreamInfo, Terminate, TerminateWebSockets, UnwatchKey, WatchKey,
+    EndBrowserSession, EndConnection, EndStream, GetAdminView, GetStats, Identify, ListConnections,
+    Metrics, Outcome, Progress, Release, RevokeKey, StreamInfo, Terminate, TerminateWebSockets,
+    UnwatchKey, WatchKey,
 };
 use crate::answer::StopReason;
 use crate::rate_limit::{Limited, RateLimits};

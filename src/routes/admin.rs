@@ -319,9 +319,7 @@ pub fn on_control(state: &AppState, control: Control) {
     let this_hub = |hub: &str| state.cluster.as_ref().is_some_and(|c| **c.hub_id() == *hub);
     match control {
         Control::RevokeKey { key_id } => end_everything_of_revoked_key(state, &key_id),
-        Control::EndBrowserSession { session } => {
-            state.hub.do_send(EndBrowserSession { session })
-        }
+        Control::EndBrowserSession { session } => state.hub.do_send(EndBrowserSession { session }),
         Control::EndStream { hub, id, tenant } if this_hub(&hub) => state.hub.do_send(EndStream {
             lease_id: id,
             tenant,

@@ -55,10 +55,12 @@ fn digest(token: &str) -> [u8; 32] {
 /// the digest the table keys it by, in hex. It does not open the session; the cookie does.
 pub fn session_name(token: &str) -> String {
     use std::fmt::Write;
-    digest(token).iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    digest(token)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn millis(d: Duration) -> i64 {

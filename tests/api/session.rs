@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use awc::http::header;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, Options, SseReader, TestApp, TOWER};
+use crate::helpers::{spawn_app, spawn_app_with, Options, SseReader, TestApp, WsClient, TOWER};
 
 /// What a browser would send back: `name=value` from a `Set-Cookie`.
 struct Cookie {
@@ -692,4 +692,241 @@ async fn the_cookie_is_secure_when_the_hub_is_reached_over_https() {
     let never = sign_in_over(&app, Some("https")).await;
     assert_eq!(never.name(), "ragstream_session");
     assert!(!never.attrs().iter().any(|a| a == "secure"));
+}
+
+/// A socket a same-origin page opens with the cookie.
+async fn ws_with_cookie(app: &TestApp, cookie: &Cookie, query: &str) -> WsClient {
+    let (res, framed) = app
+        .client
+        .ws(format!("{}/api/v1/chat/ws{query}", app.ws_base))
+        .origin(app.base.as_str())
+        .header("Cookie", cookie.pair.as_str())
+        .connect()
+        .await
+        .expect("the socket opens with the cookie");
+    assert_eq!(res.status().as_u16(), 101);
+    WsClient { framed }
+}
+
+/// An `EventSource` answer a same-origin page opens with the cookie (and no ticket).
+async fn sse_with_cookie(app: &TestApp, cookie: &Cookie) -> SseReader<impl SseBody> {
+    let res = app
+        .client
+        .get(app.url("/api/v1/ask/stream?question=How%20tall%20is%20the%20tower&topK=3"))
+        .insert_header(("Cookie", cookie.pair.as_str()))
+        .insert_header(("Sec-Fetch-Site", "same-origin"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 200);
+    SseReader::new(res)
+}
+
+trait SseBody:
+    futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin
+{
+}
+impl<S> SseBody for S where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin
+{
+}
+
+/// A SignalR connection negotiated with the cookie, handshake done.
+async fn signalr_with_cookie(app: &TestApp, cookie: &Cookie) -> WsClient {
+    let (status, negotiated) = status_and_json(
+        same_origin(
+            app,
+            app.client
+                .post(app.url("/api/v1/chat/ws/negotiate?negotiateVersion=1")),
+            cookie,
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{negotiated}");
+    let token = negotiated["connectionToken"].as_str().expect("token");
+    let (res, framed) = app
+        .client
+        .ws(format!("{}/api/v1/chat/ws?id={token}", app.ws_base))
+        .origin(app.base.as_str())
+        .connect()
+        .await
+        .expect("the negotiated socket opens");
+    assert_eq!(res.status().as_u16(), 101);
+    let mut ws = WsClient { framed };
+    ws.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}")
+        .await;
+    match ws.next_frame(Duration::from_secs(5)).await {
+        Some(awc::ws::Frame::Text(b)) => assert_eq!(&b[..], b"{}\x1e"),
+        other => panic!("no handshake reply: {other:?}"),
+    }
+    ws
+}
+
+async fn sign_out(app: &TestApp, cookie: &Cookie) -> Instant {
+    let res = same_origin(app, app.client.delete(app.url("/api/v1/session")), cookie)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 204);
+    Instant::now() + Duration::from_secs(1)
+}
+
+/// Reads a plain socket's frames until its answer `id` streams a token.
+async fn until_streaming(ws: &mut WsClient, id: &str) {
+    loop {
+        let frame = ws.next_json().await;
+        if frame["id"] == id && frame["token"].is_string() {
+            return;
+        }
+        assert!(frame["done"] != true, "ended before signing out: {frame}");
+    }
+}
+
+fn slow_answers() -> Options {
+    Options {
+        pace: Duration::from_millis(300),
+        ..Options::default()
+    }
+}
+
+#[actix_web::test]
+async fn signing_out_closes_the_sessions_websockets_and_ends_its_sse_answers_at_once() {
+    use crate::revocation::close_frame;
+    let app = spawn_app_with(slow_answers()).await;
+    let (_, key) = user_key(&app, "dave").await;
+    app.add_document(&key, "Tower", TOWER).await;
+    let (leaving, _) = sign_in(&app, &key).await;
+    // The same key signed in on another browser: its session must not be touched.
+    let (staying, _) = sign_in(&app, &key).await;
+
+    let mut plain = ws_with_cookie(&app, &leaving, "").await;
+    plain
+        .send_json(json!({"message": "How tall is the tower?", "topK": 3, "id": "p1"}))
+        .await;
+    until_streaming(&mut plain, "p1").await;
+    let mut signalr = signalr_with_cookie(&app, &leaving).await;
+    let mut sse = sse_with_cookie(&app, &leaving).await;
+    sse.next().await.expect("a first frame");
+    let mut kept_ws = ws_with_cookie(&app, &staying, "").await;
+    let mut kept_sse = sse_with_cookie(&app, &staying).await;
+    kept_sse.next().await.expect("a first frame");
+    app.wait_for_active_streams(3, Duration::from_secs(2)).await;
+
+    let deadline = sign_out(&app, &leaving).await;
+
+    let (_, reason) = close_frame(&mut plain, deadline).await;
+    assert_eq!(reason.code, awc::ws::CloseCode::Policy);
+    assert_eq!(reason.description.as_deref(), Some("signed out"));
+
+    let (texts, reason) = close_frame(&mut signalr, deadline).await;
+    let close = texts
+        .iter()
+        .flat_map(|t| t.split('\u{1e}'))
+        .filter(|r| !r.is_empty())
+        .map(|r| serde_json::from_str::<Value>(r).expect("a SignalR record"))
+        .find(|r| r["type"] == 7)
+        .expect("a Close message before the close frame");
+    assert_eq!(close["error"], "signed out", "{close}");
+    assert!(
+        close.get("allowReconnect").is_none() || close["allowReconnect"] == false,
+        "reconnecting cannot help: {close}"
+    );
+    assert_eq!(reason.code, awc::ws::CloseCode::Policy);
+
+    let frames = actix_web::rt::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        sse.collect(),
+    )
+    .await
+    .expect("the SSE answer ends within a second");
+    let last = frames.last().expect("a final frame").json();
+    assert_eq!(last["done"], true, "{last}");
+    assert_eq!(last["error"]["code"], "signed_out", "{last}");
+
+    // The other session's socket and answer go on; it is still signed in.
+    kept_ws.send_json(json!({"type": "ping"})).await;
+    assert_eq!(kept_ws.next_json().await["type"], "pong");
+    let rest = kept_sse.collect().await;
+    let last = rest.last().expect("a final frame").json();
+    assert_eq!(last["done"], true, "{last}");
+    assert!(last["error"].is_null(), "it ran to its end: {last}");
+    assert_eq!(who(&app, &staying).await, 200);
+    assert_eq!(who(&app, &leaving).await, 401);
+}
+
+#[actix_web::test]
+async fn a_ticket_minted_with_a_session_opens_nothing_after_its_sign_out() {
+    let app = spawn_app_with(slow_answers()).await;
+    let (_, key) = user_key(&app, "erin").await;
+    app.add_document(&key, "Tower", TOWER).await;
+    let (cookie, _) = sign_in(&app, &key).await;
+    let ticket = |app: &TestApp, cookie: &Cookie| {
+        let req = same_origin(
+            app,
+            app.client.post(app.url("/api/v1/stream-tickets")),
+            cookie,
+        );
+        async move {
+            let (status, body) = status_and_json(req, Some(json!({}))).await;
+            assert_eq!(status, 201, "{body}");
+            body["ticket"].as_str().expect("ticket").to_owned()
+        }
+    };
+    let for_ws = ticket(&app, &cookie).await;
+    let for_sse = ticket(&app, &cookie).await;
+    let deadline = sign_out(&app, &cookie).await;
+
+    // The ticket itself is still unspent, but what it opens belongs to a session that is
+    // over: the socket closes at once, the answer ends with the reason.
+    let (res, framed) = app
+        .client
+        .ws(format!("{}/api/v1/chat/ws?ticket={for_ws}", app.ws_base))
+        .connect()
+        .await
+        .expect("the socket opens");
+    assert_eq!(res.status().as_u16(), 101);
+    let mut ws = WsClient { framed };
+    let (_, reason) = crate::revocation::close_frame(&mut ws, deadline).await;
+    assert_eq!(reason.description.as_deref(), Some("signed out"));
+
+    let res = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/ask/stream?question=tower&ticket={for_sse}"
+        )))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 200);
+    let frames =
+        actix_web::rt::time::timeout(Duration::from_secs(2), SseReader::new(res).collect())
+            .await
+            .expect("the answer ends at once");
+    let last = frames.last().expect("a final frame").json();
+    assert_eq!(last["error"]["code"], "signed_out", "{last}");
+}
+
+#[actix_web::test]
+async fn signing_out_ends_the_admin_pages_event_feed() {
+    let app = spawn_app().await;
+    let (cookie, _) = sign_in(&app, &app.admin_key).await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/admin/events"))
+        .insert_header(("Cookie", cookie.pair.as_str()))
+        .insert_header(("Sec-Fetch-Site", "same-origin"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 200);
+    let mut feed = SseReader::new(res);
+    feed.next().await.expect("a first view");
+    let deadline = sign_out(&app, &cookie).await;
+    actix_web::rt::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        feed.collect(),
+    )
+    .await
+    .expect("the feed ends within a second");
 }
