@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 
 use super::table::Routes;
 use crate::auth::session;
-use crate::error::ApiError;
-use crate::startup::AppState;
 use crate::cluster::control::Control;
+use crate::error::ApiError;
 use crate::hub::messages::EndBrowserSession;
+use crate::startup::AppState;
 use crate::store::{session_name, SessionInfo};
 
 pub fn configure(routes: &mut Routes) {

@@ -930,3 +930,79 @@ async fn signing_out_ends_the_admin_pages_event_feed() {
     .await
     .expect("the feed ends within a second");
 }
+
+/// Every row of the sessions table, each column as bytes, read past the hub.
+async fn session_rows(db: &crate::support::test_db::TestDb) -> Vec<Vec<Vec<u8>>> {
+    use sqlx::Row;
+    const SELECT: &str =
+        "SELECT id_hash, key_id, created_at, last_seen_at, expires_at FROM sessions";
+    let columns = |id_hash: Vec<u8>, key_id: String, times: [i64; 3]| {
+        let mut row = vec![id_hash, key_id.into_bytes()];
+        row.extend(times.iter().map(|t| t.to_string().into_bytes()));
+        row
+    };
+    if crate::support::test_db::on_postgres() {
+        let pool = sqlx::PgPool::connect(&db.url).await.expect("database");
+        let rows = sqlx::query(SELECT).fetch_all(&pool).await.expect("rows");
+        pool.close().await;
+        rows.iter()
+            .map(|r| columns(r.get(0), r.get(1), [r.get(2), r.get(3), r.get(4)]))
+            .collect()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.expect("database");
+        let rows = sqlx::query(SELECT).fetch_all(&pool).await.expect("rows");
+        pool.close().await;
+        rows.iter()
+            .map(|r| columns(r.get(0), r.get(1), [r.get(2), r.get(3), r.get(4)]))
+            .collect()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[actix_web::test]
+async fn the_store_keeps_only_the_digest_of_the_session_id() {
+    use sha2::{Digest, Sha256};
+    let db = crate::support::test_db::TestDb::create().await;
+    let app = spawn_app_with(Options {
+        database_url: Some(db.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (_, key) = user_key(&app, "frank").await;
+    let (first, _) = sign_in(&app, &key).await;
+    let (second, _) = sign_in(&app, &app.admin_key).await;
+    assert_eq!(who(&app, &first).await, 200);
+
+    let rows = session_rows(&db).await;
+    assert_eq!(rows.len(), 2, "one row a session");
+    for cookie in [&first, &second] {
+        let raw = cookie.value().as_bytes();
+        // The random part alone, in case a column kept it without the prefix.
+        let random = &raw[4..];
+        for row in &rows {
+            for column in row {
+                assert!(
+                    !contains(column, raw) && !contains(column, random),
+                    "the cookie's value is in the sessions table: {column:?}"
+                );
+            }
+        }
+        let digest = Sha256::digest(raw).to_vec();
+        assert!(
+            rows.iter().any(|row| row[0] == digest),
+            "the row is found by the value's SHA-256"
+        );
+    }
+    // Nor anywhere else in a SQLite database's files (WAL included).
+    if !crate::support::test_db::on_postgres() {
+        for entry in std::fs::read_dir(db.dir.path()).expect("the database folder") {
+            let bytes = std::fs::read(entry.expect("entry").path()).expect("file");
+            for cookie in [&first, &second] {
+                assert!(!contains(&bytes, &cookie.value().as_bytes()[4..]));
+            }
+        }
+    }
+}
