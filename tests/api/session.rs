@@ -1006,3 +1006,68 @@ async fn the_store_keeps_only_the_digest_of_the_session_id() {
         }
     }
 }
+
+#[actix_web::test]
+async fn a_session_from_one_hub_works_on_another_of_the_same_store_until_signed_out() {
+    let db = crate::support::test_db::TestDb::create().await;
+    let on_db = || Options {
+        database_url: Some(db.url.clone()),
+        ..Options::default()
+    };
+    let a = spawn_app_with(on_db()).await;
+    let b = spawn_app_with(on_db()).await;
+    let (_, key) = user_key(&a, "grace").await;
+    a.add_document(&key, "Tower", TOWER).await;
+    let (cookie, _) = sign_in(&a, &key).await;
+
+    // Hub B has never seen this browser: the store vouches for the cookie.
+    let (status, body) = status_and_json(
+        b.client
+            .get(b.url("/api/v1/session"))
+            .insert_header(("Cookie", cookie.pair.as_str())),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["keyName"], "grace");
+    let (status, docs) = status_and_json(
+        same_origin(&b, b.client.get(b.url("/api/v1/documents")), &cookie),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{docs}");
+    assert_eq!(docs["documents"][0]["title"], "Tower");
+    let mut ws = ws_with_cookie(&b, &cookie, "").await;
+    ws.send_json(json!({"type": "ping"})).await;
+    assert_eq!(ws.next_json().await["type"], "pong");
+
+    sign_out(&a, &cookie).await;
+
+    assert_eq!(who(&b, &cookie).await, 401);
+    let (status, _) = status_and_json(
+        same_origin(&b, b.client.get(b.url("/api/v1/documents")), &cookie),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    match b
+        .client
+        .ws(format!("{}/api/v1/chat/ws", b.ws_base))
+        .origin(b.base.as_str())
+        .header("Cookie", cookie.pair.as_str())
+        .connect()
+        .await
+    {
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => assert_eq!(s.as_u16(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|(r, _)| r.status())),
+    }
+    let res = b
+        .client
+        .get(b.url("/api/v1/ask/stream?question=tower"))
+        .insert_header(("Cookie", cookie.pair.as_str()))
+        .insert_header(("Sec-Fetch-Site", "same-origin"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 401);
+}
