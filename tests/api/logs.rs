@@ -351,6 +351,12 @@ async fn keys_tickets_and_tokens_in_a_url_are_logged_redacted_and_never_raw() {
         get_status(&client, stream(&format!("ticket={with_padding}"))).await,
         401
     );
+    // Unescaped, as a careless client sends it: the whole value up to the next parameter.
+    let raw = "rawSecret/withSlashTail:andColonTail";
+    assert_eq!(
+        get_status(&client, stream(&format!("access_token={raw}"))).await,
+        401
+    );
 
     hub.signal("TERM");
     let mut hub = hub;
@@ -365,6 +371,8 @@ async fn keys_tickets_and_tokens_in_a_url_are_logged_redacted_and_never_raw() {
         // The parts a redaction that stopped early would leave.
         &key[4..],
         &by_access_token[4..],
+        "withSlashTail",
+        "andColonTail",
         "escapes",
     ] {
         assert!(
@@ -378,7 +386,7 @@ async fn keys_tickets_and_tokens_in_a_url_are_logged_redacted_and_never_raw() {
             .count()
     };
     // The requests are logged all the same, each with its parameter's value redacted.
-    assert_eq!(access_lines("access_token=[redacted]"), 3, "{log}");
+    assert_eq!(access_lines("access_token=[redacted]"), 4, "{log}");
     assert_eq!(access_lines("ticket=[redacted]"), 3, "{log}");
     assert_eq!(
         log.lines()
