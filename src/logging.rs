@@ -90,35 +90,42 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some((at, len)) = next_secret(rest) {
+    while let Some((at, len, param)) = next_secret(rest) {
         out.push_str(&rest[..at + len]);
         out.push_str(REDACTED);
         let value = &rest[at + len..];
         // Already redacted (the access line redacts its query itself).
         let value = value.strip_prefix(REDACTED).unwrap_or(value);
-        let end = value
-            .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.~%".contains(c)))
-            .unwrap_or(value.len());
+        // A minted secret has a known alphabet. A parameter's value is whatever the client
+        // sent, unescaped `/`, `:` or `+` included: it runs to the next parameter or the end
+        // of the URL.
+        let end = if param {
+            value.find(|c: char| c.is_whitespace() || "&#\"'<>".contains(c))
+        } else {
+            value.find(|c: char| !(c.is_ascii_alphanumeric() || "-_.~%".contains(c)))
+        }
+        .unwrap_or(value.len());
         rest = &value[end..];
     }
     out.push_str(rest);
     Cow::Owned(out)
 }
 
-/// The first secret in `text`: where its marker starts and the marker's length (a prefix
-/// is kept, a parameter's name too; what follows is the secret).
-fn next_secret(text: &str) -> Option<(usize, usize)> {
+/// The first secret in `text`: where its marker starts, the marker's length (a prefix
+/// is kept, a parameter's name too; what follows is the secret), and whether it is a
+/// parameter.
+fn next_secret(text: &str) -> Option<(usize, usize, bool)> {
     let prefixes = SECRET_PREFIXES.iter().filter_map(|p| {
         text.match_indices(p)
             .find(|(at, _)| word_start(text, *at))
-            .map(|(at, _)| (at, p.len()))
+            .map(|(at, _)| (at, p.len(), false))
     });
     let params = SECRET_PARAMS.iter().filter_map(|p| {
         text.match_indices(p)
             .find(|(at, _)| *at == 0 || matches!(text.as_bytes()[at - 1], b'?' | b'&' | b' '))
-            .map(|(at, _)| (at, p.len()))
+            .map(|(at, _)| (at, p.len(), true))
     });
-    prefixes.chain(params).min_by_key(|(at, _)| *at)
+    prefixes.chain(params).min_by_key(|(at, _, _)| *at)
 }
 
 fn word_start(text: &str, at: usize) -> bool {
@@ -205,6 +212,11 @@ mod tests {
         );
         // Inside a word it is not a secret.
         assert_eq!(redact("worst_case"), "worst_case");
+        // A parameter's value, unescaped, runs to the next parameter.
+        assert_eq!(
+            redact("\"GET /s?access_token=ab/cd:ef+gh&topK=3#x HTTP/1.1\" 401"),
+            "\"GET /s?access_token=[redacted]&topK=3#x HTTP/1.1\" 401"
+        );
     }
 
     #[test]

@@ -336,6 +336,10 @@ fn stop_cause(
             "server_shutdown",
             "the server shut down before the answer was finished; ask again",
         )),
+        StopReason::SignedOut => Some((
+            "signed_out",
+            "the browser session was signed out; sign in again",
+        )),
         StopReason::Running => None,
     }
 }

@@ -34,6 +34,8 @@ pub enum StopReason {
     Abandoned = 2,
     /// The hub is shutting down and its grace for running answers is over.
     Shutdown = 3,
+    /// The browser session that opened it was signed out.
+    SignedOut = 4,
 }
 
 /// Who may see an answer: its key (and so its tenant).
@@ -82,6 +84,7 @@ impl AnswerEntry {
             1 => StopReason::Cancelled,
             2 => StopReason::Abandoned,
             3 => StopReason::Shutdown,
+            4 => StopReason::SignedOut,
             _ => StopReason::Running,
         }
     }

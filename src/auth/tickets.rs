@@ -42,6 +42,8 @@ struct OwnerJson {
     operator: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stateful: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
 }
 
 impl OwnerJson {
@@ -52,6 +54,7 @@ impl OwnerJson {
             admin: owner.is_admin,
             operator: owner.is_operator,
             stateful,
+            session: owner.session.clone(),
         };
         serde_json::to_string(&json).unwrap_or_default()
     }
@@ -62,6 +65,7 @@ impl OwnerJson {
             tenant_id: self.tenant,
             is_admin: self.admin,
             is_operator: self.operator,
+            session: self.session,
         };
         (owner, self.stateful)
     }
@@ -239,6 +243,7 @@ mod tests {
             tenant_id: "t".into(),
             is_admin: false,
             is_operator: false,
+            session: None,
         }
     }
 

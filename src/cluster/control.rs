@@ -18,6 +18,9 @@ const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
 pub enum Control {
     /// Every hub ends what the key holds open.
     RevokeKey { key_id: String },
+    /// Every hub ends what a browser session opened (its name: the digest the store keeps,
+    /// which does not open it).
+    EndBrowserSession { session: String },
     /// The hub `hub` ends its stream (lease) `id`, if in the tenant's scope.
     EndStream {
         hub: String,

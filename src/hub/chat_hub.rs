@@ -21,8 +21,9 @@ use crate::cluster::{Admission, Cluster, ClusterError, LeaseMember};
 
 use super::messages::{
     AdminView, Admit, AdmitError, Attach, BeginDrain, Connect, ConnectionInfo, Disconnect,
-    EndConnection, EndStream, GetAdminView, GetStats, Identify, ListConnections, Metrics, Outcome,
-    Progress, Release, RevokeKey, StreamInfo, Terminate, TerminateWebSockets, UnwatchKey, WatchKey,
+    EndBrowserSession, EndConnection, EndStream, GetAdminView, GetStats, Identify, ListConnections,
+    Metrics, Outcome, Progress, Release, RevokeKey, StreamInfo, Terminate, TerminateWebSockets,
+    UnwatchKey, WatchKey,
 };
 use crate::answer::StopReason;
 use crate::rate_limit::{Limited, RateLimits};
@@ -32,6 +33,10 @@ use crate::telemetry::{self, AnswerEnd};
 const TTFT_SAMPLES: usize = 256;
 /// Window of the tokens-per-second figure.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// How long a signed-out browser session is refused a connection: longer than a ticket or
+/// SignalR token minted with it lives, and than a request takes from its authentication to
+/// its connection.
+const SIGNED_OUT_MEMORY: Duration = Duration::from_secs(120);
 
 #[derive(Clone)]
 pub struct Limits {
@@ -137,6 +142,7 @@ fn record_end(stream: &ActiveStream, release: &Release) {
         }
         None => match stream.answer.as_ref().map(|a| a.reason()) {
             Some(StopReason::Abandoned) => ("cancelled", "abandoned"),
+            Some(StopReason::SignedOut) => ("cancelled", "signed_out"),
             _ => ("cancelled", "cancelled"),
         },
     };
@@ -167,6 +173,8 @@ struct SessionInfo {
     protocol: Option<&'static str>,
     user: String,
     tenant: String,
+    /// The browser session it was opened with, if any.
+    browser_session: Option<String>,
     since: Instant,
     terminate: Recipient<Terminate>,
 }
@@ -186,6 +194,12 @@ pub struct HubStats {
     pub released_total: u64,
 }
 
+struct Watcher {
+    key_id: String,
+    browser_session: Option<String>,
+    terminate: Recipient<Terminate>,
+}
+
 pub struct ChatHub {
     limits: Limits,
     sessions: HashMap<u64, SessionInfo>,
@@ -197,9 +211,10 @@ pub struct ChatHub {
     released_total: u64,
     metrics: MetricsState,
     tenants: HashMap<String, TenantTally>,
-    /// Responses that end when their key is revoked (the admin event feed), by watch id:
-    /// (key id, where to send [`Terminate`]).
-    watchers: HashMap<u64, (String, Recipient<Terminate>)>,
+    /// Responses that end when their key is revoked (the admin event feed), by watch id.
+    watchers: HashMap<u64, Watcher>,
+    /// Browser sessions signed out lately, and when; see [`EndBrowserSession`].
+    signed_out: HashMap<String, Instant>,
     /// Keys revoked while this hub runs; see [`RevokeKey`].
     revoked: HashSet<String>,
     /// Set by [`BeginDrain`]: no new answers.
@@ -224,6 +239,7 @@ impl ChatHub {
             metrics: MetricsState::default(),
             tenants: HashMap::new(),
             watchers: HashMap::new(),
+            signed_out: HashMap::new(),
             revoked: HashSet::new(),
             draining: false,
             cluster,
@@ -347,6 +363,13 @@ impl ChatHub {
             }
         }
         sessions
+    }
+
+    /// Whether a connection opened with this browser session comes after its sign-out.
+    fn was_signed_out(&self, session: Option<&str>) -> bool {
+        session
+            .and_then(|s| self.signed_out.get(s))
+            .is_some_and(|at| at.elapsed() < SIGNED_OUT_MEMORY)
     }
 
     /// Starts the hub on a thread of its own.
@@ -589,11 +612,16 @@ impl Handler<Connect> for ChatHub {
             msg.terminate.do_send(Terminate::key_revoked());
             return;
         }
+        if self.was_signed_out(msg.browser_session.as_deref()) {
+            msg.terminate.do_send(Terminate::signed_out());
+            return;
+        }
         let info = SessionInfo {
             kind: msg.kind,
             protocol: None,
             user: msg.user,
             tenant: msg.tenant,
+            browser_session: msg.browser_session,
             since: Instant::now(),
             terminate: msg.terminate,
         };
@@ -718,12 +746,38 @@ impl Handler<RevokeKey> for ChatHub {
             }
             session.terminate.do_send(Terminate::key_revoked());
         }
-        for (owner, terminate) in self.watchers.values() {
-            if *owner == key_id {
-                terminate.do_send(Terminate::key_revoked());
-            }
+        for watcher in self.watchers.values().filter(|w| w.key_id == key_id) {
+            watcher.terminate.do_send(Terminate::key_revoked());
         }
         self.revoked.insert(key_id);
+    }
+}
+
+impl Handler<EndBrowserSession> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: EndBrowserSession, _: &mut Context<Self>) {
+        let opened_by = |s: &Option<String>| s.as_deref() == Some(msg.session.as_str());
+        // An SSE response stops its own answer (its readers get the error event); a
+        // WebSocket closes and cancels its answers.
+        for session in self
+            .sessions
+            .values()
+            .filter(|s| opened_by(&s.browser_session))
+        {
+            session.terminate.do_send(Terminate::signed_out());
+        }
+        for watcher in self
+            .watchers
+            .values()
+            .filter(|w| opened_by(&w.browser_session))
+        {
+            watcher.terminate.do_send(Terminate::signed_out());
+        }
+        let now = Instant::now();
+        self.signed_out
+            .retain(|_, at| now.duration_since(*at) < SIGNED_OUT_MEMORY);
+        self.signed_out.insert(msg.session, now);
     }
 }
 
@@ -735,8 +789,16 @@ impl Handler<WatchKey> for ChatHub {
             msg.terminate.do_send(Terminate::key_revoked());
             return;
         }
-        self.watchers
-            .insert(msg.watch_id, (msg.key_id, msg.terminate));
+        if self.was_signed_out(msg.browser_session.as_deref()) {
+            msg.terminate.do_send(Terminate::signed_out());
+            return;
+        }
+        let watcher = Watcher {
+            key_id: msg.key_id,
+            browser_session: msg.browser_session,
+            terminate: msg.terminate,
+        };
+        self.watchers.insert(msg.watch_id, watcher);
     }
 }
 
@@ -764,8 +826,8 @@ impl Handler<TerminateWebSockets> for ChatHub {
             session.terminate.do_send(msg.terminate);
         }
         // The admin event feeds: endless SSE responses that would hold the stop back.
-        for (_, terminate) in self.watchers.values() {
-            terminate.do_send(msg.terminate);
+        for watcher in self.watchers.values() {
+            watcher.terminate.do_send(msg.terminate);
         }
     }
 }

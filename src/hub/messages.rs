@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::chat_hub::HubStats;
 use super::lease::Lease;
+use crate::answer::StopReason;
 use crate::error::ApiError;
 
 /// Sent by a session (or the JSON handler) before it starts an answer. The reply is a
@@ -141,6 +142,8 @@ pub struct Connect {
     pub kind: &'static str,
     pub user: String,
     pub tenant: String,
+    /// The browser session it was opened with ([`crate::store::KeyOwner::session`]).
+    pub browser_session: Option<String>,
     /// Where the hub sends [`Terminate`].
     pub terminate: Recipient<Terminate>,
 }
@@ -200,7 +203,21 @@ pub struct RevokeKey {
 pub struct WatchKey {
     pub watch_id: u64,
     pub key_id: String,
+    /// The browser session it was opened with: signing it out ends the response too.
+    pub browser_session: Option<String>,
     pub terminate: Recipient<Terminate>,
+}
+
+/// Sent by the sign-out route (and by another hub's, through the control channel): the
+/// browser session (its [`crate::store::session_name`]) is over. What it opened ends:
+/// WebSocket connections with [`Terminate::signed_out`], SSE answers with a `signed_out`
+/// error event, admin event feeds. The hub also refuses it a connection for a while after,
+/// as a request that authenticated (or a ticket minted) just before the sign-out may
+/// connect just after it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EndBrowserSession {
+    pub session: String,
 }
 
 /// Sent when a [`WatchKey`] response ends, whatever ended it.
@@ -224,6 +241,9 @@ pub struct Terminate {
     /// Write the endings of the answers the connection follows before the close frame
     /// (a drain: they have ended or are about to), instead of cancelling them.
     pub finish_answers: bool,
+    /// For an SSE response: stop its answer for this reason, so that the response ends
+    /// with the answer's error event (the client hears why) rather than being cut.
+    pub end_answer_as: Option<StopReason>,
 }
 
 impl Terminate {
@@ -234,6 +254,7 @@ impl Terminate {
             code: CloseCode::Away,
             allow_reconnect: true,
             finish_answers: false,
+            end_answer_as: None,
         }
     }
 
@@ -245,6 +266,7 @@ impl Terminate {
             code: CloseCode::Restart,
             allow_reconnect: true,
             finish_answers: true,
+            end_answer_as: None,
         }
     }
 
@@ -255,6 +277,19 @@ impl Terminate {
             code: CloseCode::Policy,
             allow_reconnect: false,
             finish_answers: false,
+            end_answer_as: None,
+        }
+    }
+
+    /// The browser session the connection was opened with was signed out: coming back
+    /// with it cannot help (1008, policy).
+    pub fn signed_out() -> Terminate {
+        Terminate {
+            reason: "signed out",
+            code: CloseCode::Policy,
+            allow_reconnect: false,
+            finish_answers: false,
+            end_answer_as: Some(StopReason::SignedOut),
         }
     }
 }

@@ -210,6 +210,7 @@ impl Actor for SseSession {
             kind: "sse",
             user: self.owner.key_id.clone(),
             tenant: self.owner.tenant_id.clone(),
+            browser_session: self.owner.session.clone(),
             terminate: ctx.address().recipient(),
         });
         // The body is dropped when the answer ends or the client disconnects (actix drops
@@ -254,10 +255,19 @@ impl SseSession {
 impl Handler<Terminate> for SseSession {
     type Result = ();
 
-    /// Ending the body is all SSE can say; the client sees the stream close.
+    /// Ending the body is all SSE can say, unless the answer is stopped with a reason: its
+    /// error event then ends the body (which stops the actor), and the client hears why.
     fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
         let _scope = self.log_scope();
         log::info!("sse session {} ended: {}", self.id, msg.reason);
+        if let Some(reason) = msg.end_answer_as {
+            if let Some(answer) = self.reading.answer.borrow().as_ref() {
+                if !answer.entry().log().is_ended() {
+                    answer.entry().stop(reason);
+                    return;
+                }
+            }
+        }
         ctx.stop();
     }
 }

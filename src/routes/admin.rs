@@ -21,7 +21,9 @@ use futures_util::stream;
 
 use crate::auth::StreamPrincipal;
 use crate::cluster::control::Control;
-use crate::hub::messages::{EndConnection, EndStream, GetAdminView, ListConnections, RevokeKey};
+use crate::hub::messages::{
+    EndBrowserSession, EndConnection, EndStream, GetAdminView, ListConnections, RevokeKey,
+};
 use crate::hub::KeyWatch;
 use crate::startup::AppState;
 use crate::store::{KeyOwner, Role};
@@ -318,6 +320,7 @@ pub fn on_control(state: &AppState, control: Control) {
     let this_hub = |hub: &str| state.cluster.as_ref().is_some_and(|c| **c.hub_id() == *hub);
     match control {
         Control::RevokeKey { key_id } => end_everything_of_revoked_key(state, &key_id),
+        Control::EndBrowserSession { session } => state.hub.do_send(EndBrowserSession { session }),
         Control::EndStream { hub, id, tenant } if this_hub(&hub) => state.hub.do_send(EndStream {
             lease_id: id,
             tenant,
@@ -537,7 +540,7 @@ async fn events(
         return Err(ApiError::Forbidden("this route needs an admin API key"));
     }
     let tenant = listing_scope(&state, &owner, &filter).await?;
-    let revoked = KeyWatch::start(owner.key_id.clone(), state.hub.clone());
+    let revoked = KeyWatch::start(&owner, state.hub.clone());
     let feed_state = state.clone();
     let ticks = actix_web::rt::time::interval(ADMIN_EVENT_INTERVAL);
     let feed = (feed_state, ticks, 0u64, revoked, tenant);

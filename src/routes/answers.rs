@@ -203,11 +203,11 @@ pub(super) async fn resume_subscription(
         },
         None => None,
     };
-    let entry = match by_ticket {
-        Some(entry) => entry,
+    let (entry, session) = match by_ticket {
+        Some(entry) => (entry, None),
         None => {
             let owner = resolve_stream(req.clone()).await?;
-            match answers.get(id, &owner.key_id) {
+            let entry = match answers.get(id, &owner.key_id) {
                 Some(entry) => entry,
                 None => {
                     let owns_it = |info: &AnswerInfo| info.key_id == owner.key_id;
@@ -215,10 +215,16 @@ pub(super) async fn resume_subscription(
                         .await?
                         .ok_or(ApiError::AnswerNotFound)?
                 }
-            }
+            };
+            (entry, owner.session)
         }
     };
-    let owner = key_owner(&entry);
+    // A resume with the session cookie ends at that session's sign-out, as the first
+    // response did.
+    let owner = KeyOwner {
+        session,
+        ..key_owner(&entry)
+    };
     let subscription = Answers::resume(entry, after)
         .map_err(|e: ResumeError| ApiError::bad_request("invalid_cursor", e.to_string()))?;
     Ok((subscription, owner))
@@ -231,6 +237,7 @@ fn key_owner(entry: &AnswerEntry) -> KeyOwner {
         tenant_id,
         is_admin: false,
         is_operator: false,
+        session: None,
     }
 }
 

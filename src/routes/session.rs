@@ -9,9 +9,11 @@ use serde_json::{json, Value};
 
 use super::table::Routes;
 use crate::auth::session;
+use crate::cluster::control::Control;
 use crate::error::ApiError;
+use crate::hub::messages::EndBrowserSession;
 use crate::startup::AppState;
-use crate::store::SessionInfo;
+use crate::store::{session_name, SessionInfo};
 
 pub fn configure(routes: &mut Routes) {
     routes
@@ -94,6 +96,7 @@ async fn sign_in(
     // A fresh id at every sign-in: a session from before (perhaps another key's) ends.
     if let Some(old) = session::cookie_value(&req, &state.settings) {
         state.store.delete_session(&old).await?;
+        end_what_it_opened(&state, &old);
     }
     let times = session::times(&state.settings);
     let token = state.store.create_session(&owner.key_id, times).await?;
@@ -141,6 +144,27 @@ async fn who(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespons
     }
 }
 
+/// Ends what the session opened, on this hub and (through the control channel) every other:
+/// its WebSocket connections, SSE answers and admin event feeds. A request authenticates
+/// against the store, which no longer knows the session, so nothing new opens with it.
+/// Nothing here awaits, so a client that leaves cannot stop it half-way; a failure to tell
+/// the cluster is logged.
+fn end_what_it_opened(state: &web::Data<AppState>, token: &str) {
+    let name = session_name(token);
+    state.hub.do_send(EndBrowserSession {
+        session: name.clone(),
+    });
+    let Some(cluster) = state.cluster.clone() else {
+        return;
+    };
+    actix_web::rt::spawn(async move {
+        let control = Control::EndBrowserSession { session: name };
+        if let Err(e) = cluster.publish(control).await {
+            log::error!("a sign-out could not be shared with the other hubs: {e}");
+        }
+    });
+}
+
 #[utoipa::path(
     operation_id = "session_sign_out",
     summary = "Sign out",
@@ -156,6 +180,9 @@ async fn sign_out(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     if let Some(token) = session::cookie_value(&req, &state.settings) {
         session::check_origin(&req, true)?;
         state.store.delete_session(&token).await?;
+        // Also when no row was deleted: a sign-out whose request was dropped between the
+        // delete and this line is completed by signing out again.
+        end_what_it_opened(&state, &token);
     }
     Ok(HttpResponse::NoContent()
         .insert_header((

@@ -14,6 +14,10 @@ pub struct KeyOwner {
     pub is_admin: bool,
     /// Creates tenants and administers every tenant; always an admin too.
     pub is_operator: bool,
+    /// The browser session the request was authenticated with (its id's digest, hex, as
+    /// the store keeps it), also through a ticket or SignalR token minted with it: what it
+    /// opens ends when that session is signed out. None for an API key.
+    pub session: Option<String>,
 }
 
 /// What a key may do, strongest last.
@@ -114,6 +118,7 @@ impl Store {
                         tenant_id,
                         is_admin: is_admin || is_operator,
                         is_operator,
+                        session: None,
                     })
                 }),
             )

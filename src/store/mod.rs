@@ -52,7 +52,7 @@ pub use hubs::Reaped;
 pub(crate) use keys::digest as key_digest;
 pub use keys::{ApiKeyRecord, Bootstrap, KeyOwner, NewKey, Role};
 pub use presence::HubPresence;
-pub use sessions::{SessionInfo, SessionTimes};
+pub use sessions::{session_name, SessionInfo, SessionTimes};
 pub use tenants::Tenant;
 pub use writer::StoreWriter;
 

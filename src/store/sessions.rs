@@ -51,6 +51,18 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The session's name outside the table (hub connections, the cluster's control channel):
+/// the digest the table keys it by, in hex. It does not open the session; the cookie does.
+pub fn session_name(token: &str) -> String {
+    use std::fmt::Write;
+    digest(token)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -156,6 +168,7 @@ impl Store {
                     tenant_id,
                     is_admin,
                     is_operator,
+                    session: Some(session_name(token)),
                 },
                 key_name,
                 tenant_name,

@@ -109,6 +109,8 @@ export function friendlyMessage({ status = 0, code = '', message = '', retryAfte
       return `The hub is busy (429): it is at its limit of concurrent answers.${wait || ' Try again shortly.'}`;
     case 'ended_by_admin':
       return 'An administrator ended this answer.';
+    case 'signed_out':
+      return 'You signed out, so this answer was ended. Sign in again to ask.';
     case 'cancelled':
       return 'Stopped.';
     case 'uploads_busy':

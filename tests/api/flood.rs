@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{spawn_app_with, Options, SseReader, TestApp, BRIDGE, TOWER};
-use crate::support::raw_ws::{self, close_code, frame, repeated, PING, TEXT};
+use crate::support::raw_ws::{self, close_code, frame, read_until_close, repeated, PING, TEXT};
 
 const FLOOD_FRAMES: usize = 100_000;
 const POLICY_VIOLATION: u16 = 1008;
+/// The inbound frames a socket may send in one burst (`FRAME_BURST` in src/hub/ws_session),
+/// at 50 a second after it.
+const FRAME_BURST: usize = 200;
+const PONG: u8 = 0xA;
 
 fn hub_addr(app: &TestApp) -> SocketAddr {
     app.base
@@ -71,6 +75,78 @@ async fn a_socket_that_floods_frames_without_reading_is_closed_with_1008() {
         assert_eq!(code, Some(POLICY_VIOLATION), "{name}");
     }
     // The hub forgot them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.stats().await.connections > 0 {
+        assert!(Instant::now() < deadline, "flooders still registered");
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_flooding_socket_that_reads_every_reply_is_closed_by_the_frame_rate_limit() {
+    let app = spawn_app_with(Options::default()).await;
+    for (name, prologue, frames) in floods() {
+        let stream = raw_ws::connect(hub_addr(&app), &app.admin_key).await;
+        let (mut read, mut write) = stream.into_split();
+        // Reading from before the first frame, as fast as the hub writes: its replies never
+        // pile up, so the unread-bytes bound cannot be what ends this socket.
+        let reader =
+            tokio::spawn(async move { read_until_close(&mut read, Duration::from_secs(20)).await });
+        if let Some(first) = prologue {
+            write.write_all(&first).await.expect("prologue");
+        }
+        let writer = tokio::spawn(async move {
+            let _ = write.write_all(&frames).await;
+            write
+        });
+        let received = reader.await.expect("reader");
+        writer.abort();
+
+        let (code, reason) = received.close.expect("a close frame");
+        assert_eq!(code, POLICY_VIOLATION, "{name}");
+        assert_eq!(
+            reason, "too many messages",
+            "{name}: the rate limit closed it"
+        );
+        // Replies to no more frames than the burst (and what refilled meanwhile) allows.
+        let replies = |opcode: u8| {
+            received
+                .frames
+                .iter()
+                .filter(|(op, _)| *op == opcode)
+                .count()
+        };
+        let answered = match name {
+            "websocket pings" => replies(PONG),
+            "plain pings" => received
+                .frames
+                .iter()
+                .filter(|(op, text)| *op == TEXT && text.windows(4).any(|w| w == b"pong"))
+                .count(),
+            _ => 0,
+        };
+        assert!(answered <= FRAME_BURST + 50, "{name}: {answered} replies");
+        if name != "signalr pings" {
+            // SignalR pings ask for no reply; the others were read and answered until the limit.
+            assert!(
+                answered >= FRAME_BURST / 2,
+                "{name}: only {answered} replies read"
+            );
+        } else {
+            let texts: Vec<String> = received
+                .frames
+                .iter()
+                .filter(|(op, _)| *op == TEXT)
+                .map(|(_, t)| String::from_utf8_lossy(t).into_owned())
+                .collect();
+            assert!(
+                texts
+                    .iter()
+                    .any(|t| t.contains(r#""type":7"#) && t.contains("Too many messages.")),
+                "a SignalR Close that says why: {texts:?}"
+            );
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     while app.stats().await.connections > 0 {
         assert!(Instant::now() < deadline, "flooders still registered");

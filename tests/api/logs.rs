@@ -271,3 +271,235 @@ async fn a_full_session_logs_ids_as_json_and_never_a_secret() {
         .filter(|l| l["msg"].as_str().unwrap().contains("\" 20"))
         .all(|l| l["request_id"].is_string()));
 }
+
+/// Sends a GET with no credentials but those in its URL; returns the status.
+async fn get_status(client: &awc::Client, url: String) -> u16 {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("request sent")
+        .status()
+        .as_u16()
+}
+
+#[actix_web::test]
+async fn keys_tickets_and_tokens_in_a_url_are_logged_redacted_and_never_raw() {
+    let hub = HubProcess::start(&[("RUST_LOG", "debug"), ("RAGSTREAM_OFFLINE_PACE_MS", "1")]);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let admin = hub.admin_key.clone();
+    let key = post(
+        &hub,
+        &client,
+        "/api/v1/admin/keys",
+        &admin,
+        json!({"tenantId": "default", "name": "url"}),
+    )
+    .await;
+    let key = key["key"].as_str().expect("key").to_owned();
+    post(
+        &hub,
+        &client,
+        "/api/v1/documents",
+        &key,
+        json!({"title": "Tower", "text": TOWER}),
+    )
+    .await;
+    let ticket = |client: &awc::Client| {
+        let (hub, client, key) = (&hub, client.clone(), key.clone());
+        async move {
+            let body = post(hub, &client, "/api/v1/stream-tickets", &key, json!({})).await;
+            body["ticket"].as_str().expect("ticket").to_owned()
+        }
+    };
+    let stream = |query: &str| hub.url(&format!("/api/v1/ask/stream?question=tower&{query}"));
+
+    // A ticket as SignalR's client sends it (`access_token`): it opens the stream.
+    let by_access_token = ticket(&client).await;
+    let res = client
+        .get(stream(&format!("access_token={by_access_token}")))
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(res.status().as_u16(), 200);
+    SseReader::new(res).collect().await;
+    // Long-lived keys in a URL are refused, under either name, admin keys too.
+    assert_eq!(
+        get_status(&client, stream(&format!("access_token={key}"))).await,
+        401
+    );
+    assert_eq!(
+        get_status(&client, stream(&format!("ticket={key}"))).await,
+        401
+    );
+    let admin_feed = hub.url(&format!("/api/v1/admin/events?access_token={admin}"));
+    assert_eq!(get_status(&client, admin_feed).await, 401);
+    // A spent ticket and secrets the hub did not mint: whatever a client puts there.
+    assert_eq!(
+        get_status(&client, stream(&format!("ticket={by_access_token}"))).await,
+        401
+    );
+    let foreign = "opaqueValueNotMintedHere0123456789";
+    assert_eq!(
+        get_status(&client, stream(&format!("access_token={foreign}"))).await,
+        401
+    );
+    let with_padding = "b64Secret%2Bwith%2Fescapes%3D%3D";
+    assert_eq!(
+        get_status(&client, stream(&format!("ticket={with_padding}"))).await,
+        401
+    );
+    // Unescaped, as a careless client sends it: the whole value up to the next parameter.
+    let raw = "rawSecret/withSlashTail:andColonTail";
+    assert_eq!(
+        get_status(&client, stream(&format!("access_token={raw}"))).await,
+        401
+    );
+
+    hub.signal("TERM");
+    let mut hub = hub;
+    assert!(hub.wait_exit(Duration::from_secs(30)).await.success());
+    let log = hub.final_output().await;
+    for secret in [
+        key.as_str(),
+        admin.as_str(),
+        by_access_token.as_str(),
+        foreign,
+        with_padding,
+        // The parts a redaction that stopped early would leave.
+        &key[4..],
+        &by_access_token[4..],
+        "withSlashTail",
+        "andColonTail",
+        "escapes",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "a secret in the log: {secret}\n{log}"
+        );
+    }
+    let access_lines = |marker: &str| {
+        log.lines()
+            .filter(|l| l.contains("/api/v1/ask/stream?") && l.contains(marker))
+            .count()
+    };
+    // The requests are logged all the same, each with its parameter's value redacted.
+    assert_eq!(access_lines("access_token=[redacted]"), 4, "{log}");
+    assert_eq!(access_lines("ticket=[redacted]"), 3, "{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("/api/v1/admin/events?access_token=[redacted]"))
+            .count(),
+        1,
+        "{log}"
+    );
+}
+
+/// The id of the bootstrap operator key, as the admin listing shows it.
+async fn bootstrap_key_id(hub: &HubProcess, client: &awc::Client) -> String {
+    let mut res = client
+        .get(hub.url("/api/v1/admin/keys"))
+        .insert_header(("X-API-Key", hub.admin_key.as_str()))
+        .send()
+        .await
+        .expect("keys");
+    assert_eq!(res.status().as_u16(), 200);
+    let keys = parse(&res.body().limit(1 << 20).await.expect("body"));
+    keys["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["name"] == "bootstrap admin (RAGSTREAM_ADMIN_KEY)")
+        .and_then(|k| k["id"].as_str())
+        .expect("the bootstrap key is listed")
+        .to_owned()
+}
+
+#[actix_web::test]
+async fn a_revoked_bootstrap_key_is_reported_in_exactly_one_log_line_at_the_next_start() {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut first = HubProcess::start(&[("RUST_LOG", "info")]);
+    let id = bootstrap_key_id(&first, &client).await;
+    let path = format!("/api/v1/admin/keys/{id}");
+    let admin = first.admin_key.clone();
+    let status = client
+        .delete(first.url(&path))
+        .insert_header(("X-API-Key", admin.as_str()))
+        .send()
+        .await
+        .expect("revoke")
+        .status();
+    assert_eq!(status.as_u16(), 204);
+    first.signal("TERM");
+    assert!(first.wait_exit(Duration::from_secs(30)).await.success());
+
+    // The same database and the same configured key.
+    let mut again = HubProcess::start(&[
+        ("RUST_LOG", "info"),
+        ("DATABASE_URL", first.database_url.as_str()),
+    ]);
+    assert_eq!(get_status(&client, again.url("/healthz")).await, 200);
+    let res = client
+        .get(again.url("/api/v1/admin/stats"))
+        .insert_header(("X-API-Key", admin.as_str()))
+        .send()
+        .await
+        .expect("stats");
+    assert_eq!(res.status().as_u16(), 401, "it stays revoked");
+    again.signal("TERM");
+    assert!(again.wait_exit(Duration::from_secs(30)).await.success());
+    let log = again.final_output().await;
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("RAGSTREAM_ADMIN_KEY") || l.contains("revoked"))
+        .collect();
+    assert_eq!(said.len(), 1, "one line says so: {said:#?}\n{log}");
+    assert!(
+        said[0].contains("RAGSTREAM_ADMIN_KEY was revoked") && said[0].contains("stays revoked"),
+        "{}",
+        said[0]
+    );
+    assert!(
+        !log.contains(admin.as_str()),
+        "the key itself is not logged\n{log}"
+    );
+}
+
+#[actix_web::test]
+async fn a_generated_operator_key_is_printed_once_in_one_line_and_never_logged() {
+    // No key configured, an empty store: the hub makes one and shows it once.
+    let mut hub = HubProcess::start(&[("RUST_LOG", "debug"), ("RAGSTREAM_ADMIN_KEY", "")]);
+    let printed = hub.output();
+    let key = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("rsk_"))
+        .unwrap_or_else(|| panic!("no generated key printed:\n{printed}"))
+        .to_owned();
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    for _ in 0..3 {
+        let res = client
+            .get(hub.url("/api/v1/admin/stats"))
+            .insert_header(("X-API-Key", key.as_str()))
+            .send()
+            .await
+            .expect("stats");
+        assert_eq!(
+            res.status().as_u16(),
+            200,
+            "the printed key is an operator's"
+        );
+    }
+    hub.signal("TERM");
+    assert!(hub.wait_exit(Duration::from_secs(30)).await.success());
+    let log = hub.final_output().await;
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&key[4..])).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0].trim(), key);
+}

@@ -26,7 +26,10 @@ fn left(deadline: Instant) -> Duration {
 }
 
 /// Frames until the close frame, which must come before the deadline.
-async fn close_frame(ws: &mut WsClient, deadline: Instant) -> (Vec<String>, ws::CloseReason) {
+pub(crate) async fn close_frame(
+    ws: &mut WsClient,
+    deadline: Instant,
+) -> (Vec<String>, ws::CloseReason) {
     let mut texts = Vec::new();
     loop {
         let next = actix_web::rt::time::timeout(

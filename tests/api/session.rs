@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use awc::http::header;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, Options, SseReader, TestApp, TOWER};
+use crate::helpers::{spawn_app, spawn_app_with, Options, SseReader, TestApp, WsClient, TOWER};
 
 /// What a browser would send back: `name=value` from a `Set-Cookie`.
 struct Cookie {
@@ -692,4 +692,382 @@ async fn the_cookie_is_secure_when_the_hub_is_reached_over_https() {
     let never = sign_in_over(&app, Some("https")).await;
     assert_eq!(never.name(), "ragstream_session");
     assert!(!never.attrs().iter().any(|a| a == "secure"));
+}
+
+/// A socket a same-origin page opens with the cookie.
+async fn ws_with_cookie(app: &TestApp, cookie: &Cookie, query: &str) -> WsClient {
+    let (res, framed) = app
+        .client
+        .ws(format!("{}/api/v1/chat/ws{query}", app.ws_base))
+        .origin(app.base.as_str())
+        .header("Cookie", cookie.pair.as_str())
+        .connect()
+        .await
+        .expect("the socket opens with the cookie");
+    assert_eq!(res.status().as_u16(), 101);
+    WsClient { framed }
+}
+
+/// An `EventSource` answer a same-origin page opens with the cookie (and no ticket).
+async fn sse_with_cookie(app: &TestApp, cookie: &Cookie) -> SseReader<impl SseBody> {
+    let res = app
+        .client
+        .get(app.url("/api/v1/ask/stream?question=How%20tall%20is%20the%20tower&topK=3"))
+        .insert_header(("Cookie", cookie.pair.as_str()))
+        .insert_header(("Sec-Fetch-Site", "same-origin"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 200);
+    SseReader::new(res)
+}
+
+trait SseBody:
+    futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin
+{
+}
+impl<S> SseBody for S where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin
+{
+}
+
+/// A SignalR connection negotiated with the cookie, handshake done.
+async fn signalr_with_cookie(app: &TestApp, cookie: &Cookie) -> WsClient {
+    let (status, negotiated) = status_and_json(
+        same_origin(
+            app,
+            app.client
+                .post(app.url("/api/v1/chat/ws/negotiate?negotiateVersion=1")),
+            cookie,
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{negotiated}");
+    let token = negotiated["connectionToken"].as_str().expect("token");
+    let (res, framed) = app
+        .client
+        .ws(format!("{}/api/v1/chat/ws?id={token}", app.ws_base))
+        .origin(app.base.as_str())
+        .connect()
+        .await
+        .expect("the negotiated socket opens");
+    assert_eq!(res.status().as_u16(), 101);
+    let mut ws = WsClient { framed };
+    ws.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}")
+        .await;
+    match ws.next_frame(Duration::from_secs(5)).await {
+        Some(awc::ws::Frame::Text(b)) => assert_eq!(&b[..], b"{}\x1e"),
+        other => panic!("no handshake reply: {other:?}"),
+    }
+    ws
+}
+
+async fn sign_out(app: &TestApp, cookie: &Cookie) -> Instant {
+    let res = same_origin(app, app.client.delete(app.url("/api/v1/session")), cookie)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 204);
+    Instant::now() + Duration::from_secs(1)
+}
+
+/// Reads a plain socket's frames until its answer `id` streams a token.
+async fn until_streaming(ws: &mut WsClient, id: &str) {
+    loop {
+        let frame = ws.next_json().await;
+        if frame["id"] == id && frame["token"].is_string() {
+            return;
+        }
+        assert!(frame["done"] != true, "ended before signing out: {frame}");
+    }
+}
+
+fn slow_answers() -> Options {
+    Options {
+        pace: Duration::from_millis(300),
+        ..Options::default()
+    }
+}
+
+#[actix_web::test]
+async fn signing_out_closes_the_sessions_websockets_and_ends_its_sse_answers_at_once() {
+    use crate::revocation::close_frame;
+    let app = spawn_app_with(slow_answers()).await;
+    let (_, key) = user_key(&app, "dave").await;
+    app.add_document(&key, "Tower", TOWER).await;
+    let (leaving, _) = sign_in(&app, &key).await;
+    // The same key signed in on another browser: its session must not be touched.
+    let (staying, _) = sign_in(&app, &key).await;
+
+    let mut plain = ws_with_cookie(&app, &leaving, "").await;
+    plain
+        .send_json(json!({"message": "How tall is the tower?", "topK": 3, "id": "p1"}))
+        .await;
+    until_streaming(&mut plain, "p1").await;
+    let mut signalr = signalr_with_cookie(&app, &leaving).await;
+    let mut sse = sse_with_cookie(&app, &leaving).await;
+    sse.next().await.expect("a first frame");
+    let mut kept_ws = ws_with_cookie(&app, &staying, "").await;
+    let mut kept_sse = sse_with_cookie(&app, &staying).await;
+    kept_sse.next().await.expect("a first frame");
+    app.wait_for_active_streams(3, Duration::from_secs(2)).await;
+
+    let deadline = sign_out(&app, &leaving).await;
+
+    let (_, reason) = close_frame(&mut plain, deadline).await;
+    assert_eq!(reason.code, awc::ws::CloseCode::Policy);
+    assert_eq!(reason.description.as_deref(), Some("signed out"));
+
+    let (texts, reason) = close_frame(&mut signalr, deadline).await;
+    let close = texts
+        .iter()
+        .flat_map(|t| t.split('\u{1e}'))
+        .filter(|r| !r.is_empty())
+        .map(|r| serde_json::from_str::<Value>(r).expect("a SignalR record"))
+        .find(|r| r["type"] == 7)
+        .expect("a Close message before the close frame");
+    assert_eq!(close["error"], "signed out", "{close}");
+    assert!(
+        close.get("allowReconnect").is_none() || close["allowReconnect"] == false,
+        "reconnecting cannot help: {close}"
+    );
+    assert_eq!(reason.code, awc::ws::CloseCode::Policy);
+
+    let frames = actix_web::rt::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        sse.collect(),
+    )
+    .await
+    .expect("the SSE answer ends within a second");
+    let last = frames.last().expect("a final frame").json();
+    assert_eq!(last["done"], true, "{last}");
+    assert_eq!(last["error"]["code"], "signed_out", "{last}");
+
+    // The other session's socket and answer go on; it is still signed in.
+    kept_ws.send_json(json!({"type": "ping"})).await;
+    assert_eq!(kept_ws.next_json().await["type"], "pong");
+    let rest = kept_sse.collect().await;
+    let last = rest.last().expect("a final frame").json();
+    assert_eq!(last["done"], true, "{last}");
+    assert!(last["error"].is_null(), "it ran to its end: {last}");
+    assert_eq!(who(&app, &staying).await, 200);
+    assert_eq!(who(&app, &leaving).await, 401);
+}
+
+#[actix_web::test]
+async fn a_ticket_minted_with_a_session_opens_nothing_after_its_sign_out() {
+    let app = spawn_app_with(slow_answers()).await;
+    let (_, key) = user_key(&app, "erin").await;
+    app.add_document(&key, "Tower", TOWER).await;
+    let (cookie, _) = sign_in(&app, &key).await;
+    let ticket = |app: &TestApp, cookie: &Cookie| {
+        let req = same_origin(
+            app,
+            app.client.post(app.url("/api/v1/stream-tickets")),
+            cookie,
+        );
+        async move {
+            let (status, body) = status_and_json(req, Some(json!({}))).await;
+            assert_eq!(status, 201, "{body}");
+            body["ticket"].as_str().expect("ticket").to_owned()
+        }
+    };
+    let for_ws = ticket(&app, &cookie).await;
+    let for_sse = ticket(&app, &cookie).await;
+    let deadline = sign_out(&app, &cookie).await;
+
+    // The ticket itself is still unspent, but what it opens belongs to a session that is
+    // over: the socket closes at once, the answer ends with the reason.
+    let (res, framed) = app
+        .client
+        .ws(format!("{}/api/v1/chat/ws?ticket={for_ws}", app.ws_base))
+        .connect()
+        .await
+        .expect("the socket opens");
+    assert_eq!(res.status().as_u16(), 101);
+    let mut ws = WsClient { framed };
+    let (_, reason) = crate::revocation::close_frame(&mut ws, deadline).await;
+    assert_eq!(reason.description.as_deref(), Some("signed out"));
+
+    let res = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/ask/stream?question=tower&ticket={for_sse}"
+        )))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 200);
+    let frames =
+        actix_web::rt::time::timeout(Duration::from_secs(2), SseReader::new(res).collect())
+            .await
+            .expect("the answer ends at once");
+    let last = frames.last().expect("a final frame").json();
+    assert_eq!(last["error"]["code"], "signed_out", "{last}");
+}
+
+#[actix_web::test]
+async fn signing_out_ends_the_admin_pages_event_feed() {
+    let app = spawn_app().await;
+    let (cookie, _) = sign_in(&app, &app.admin_key).await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/admin/events"))
+        .insert_header(("Cookie", cookie.pair.as_str()))
+        .insert_header(("Sec-Fetch-Site", "same-origin"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 200);
+    let mut feed = SseReader::new(res);
+    feed.next().await.expect("a first view");
+    let deadline = sign_out(&app, &cookie).await;
+    actix_web::rt::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        feed.collect(),
+    )
+    .await
+    .expect("the feed ends within a second");
+}
+
+/// Every row of the sessions table, each column as bytes, read past the hub.
+async fn session_rows(db: &crate::support::test_db::TestDb) -> Vec<Vec<Vec<u8>>> {
+    use sqlx::Row;
+    const SELECT: &str =
+        "SELECT id_hash, key_id, created_at, last_seen_at, expires_at FROM sessions";
+    let columns = |id_hash: Vec<u8>, key_id: String, times: [i64; 3]| {
+        let mut row = vec![id_hash, key_id.into_bytes()];
+        row.extend(times.iter().map(|t| t.to_string().into_bytes()));
+        row
+    };
+    if crate::support::test_db::on_postgres() {
+        let pool = sqlx::PgPool::connect(&db.url).await.expect("database");
+        let rows = sqlx::query(SELECT).fetch_all(&pool).await.expect("rows");
+        pool.close().await;
+        rows.iter()
+            .map(|r| columns(r.get(0), r.get(1), [r.get(2), r.get(3), r.get(4)]))
+            .collect()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.expect("database");
+        let rows = sqlx::query(SELECT).fetch_all(&pool).await.expect("rows");
+        pool.close().await;
+        rows.iter()
+            .map(|r| columns(r.get(0), r.get(1), [r.get(2), r.get(3), r.get(4)]))
+            .collect()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[actix_web::test]
+async fn the_store_keeps_only_the_digest_of_the_session_id() {
+    use sha2::{Digest, Sha256};
+    let db = crate::support::test_db::TestDb::create().await;
+    let app = spawn_app_with(Options {
+        database_url: Some(db.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (_, key) = user_key(&app, "frank").await;
+    let (first, _) = sign_in(&app, &key).await;
+    let (second, _) = sign_in(&app, &app.admin_key).await;
+    assert_eq!(who(&app, &first).await, 200);
+
+    let rows = session_rows(&db).await;
+    assert_eq!(rows.len(), 2, "one row a session");
+    for cookie in [&first, &second] {
+        let raw = cookie.value().as_bytes();
+        // The random part alone, in case a column kept it without the prefix.
+        let random = &raw[4..];
+        for row in &rows {
+            for column in row {
+                assert!(
+                    !contains(column, raw) && !contains(column, random),
+                    "the cookie's value is in the sessions table: {column:?}"
+                );
+            }
+        }
+        let digest = Sha256::digest(raw).to_vec();
+        assert!(
+            rows.iter().any(|row| row[0] == digest),
+            "the row is found by the value's SHA-256"
+        );
+    }
+    // Nor anywhere else in a SQLite database's files (WAL included).
+    if !crate::support::test_db::on_postgres() {
+        for entry in std::fs::read_dir(db.dir.path()).expect("the database folder") {
+            let bytes = std::fs::read(entry.expect("entry").path()).expect("file");
+            for cookie in [&first, &second] {
+                assert!(!contains(&bytes, &cookie.value().as_bytes()[4..]));
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_session_from_one_hub_works_on_another_of_the_same_store_until_signed_out() {
+    let db = crate::support::test_db::TestDb::create().await;
+    let on_db = || Options {
+        database_url: Some(db.url.clone()),
+        ..Options::default()
+    };
+    let a = spawn_app_with(on_db()).await;
+    let b = spawn_app_with(on_db()).await;
+    let (_, key) = user_key(&a, "grace").await;
+    a.add_document(&key, "Tower", TOWER).await;
+    let (cookie, _) = sign_in(&a, &key).await;
+
+    // Hub B has never seen this browser: the store vouches for the cookie.
+    let (status, body) = status_and_json(
+        b.client
+            .get(b.url("/api/v1/session"))
+            .insert_header(("Cookie", cookie.pair.as_str())),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["keyName"], "grace");
+    let (status, docs) = status_and_json(
+        same_origin(&b, b.client.get(b.url("/api/v1/documents")), &cookie),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{docs}");
+    assert_eq!(docs["documents"][0]["title"], "Tower");
+    let mut ws = ws_with_cookie(&b, &cookie, "").await;
+    ws.send_json(json!({"type": "ping"})).await;
+    assert_eq!(ws.next_json().await["type"], "pong");
+
+    sign_out(&a, &cookie).await;
+
+    assert_eq!(who(&b, &cookie).await, 401);
+    let (status, _) = status_and_json(
+        same_origin(&b, b.client.get(b.url("/api/v1/documents")), &cookie),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    match b
+        .client
+        .ws(format!("{}/api/v1/chat/ws", b.ws_base))
+        .origin(b.base.as_str())
+        .header("Cookie", cookie.pair.as_str())
+        .connect()
+        .await
+    {
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => assert_eq!(s.as_u16(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|(r, _)| r.status())),
+    }
+    let res = b
+        .client
+        .get(b.url("/api/v1/ask/stream?question=tower"))
+        .insert_header(("Cookie", cookie.pair.as_str()))
+        .insert_header(("Sec-Fetch-Site", "same-origin"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 401);
 }

@@ -152,6 +152,65 @@ test('the admin page signs in with the cookie, its live feed needs no ticket, a 
   await page.context().close();
 });
 
+/** Whether any of the page's own globals (window properties, walked a few levels deep) holds `text`. */
+function globalsHold(page, text) {
+  return page.evaluate((t) => {
+    const seen = new WeakSet();
+    const holds = (value, depth) => {
+      if (typeof value === 'string') return value.includes(t);
+      if (value === null || typeof value !== 'object' || depth > 4 || seen.has(value)) return false;
+      if (value instanceof Node) return false; // the DOM is checked on its own
+      seen.add(value);
+      let names = [];
+      try { names = Object.getOwnPropertyNames(value); } catch { return false; }
+      return names.some((n) => { try { return holds(value[n], depth + 1); } catch { return false; } });
+    };
+    return Object.getOwnPropertyNames(window)
+      .some((n) => { try { return holds(window[n], 0); } catch { return false; } });
+  }, text);
+}
+
+test("the admin page keeps no key in storage or globals, and its sign-out button ends the session on the hub", async () => {
+  const key = await hub.createKey('ivan', { admin: true });
+  const page = await newPage(browser);
+  await page.goto(`${hub.url}/admin`);
+  await page.locator('#api-key').pressSequentially(key.key);
+  await page.locator('#api-key').press('Enter');
+  await page.locator('dialog.signin').waitFor({ state: 'detached' });
+  await page.locator('#cards .card').first().waitFor();
+
+  assert.ok(!JSON.stringify(await storage(page)).includes(key.key), 'no key in sessionStorage or localStorage');
+  // The walk finds what a global holds a few levels down (or the check below proves nothing).
+  await page.evaluate(() => { window.__canary = { nested: [{ value: 'canary-5f3e' }] }; });
+  assert.equal(await globalsHold(page, 'canary-5f3e'), true);
+  assert.equal(await globalsHold(page, key.key), false, 'no key in the page\'s globals');
+  assert.equal(await page.evaluate((k) => document.documentElement.outerHTML.includes(k), key.key), false);
+  assert.equal(await heapHolds(page, key.key), false, 'no copy of the key anywhere in the page\'s memory');
+  const cookie = await sessionCookie(page);
+  assert.ok(cookie, 'signed in with the cookie');
+  // A socket the page holds open with the session: signing out closes it, with the reason.
+  await page.evaluate((u) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(u);
+    window.__held = { ws, closed: new Promise((done) => { ws.onclose = (e) => done({ code: e.code, reason: e.reason }); }) };
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error('the socket did not open'));
+  }), wsUrl('/api/v1/chat/ws'));
+
+  await page.locator('#signout').click();
+  await page.locator('dialog.signin[open]').waitFor();
+  const closed = await page.evaluate(() => Promise.race([
+    window.__held.closed,
+    new Promise((resolve) => { setTimeout(() => resolve('still open after 2 s'), 2000); }),
+  ]));
+  assert.deepEqual(closed, { code: 1008, reason: 'signed out' });
+  assert.equal(await sessionCookie(page), undefined, 'the browser dropped the cookie');
+  // Ended on the hub, not only in this browser: the old cookie opens nothing.
+  await page.context().addCookies([cookie]);
+  assert.equal(await page.evaluate(async () => (await fetch('/api/v1/session')).status), 401);
+  assert.equal(await page.evaluate(async () => (await fetch('/api/v1/admin/stats')).status), 401);
+  await page.context().close();
+});
+
 test("the seed's useSSE hook, unchanged, streams an answer token by token with the session cookie", async () => {
   const question = 'How tall is the Eiffel Tower?';
   const expected = await hub.api('/api/v1/ask', { method: 'POST', body: { question, topK: 5 } });

@@ -244,6 +244,78 @@ async fn an_admin_on_one_hub_ends_a_stream_and_revokes_a_key_on_the_other() {
 }
 
 #[actix_web::test]
+async fn signing_out_on_one_hub_closes_what_the_session_opened_on_the_other() {
+    let rig = Rig::start(5, 15, 200).await;
+    rig.add_document().await;
+    let (_, key) = rig.new_key("browser").await;
+    let (a, b) = (rig.hub("a"), rig.hub("b"));
+    let origin = |hub: &Hub| hub.url("").trim_end_matches('/').to_owned();
+    let res = rig
+        .client
+        .post(a.url("/api/v1/session"))
+        .insert_header(("X-API-Key", key.as_str()))
+        .insert_header(("Origin", origin(a)))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 201);
+    let set_cookie = res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie");
+    let cookie = set_cookie.split(';').next().unwrap_or_default().to_owned();
+
+    // On b, with the cookie a set: a socket and an answer.
+    let (res, mut socket) = rig
+        .client
+        .ws(b.url("/api/v1/chat/ws").replacen("http", "ws", 1))
+        .origin(origin(b).as_str())
+        .header("Cookie", cookie.as_str())
+        .connect()
+        .await
+        .expect("websocket on b");
+    assert_eq!(res.status().as_u16(), 101);
+    let sse = rig
+        .client
+        .get(b.url(ask_path()))
+        .insert_header(("Cookie", cookie.as_str()))
+        .insert_header(("Sec-Fetch-Site", "same-origin"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(sse.status().as_u16(), 200);
+
+    let res = rig
+        .client
+        .delete(a.url("/api/v1/session"))
+        .insert_header(("Cookie", cookie.as_str()))
+        .insert_header(("Origin", origin(a)))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 204);
+
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = socket.next().await {
+            if let Ok(ws::Frame::Close(reason)) = frame {
+                return reason;
+            }
+        }
+        None
+    })
+    .await
+    .expect("the socket on b closes");
+    let reason = closed.expect("a close reason");
+    assert_eq!(reason.code, ws::CloseCode::Policy);
+    assert_eq!(reason.description.as_deref(), Some("signed out"));
+    let text = tokio::time::timeout(Duration::from_secs(5), body_text(sse))
+        .await
+        .expect("the answer on b ends");
+    assert!(text.contains("signed_out"), "{text}");
+}
+
+#[actix_web::test]
 async fn a_killed_hubs_slots_free_themselves_and_the_other_hubs_answers_go_on() {
     let ttl = 3;
     let mut rig = Rig::start(14, ttl, 250).await;

@@ -533,6 +533,7 @@ impl Actor for WsSession {
             kind: "ws",
             user: self.owner.key_id.clone(),
             tenant: self.owner.tenant_id.clone(),
+            browser_session: self.owner.session.clone(),
             terminate: ctx.address().recipient(),
         });
         ctx.run_interval(self.settings.heartbeat, |act, ctx| act.heartbeat(ctx));

@@ -66,10 +66,27 @@ pub fn repeated(opcode: u8, payload: &[u8], count: usize) -> Vec<u8> {
     out
 }
 
+/// What a client read from the hub until the connection ended.
+pub struct Received {
+    /// Every frame before the close frame: (opcode, payload).
+    pub frames: Vec<(u8, Vec<u8>)>,
+    /// The close frame's code and reason, if one came.
+    pub close: Option<(u16, String)>,
+}
+
 /// Reads server frames until a close frame or the end of the connection; returns the close
 /// code, if a close frame came.
 pub async fn close_code<R: AsyncRead + Unpin>(stream: &mut R, limit: Duration) -> Option<u16> {
+    read_until_close(stream, limit)
+        .await
+        .close
+        .map(|(code, _)| code)
+}
+
+/// Reads (and keeps) server frames until a close frame or the end of the connection.
+pub async fn read_until_close<R: AsyncRead + Unpin>(stream: &mut R, limit: Duration) -> Received {
     let read = async {
+        let mut frames = Vec::new();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
         loop {
@@ -89,15 +106,24 @@ pub async fn close_code<R: AsyncRead + Unpin>(stream: &mut R, limit: Duration) -
                 if buf.len() < header + len {
                     break;
                 }
+                let payload = buf[header..header + len].to_vec();
                 if opcode == CLOSE {
-                    let payload = &buf[header..header + len];
-                    return (payload.len() >= 2)
-                        .then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let close = (payload.len() >= 2).then(|| {
+                        let code = u16::from_be_bytes([payload[0], payload[1]]);
+                        (code, String::from_utf8_lossy(&payload[2..]).into_owned())
+                    });
+                    return Received { frames, close };
                 }
+                frames.push((opcode, payload));
                 buf.drain(..header + len);
             }
             match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
+                Ok(0) | Err(_) => {
+                    return Received {
+                        frames,
+                        close: None,
+                    }
+                }
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
