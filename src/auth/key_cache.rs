@@ -106,6 +106,7 @@ mod tests {
             tenant_id: "t".into(),
             is_admin: false,
             is_operator: false,
+            session: None,
         }
     }
 
