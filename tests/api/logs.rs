@@ -473,7 +473,10 @@ async fn a_revoked_bootstrap_key_is_reported_in_exactly_one_log_line_at_the_next
 async fn a_generated_operator_key_is_printed_once_in_one_line_and_never_logged() {
     // No key configured, an empty store: the hub makes one and shows it once.
     let mut hub = HubProcess::start(&[("RUST_LOG", "debug"), ("RAGSTREAM_ADMIN_KEY", "")]);
-    let printed = hub.output();
+    let is_key = |l: &str| l.trim().starts_with("rsk_");
+    let printed = hub
+        .output_when(|out| out.lines().any(is_key), Duration::from_secs(10))
+        .await;
     let key = printed
         .lines()
         .map(str::trim)

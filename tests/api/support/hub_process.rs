@@ -121,6 +121,24 @@ impl HubProcess {
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
     }
+
+    /// The output once `seen` says it holds what is awaited (stdout and stderr are read by
+    /// two threads, so a line printed before the port may arrive after it); panics after
+    /// `limit`.
+    pub async fn output_when(&self, seen: impl Fn(&str) -> bool, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let output = self.output();
+            if seen(&output) {
+                return output;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not in the hub's output within {limit:?}:\n{output}"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl HubProcess {
