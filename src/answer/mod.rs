@@ -75,6 +75,12 @@ pub struct DoneMetadata {
     /// Output tokens: the upstream's own count when it reported usage, else the number
     /// of text deltas streamed.
     pub tokens: u64,
+    /// Input (prompt) tokens: the upstream's own count when it reported one, else the hub's
+    /// estimate from the prompt (`input_tokens_estimated`; characters / 4).
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub input_tokens_estimated: bool,
     pub finish_reason: String,
     #[schema(value_type = Vec<Source>)]
     pub sources: Arc<[Source]>,
@@ -490,7 +496,7 @@ async fn run(
         .model
         .clone()
         .unwrap_or_else(|| provider.model().to_owned());
-    lease.served_by(provider.name());
+    lease.served_by(provider.name(), &model);
     log::info!("answer started: {} {model}", provider.name());
 
     // A conversation turn: store it and read the turns before it.
@@ -589,6 +595,8 @@ async fn run(
         sampling: chat.sampling,
     };
     drop(earlier);
+    let input_estimate = crate::rag::prompt::estimate_input_tokens(&prompt);
+    lease.input_tokens(input_estimate, false);
     let mut meta = DoneMetadata {
         answer_id: answer_id.to_string(),
         provider: provider.name().to_owned(),
@@ -596,6 +604,8 @@ async fn run(
         ttft_ms: None,
         elapsed_ms: 0,
         tokens: 0,
+        input_tokens: input_estimate,
+        input_tokens_estimated: true,
         finish_reason: String::new(),
         sources,
         conversation_id,
@@ -620,7 +630,7 @@ async fn run(
                 out.emit(StreamEvent::Token(text));
             }
             Ok(Delta::Start { provider, model }) => {
-                lease.served_by(provider);
+                lease.served_by(provider, &model);
                 meta.provider = provider.to_owned();
                 meta.model = model;
                 if let Some(turn) = record.as_mut() {
@@ -630,9 +640,15 @@ async fn run(
             }
             Ok(Delta::Usage { output_tokens }) => {
                 usage = Some(output_tokens);
+                lease.reported_output(output_tokens);
                 if let Some(turn) = record.as_mut() {
                     turn.write.tokens = output_tokens;
                 }
+            }
+            Ok(Delta::InputTokens(tokens)) => {
+                meta.input_tokens = tokens;
+                meta.input_tokens_estimated = false;
+                lease.input_tokens(tokens, true);
             }
             Ok(Delta::Finish(reason)) => finish_reason = Some(reason),
             Err(e) => {
