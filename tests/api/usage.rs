@@ -689,3 +689,95 @@ async fn with_accounting_off_nothing_is_written_and_no_budget_refuses() {
     assert_eq!(body["totals"]["answers"], 0, "{body}");
     assert_eq!(body["rows"], json!([]));
 }
+
+/// Polls the admin view until the one running answer is detached.
+async fn wait_until_detached(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, streams) = app.get_json("/api/v1/admin/streams", &app.admin_key).await;
+        if streams["streams"][0]["detached"] == true {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never detached: {streams}");
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_web::test]
+async fn detached_resumed_and_cancelled_answers_are_counted_so() {
+    let mock = MockUpstream::start(Flavor::OpenAi).await;
+    let url = mock.base_url.clone();
+    let app = spawn_app_with(Options {
+        resume_grace: Duration::from_secs(10),
+        settings: Some(Box::new(move |s| crate::helpers::use_mock_openai(s, url))),
+        ..Options::default()
+    })
+    .await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+
+    // SSE: the connection is lost mid-answer, and a client comes back for it.
+    mock.push(Reply::slow(40, Duration::from_millis(10)));
+    let res = app.open_sse(&app.admin_key, QUESTION).await;
+    let answer_id = res
+        .headers()
+        .get("x-answer-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("X-Answer-Id")
+        .to_owned();
+    let mut reader = SseReader::new(res);
+    assert_eq!(
+        reader.next().await.unwrap().event.as_deref(),
+        Some("sources")
+    );
+    assert!(reader.next().await.unwrap().json()["token"].is_string());
+    drop(reader);
+    wait_until_detached(&app).await;
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/answers/{answer_id}/stream?after=0")))
+        .insert_header(("X-API-Key", app.admin_key.as_str()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 200);
+    let frames = SseReader::new(res).collect().await;
+    let end = frames.last().unwrap().json();
+    assert_eq!(end["done"], true, "{end}");
+
+    // WebSocket: the client cancels after its first token.
+    mock.push(Reply::slow(400, Duration::from_millis(10)));
+    let mut ws = app.open_ws(&app.admin_key).await;
+    ws.send_json(json!({"message": QUESTION, "id": "c2"})).await;
+    loop {
+        let frame = ws.next_json().await;
+        if frame["token"].is_string() {
+            break;
+        }
+    }
+    ws.send_json(json!({"type": "cancel", "id": "c2"})).await;
+    let (_, end) = ws.answer("c2").await;
+    assert_eq!(end["error"]["code"], "cancelled", "{end}");
+    settled(&app).await;
+
+    let (_, body) = report(&app, &app.admin_key, "groupBy=transport").await;
+    let sse = row(&body, "transport", "sse");
+    assert_eq!(
+        (&sse["detached"], &sse["resumed"], &sse["cancelled"]),
+        (&json!(1), &json!(1), &json!(0)),
+        "{sse}"
+    );
+    assert_eq!(sse["outputTokens"], end_tokens(&frames), "{sse}");
+    let ws_row = row(&body, "transport", "ws");
+    assert_eq!(
+        (&ws_row["cancelled"], &ws_row["detached"], &ws_row["errors"]),
+        (&json!(1), &json!(0), &json!(0)),
+        "{ws_row}"
+    );
+    // Cut before the upstream's usage chunk: the hub's count of what it relayed.
+    assert_eq!(ws_row["outputTokensCounted"], 1, "{ws_row}");
+    assert!(ws_row["outputTokens"].as_u64().unwrap() >= 1, "{ws_row}");
+}
+
+fn end_tokens(frames: &[crate::helpers::SseFrame]) -> Value {
+    frames.last().unwrap().json()["metadata"]["tokens"].clone()
+}
