@@ -168,6 +168,9 @@ impl Budgets {
     }
 }
 
+// Records are nearly every job: boxing them would cost an allocation per answer to shrink
+// the rare flushes, and the channel allocates its slots in blocks as they fill anyway.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Record(UsageRecord),
     /// Answered once every record queued before it is written (or given up on).
