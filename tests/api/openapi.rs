@@ -216,7 +216,12 @@ async fn real_responses_match_the_documented_shapes() {
     // The answers above, in the usage report.
     app.wait_for_active_streams(0, std::time::Duration::from_secs(5))
         .await;
-    assert!(app.state.usage.flush(std::time::Duration::from_secs(5)).await);
+    assert!(
+        app.state
+            .usage
+            .flush(std::time::Duration::from_secs(5))
+            .await
+    );
     let get = |path: &'static str| app.get_json(path, &key);
     let pairs = [
         ("/api/v1/whoami", "WhoAmI"),

@@ -781,3 +781,37 @@ async fn detached_resumed_and_cancelled_answers_are_counted_so() {
 fn end_tokens(frames: &[crate::helpers::SseFrame]) -> Value {
     frames.last().unwrap().json()["metadata"]["tokens"].clone()
 }
+
+#[actix_web::test]
+async fn a_hub_sees_another_hubs_usage_against_a_budget_through_the_store() {
+    let db = crate::support::test_db::TestDb::create().await;
+    let options = || Options {
+        database_url: Some(db.url.clone()),
+        ..Options::default()
+    };
+    let a = spawn_app_with(options()).await;
+    let b = spawn_app_with(options()).await;
+    let (tenant, user) = a.new_tenant("two-hubs").await;
+    // One token: spent by the first answer, which hub B runs.
+    set_budget(&a, &format!("/api/v1/admin/tenants/{tenant}"), json!(1)).await;
+    assert!(a.state.usage.check_budget(&tenant, "any key").is_ok());
+    let (status, body) = b
+        .post_json("/api/v1/ask", &user, json!({"question": QUESTION}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Hub A runs no answer of the tenant (which would count on A itself): it learns of B's
+    // from the store, within its refresh.
+    let deadline = Instant::now()
+        + ragstream::usage::REFRESH_EVERY
+        + ragstream::usage::FLUSH_EVERY
+        + Duration::from_secs(3);
+    while a.state.usage.check_budget(&tenant, "any key").is_ok() {
+        assert!(Instant::now() < deadline, "hub A never saw hub B's usage");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = a
+        .post_json("/api/v1/ask", &user, json!({"question": QUESTION}))
+        .await;
+    assert_budget_exceeded(status, &body, "tenant");
+}
