@@ -326,3 +326,76 @@ async fn write_loop(store: Store, budgets: Arc<Budgets>, mut rx: mpsc::Receiver<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(tenant: &str, key: &str, output: u64) -> UsageRecord {
+        UsageRecord {
+            answer_id: "a".into(),
+            ended_at_ms: now_ms(),
+            tenant_id: tenant.into(),
+            key_id: key.into(),
+            transport: "json",
+            provider: "offline".into(),
+            model: "m".into(),
+            input_tokens: 0,
+            input_reported: false,
+            output_tokens: output,
+            output_reported: true,
+            ttft_ms: None,
+            duration_ms: 1,
+            outcome: "done",
+            error_code: None,
+            detached: false,
+            resumed: false,
+        }
+    }
+
+    fn snapshot(tenant_budget: i64, tenant_used: i64) -> BudgetSnapshot {
+        BudgetSnapshot {
+            tenant_budgets: vec![("t".into(), tenant_budget)],
+            key_budgets: vec![("k".into(), 100)],
+            tenant_used: vec![("t".into(), tenant_used)],
+            key_used: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_budget_refuses_once_its_month_reaches_it() {
+        let budgets = Budgets::default();
+        let month = utc_month_start(now_ms());
+        budgets.apply(&month, snapshot(10, 4));
+        assert_eq!(budgets.check("t", "k"), Ok(()));
+        budgets.advance(&record("t", "k", 6));
+        let over = budgets.check("t", "k").unwrap_err();
+        assert_eq!((over.scope, over.limit, over.used), ("tenant", 10, 10));
+        assert!(over.retry_after_secs >= 1);
+        assert!(over.to_string().contains("renews on"), "{over}");
+        // Other tenants have no budget; the key's own is not reached.
+        assert_eq!(budgets.check("other", "k"), Ok(()));
+        budgets.advance(&record("other", "k", 95));
+        assert_eq!(budgets.check("other", "k").unwrap_err().scope, "API key");
+    }
+
+    #[test]
+    fn the_store_never_takes_back_what_this_hub_counted_and_a_new_month_starts_at_zero() {
+        let budgets = Budgets::default();
+        let month = utc_month_start(now_ms());
+        budgets.apply(&month, snapshot(10, 0));
+        budgets.advance(&record("t", "k", 8));
+        // The store has not got that record yet.
+        budgets.apply(&month, snapshot(10, 3));
+        assert_eq!(budgets.lock().tenant_used["t"], 8);
+        // Another hub's usage, through the store.
+        budgets.apply(&month, snapshot(10, 12));
+        assert!(budgets.check("t", "k").is_err());
+        budgets.apply("1999-01-01", snapshot(10, 0));
+        assert_eq!(budgets.lock().tenant_used["t"], 0);
+        // Removing a budget forgets its count.
+        budgets.apply(&month, BudgetSnapshot::default());
+        assert!(budgets.lock().tenant_used.is_empty());
+        assert_eq!(budgets.check("t", "k"), Ok(()));
+    }
+}
