@@ -257,7 +257,7 @@ async fn real_responses_match_the_documented_shapes() {
         .post_json("/api/v1/admin/keys", &key, json!({"name": "shape"}))
         .await;
     assert_eq!(status, 201);
-    shapes.conforms("CreatedKey", &[created.clone()]);
+    shapes.conforms("CreatedKey", std::slice::from_ref(&created));
     let budget = json!({"monthlyOutputTokenBudget": 1000});
     let mut patched = Vec::new();
     for path in [
