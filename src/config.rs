@@ -188,6 +188,9 @@ pub struct Settings {
     pub rate_per_minute: u32,
     /// Document uploads one API key may make per minute (0: no limit).
     pub upload_rate_per_minute: u32,
+    /// Every answer's usage is stored (`RAGSTREAM_USAGE_ACCOUNTING`); off, nothing is
+    /// recorded and budgets are not enforced.
+    pub usage_accounting: bool,
     /// How log lines are written: text for people, JSON (one object a line) for shippers.
     pub log_format: LogFormat,
     /// Bound of one answer's event log; past it the oldest events are dropped.
@@ -270,6 +273,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(25),
             rate_per_minute: 0,
             upload_rate_per_minute: 0,
+            usage_accounting: true,
             log_format: LogFormat::Text,
             answer_log_max_bytes: 1024 * 1024,
             signalr_resend_max_bytes: 256 * 1024,
@@ -436,6 +440,18 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_UPLOAD_RATE_PER_MINUTE", 0, 1_000_000)? {
             s.upload_rate_per_minute = n as u32;
+        }
+        if let Some(v) = var("RAGSTREAM_USAGE_ACCOUNTING") {
+            s.usage_accounting = match v.trim() {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(ConfigError {
+                        var: "RAGSTREAM_USAGE_ACCOUNTING",
+                        message: format!("`{other}` is not on or off"),
+                    })
+                }
+            };
         }
         if let Some(v) = var("RAGSTREAM_LOG_FORMAT") {
             s.log_format = match v.trim() {
@@ -804,6 +820,11 @@ mod tests {
         assert_eq!(d.shutdown_grace, Duration::from_secs(25));
         assert_eq!((d.rate_per_minute, d.upload_rate_per_minute), (0, 0));
         assert_eq!(d.log_format, LogFormat::Text);
+        assert!(d.usage_accounting);
+        let off = from(&[("RAGSTREAM_USAGE_ACCOUNTING", "off")]).unwrap();
+        assert!(!off.usage_accounting);
+        let err = from(&[("RAGSTREAM_USAGE_ACCOUNTING", "no")]).unwrap_err();
+        assert_eq!(err.var, "RAGSTREAM_USAGE_ACCOUNTING");
         let s = from(&[
             ("RAGSTREAM_SHUTDOWN_GRACE_SECS", "5"),
             ("RAGSTREAM_RATE_PER_MINUTE", "60"),

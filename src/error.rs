@@ -31,6 +31,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{message}")]
     TooManyStreams { code: &'static str, message: String },
+    /// The tenant's or the key's monthly output-token budget is spent.
+    #[error(transparent)]
+    BudgetExceeded(crate::usage::BudgetExceeded),
     /// The tenant holds as much as it may (documents or bytes).
     #[error("{0}")]
     QuotaExceeded(String),
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::TooManyStreams { code, .. } => code,
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::BudgetExceeded(_) => "budget_exceeded",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Unavailable => "unavailable",
             ApiError::ShuttingDown => "shutting_down",
@@ -126,9 +130,9 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyStreams { .. } | ApiError::RateLimited(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::TooManyStreams { .. }
+            | ApiError::RateLimited(_)
+            | ApiError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QuotaExceeded(_) => StatusCode::CONFLICT,
             ApiError::Unavailable
             | ApiError::ShuttingDown
@@ -157,6 +161,7 @@ impl ApiError {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited(limited) => Some(limited.retry_after_secs),
+            ApiError::BudgetExceeded(over) => Some(over.retry_after_secs),
             ApiError::TooManyStreams { .. }
             | ApiError::Busy { .. }
             | ApiError::ShuttingDown

@@ -12,7 +12,7 @@
 //! - [`rate_limit`]: request-rate limits per API key.
 //! - [`protocol`]: pure wire codecs (SSE, plain WebSocket).
 //! - [`store`]: sqlx persistence.
-//! - [`telemetry`]: Prometheus metrics.
+//! - [`telemetry`]: Prometheus metrics; [`usage`]: usage accounting and budgets.
 //! - [`routes`]: thin HTTP handlers; [`auth`]: who is asking; [`error`]: one error type.
 
 pub mod answer;
@@ -33,3 +33,4 @@ pub mod routes;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod usage;

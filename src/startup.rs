@@ -20,6 +20,7 @@ use crate::providers::Providers;
 use crate::rag::ingest::UploadGate;
 use crate::rate_limit::{RateLimits, RETAIN_EVERY};
 use crate::store::{Bootstrap, HubPresence, Store, StoreWriter};
+use crate::usage::UsageRecorder;
 use crate::{request_id, routes};
 
 /// How long a stopping hub waits for the final writes of the answers the stop cut short.
@@ -51,6 +52,8 @@ pub struct AppState {
     pub presence: HubPresence,
     /// What the hubs of a cluster share (`REDIS_URL`); `None` for one hub on its own.
     pub cluster: Option<Arc<Cluster>>,
+    /// Usage accounting and budgets (off: records nothing, refuses nothing).
+    pub usage: UsageRecorder,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,13 +147,19 @@ impl Application {
                 }
             });
         }
-        let hub = ChatHub::spawn(
+        let usage = if settings.usage_accounting {
+            UsageRecorder::start(store.clone()).await
+        } else {
+            UsageRecorder::off()
+        };
+        let hub = ChatHub::spawn_with_usage(
             Limits {
                 per_user: settings.max_streams_per_user,
                 global: settings.max_streams_global,
                 rate: rate_limits.clone(),
             },
             cluster.clone(),
+            usage.clone(),
         );
         let (tickets, connection_tokens) = match &cluster {
             Some(c) => (
@@ -183,6 +192,7 @@ impl Application {
             draining: Draining::default(),
             rate_limits,
             cluster,
+            usage,
         });
         if let Some(cluster) = &state.cluster {
             let control_state = state.clone();
@@ -280,6 +290,10 @@ impl AppState {
     async fn finish(&self, result: std::io::Result<()>) -> std::io::Result<()> {
         if !self.pipeline.writer().flush(DRAIN_TIMEOUT).await {
             log::warn!("some final answer writes were not done before shutdown");
+        }
+        // After the drain every answer has released its slot, so its record is queued.
+        if !self.usage.flush(DRAIN_TIMEOUT).await {
+            log::warn!("some usage records were not written before shutdown");
         }
         // Gone at once for the other hubs: what this stop left unfinished is cleaned up
         // at their next beat rather than after the lease.

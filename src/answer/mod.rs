@@ -71,6 +71,12 @@ pub struct DoneMetadata {
     /// Output tokens: the upstream's own count when it reported usage, else the number
     /// of text deltas streamed.
     pub tokens: u64,
+    /// Input (prompt) tokens: the upstream's own count when it reported one, else the hub's
+    /// estimate from the prompt (`input_tokens_estimated`; characters / 4).
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub input_tokens_estimated: bool,
     pub finish_reason: String,
     #[schema(value_type = Vec<Source>)]
     pub sources: Arc<[Source]>,
@@ -410,7 +416,7 @@ async fn run(
         .model
         .clone()
         .unwrap_or_else(|| provider.model().to_owned());
-    lease.served_by(provider.name());
+    lease.served_by(provider.name(), &model);
     log::info!("answer started: {} {model}", provider.name());
 
     // A conversation turn: its rows are queued, the turns before it read.
@@ -484,6 +490,8 @@ async fn run(
         sampling: chat.sampling,
     };
     drop(earlier);
+    let input_estimate = crate::rag::prompt::estimate_input_tokens(&prompt);
+    lease.input_tokens(input_estimate, false);
     let mut meta = DoneMetadata {
         answer_id: answer_id.to_string(),
         provider: provider.name().to_owned(),
@@ -491,6 +499,8 @@ async fn run(
         ttft_ms: None,
         elapsed_ms: 0,
         tokens: 0,
+        input_tokens: input_estimate,
+        input_tokens_estimated: true,
         finish_reason: String::new(),
         sources,
         conversation_id,
@@ -515,7 +525,7 @@ async fn run(
                 out.emit(StreamEvent::Token(text));
             }
             Ok(Delta::Start { provider, model }) => {
-                lease.served_by(provider);
+                lease.served_by(provider, &model);
                 meta.provider = provider.to_owned();
                 meta.model = model;
                 if let Some(turn) = record.as_mut() {
@@ -524,9 +534,15 @@ async fn run(
             }
             Ok(Delta::Usage { output_tokens }) => {
                 usage = Some(output_tokens);
+                lease.reported_output(output_tokens);
                 if let Some(turn) = record.as_mut() {
                     turn.output_tokens(output_tokens);
                 }
+            }
+            Ok(Delta::InputTokens(tokens)) => {
+                meta.input_tokens = tokens;
+                meta.input_tokens_estimated = false;
+                lease.input_tokens(tokens, true);
             }
             Ok(Delta::Finish(reason)) => finish_reason = Some(reason),
             Err(e) => {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -53,6 +53,10 @@ pub struct AnswerEntry {
     stop: AbortHandle,
     reason: AtomicU8,
     subscribers: AtomicUsize,
+    /// Its last reader went away without saying so while it ran (usage accounting).
+    detached: AtomicBool,
+    /// A reader joined after it was detached (usage accounting).
+    resumed: AtomicBool,
     /// Signalled whenever the subscriber count changes (the watchdog waits on it).
     presence: Notify,
     /// The stream ticket that opened it: an `EventSource` reconnecting with that (spent)
@@ -104,6 +108,16 @@ impl AnswerEntry {
         self.subscribers.load(Ordering::Acquire)
     }
 
+    /// Whether its connection was lost while it ran.
+    pub fn was_detached(&self) -> bool {
+        self.detached.load(Ordering::Acquire)
+    }
+
+    /// Whether a client came back for it after it was detached.
+    pub fn was_resumed(&self) -> bool {
+        self.resumed.load(Ordering::Acquire)
+    }
+
     /// Waits until nobody has listened for `grace` (at once when `grace` is zero). The
     /// answer task races this against the answer itself.
     pub async fn abandoned(&self, grace: Duration) {
@@ -131,6 +145,9 @@ impl AnswerEntry {
     }
 
     fn join(&self) {
+        if self.was_detached() {
+            self.resumed.store(true, Ordering::Release);
+        }
         self.subscribers.fetch_add(1, Ordering::AcqRel);
         self.presence.notify_waiters();
     }
@@ -142,6 +159,7 @@ impl AnswerEntry {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .unwrap_or(0);
         if before == 1 && !self.log.is_ended() && self.reason() == StopReason::Running {
+            self.detached.store(true, Ordering::Release);
             crate::telemetry::answer_detached();
         }
         self.presence.notify_waiters();
@@ -200,6 +218,8 @@ impl Answers {
             stop: new.stop,
             reason: AtomicU8::new(StopReason::Running as u8),
             subscribers: AtomicUsize::new(0),
+            detached: AtomicBool::new(false),
+            resumed: AtomicBool::new(false),
             presence: Notify::new(),
             ticket: new.ticket,
             label: new.label,

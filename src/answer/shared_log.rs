@@ -324,6 +324,8 @@ mod tests {
             ttft_ms: Some(3),
             elapsed_ms: 9,
             tokens: 2,
+            input_tokens: 0,
+            input_tokens_estimated: false,
             finish_reason: "stop".into(),
             sources: Arc::from(vec![]),
             conversation_id: None,

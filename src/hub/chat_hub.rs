@@ -27,7 +27,9 @@ use super::messages::{
 };
 use crate::answer::StopReason;
 use crate::rate_limit::{Limited, RateLimits};
+use crate::store::usage::{now_ms, UsageRecord};
 use crate::telemetry::{self, AnswerEnd};
+use crate::usage::UsageRecorder;
 
 /// Time-to-first-token samples kept for the percentiles.
 const TTFT_SAMPLES: usize = 256;
@@ -126,10 +128,11 @@ struct TenantTally {
     metrics: MetricsState,
 }
 
-/// Tells the metrics how an answer ended. An answer cut short has no outcome: who stopped it
-/// is read from its abort handle (an administrator or a revocation) and its stop reason.
-fn record_end(stream: &ActiveStream, release: &Release) {
-    let (outcome, code) = match &release.outcome {
+/// How an answer ended, as (outcome, code): `done` (code `none`), `error` with its code, or
+/// `cancelled`. An answer cut short has no outcome: who stopped it is read from its abort
+/// handle (an administrator or a revocation) and its stop reason.
+fn ending<'a>(stream: &ActiveStream, release: &'a Release) -> (&'static str, &'a str) {
+    match &release.outcome {
         Some(Outcome {
             error_code: None, ..
         }) => ("done", "none"),
@@ -145,8 +148,13 @@ fn record_end(stream: &ActiveStream, release: &Release) {
             Some(StopReason::SignedOut) => ("cancelled", "signed_out"),
             _ => ("cancelled", "cancelled"),
         },
-    };
-    let progress = release.progress;
+    }
+}
+
+/// Tells the metrics how an answer ended.
+fn record_end(stream: &ActiveStream, release: &Release) {
+    let (outcome, code) = ending(stream, release);
+    let progress = &release.progress;
     let ttft_ms = release
         .outcome
         .as_ref()
@@ -161,6 +169,42 @@ fn record_end(stream: &ActiveStream, release: &Release) {
         elapsed: stream.started.elapsed(),
         tokens: progress.tokens,
     });
+}
+
+/// What an answer used, for usage accounting; `None` for a slot released before any answer
+/// started (no provider was asked).
+fn usage_record(stream: &ActiveStream, release: &Release) -> Option<UsageRecord> {
+    let progress = &release.progress;
+    let provider = progress.provider?;
+    let (outcome, code) = ending(stream, release);
+    let (output_tokens, ttft_ms, duration_ms) = match &release.outcome {
+        Some(o) => (o.tokens, o.ttft_ms, o.elapsed_ms),
+        None => (
+            progress.output_tokens(),
+            progress.ttft_ms,
+            stream.started.elapsed().as_millis() as u64,
+        ),
+    };
+    let answer = stream.answer.as_deref();
+    Some(UsageRecord {
+        answer_id: answer.map(|a| a.id().to_string()).unwrap_or_default(),
+        ended_at_ms: now_ms(),
+        tenant_id: stream.tenant.clone(),
+        key_id: stream.user.clone(),
+        transport: stream.transport,
+        provider: provider.to_owned(),
+        model: progress.model.as_deref().unwrap_or("").to_owned(),
+        input_tokens: progress.input_tokens,
+        input_reported: progress.input_reported,
+        output_tokens,
+        output_reported: progress.reported_output.is_some(),
+        ttft_ms,
+        duration_ms,
+        outcome,
+        error_code: (code != "none").then(|| code.to_owned()),
+        detached: answer.is_some_and(|a| a.was_detached()),
+        resumed: answer.is_some_and(|a| a.was_resumed()),
+    })
 }
 
 /// Whether a registry entry is visible to an admin scoped to `tenant` (`None`: every tenant).
@@ -223,6 +267,8 @@ pub struct ChatHub {
     cluster: Option<Arc<Cluster>>,
     /// A renewal is in flight; the next tick skips rather than piling up on a slow Redis.
     renewing: bool,
+    /// Where each released answer's usage goes, and the budgets admission checks.
+    usage: UsageRecorder,
 }
 
 impl ChatHub {
@@ -244,6 +290,7 @@ impl ChatHub {
             draining: false,
             cluster,
             renewing: false,
+            usage: UsageRecorder::off(),
         }
     }
 
@@ -372,10 +419,23 @@ impl ChatHub {
             .is_some_and(|at| at.elapsed() < SIGNED_OUT_MEMORY)
     }
 
-    /// Starts the hub on a thread of its own.
+    /// Starts the hub on a thread of its own, without usage accounting.
     pub fn spawn(limits: Limits, cluster: Option<Arc<Cluster>>) -> Addr<ChatHub> {
+        Self::spawn_with_usage(limits, cluster, UsageRecorder::off())
+    }
+
+    /// Starts the hub on a thread of its own; released answers are accounted to `usage`,
+    /// and admissions checked against its budgets.
+    pub fn spawn_with_usage(
+        limits: Limits,
+        cluster: Option<Arc<Cluster>>,
+        usage: UsageRecorder,
+    ) -> Addr<ChatHub> {
         let arbiter = Arbiter::new();
-        ChatHub::start_in_arbiter(&arbiter.handle(), move |_| ChatHub::new(limits, cluster))
+        ChatHub::start_in_arbiter(&arbiter.handle(), move |_| ChatHub {
+            usage,
+            ..ChatHub::new(limits, cluster)
+        })
     }
 
     fn hub_name(&self) -> Option<String> {
@@ -390,6 +450,7 @@ impl ChatHub {
             AdmitError::KeyRevoked => "key_revoked",
             AdmitError::ShuttingDown => "shutting_down",
             AdmitError::ClusterUnavailable => "cluster_unavailable",
+            AdmitError::BudgetExceeded(_) => "budget_exceeded",
         });
         self.refused_total += 1;
         self.tally(tenant).refused += 1;
@@ -554,6 +615,10 @@ impl Handler<Admit> for ChatHub {
         if self.draining {
             return ActorResponse::reply(self.refuse(&msg.tenant, AdmitError::ShuttingDown));
         }
+        // Before the limits: a spent budget is the answer however busy the hub is.
+        if let Err(over) = self.usage.check_budget(&msg.tenant, &msg.user) {
+            return ActorResponse::reply(self.refuse(&msg.tenant, over.into()));
+        }
         let Some(cluster) = self.cluster.clone() else {
             return ActorResponse::reply(self.admit_locally(msg, ctx));
         };
@@ -587,6 +652,11 @@ impl Handler<Release> for ChatHub {
         };
         self.released_total += 1;
         record_end(&stream, &msg);
+        if self.usage.is_on() {
+            if let Some(record) = usage_record(&stream, &msg) {
+                self.usage.record(record);
+            }
+        }
         let tally = self.tally(&stream.tenant);
         tally.released += 1;
         tally.metrics.record(msg.outcome.clone());

@@ -38,9 +38,23 @@ impl Lease {
         self.outcome = Some(outcome);
     }
 
-    /// The provider that answers (the metrics' label).
-    pub fn served_by(&mut self, provider: &'static str) {
+    /// The provider and model that answer (the metrics' label, the usage record's).
+    pub fn served_by(&mut self, provider: &'static str, model: &str) {
         self.progress.provider = Some(provider);
+        if self.progress.model.as_deref() != Some(model) {
+            self.progress.model = Some(model.into());
+        }
+    }
+
+    /// The prompt's input tokens: the upstream's count (`reported`) or the hub's estimate.
+    pub fn input_tokens(&mut self, tokens: u64, reported: bool) {
+        self.progress.input_tokens = tokens;
+        self.progress.input_reported = reported;
+    }
+
+    /// The output tokens the upstream reported (a running total).
+    pub fn reported_output(&mut self, tokens: u64) {
+        self.progress.reported_output = Some(tokens);
     }
 
     /// Two stores per token, no message: the hub hears it with the release.
@@ -57,7 +71,7 @@ impl Drop for Lease {
         self.hub.do_send(Release {
             lease_id: self.id,
             outcome: self.outcome.take(),
-            progress: self.progress,
+            progress: std::mem::take(&mut self.progress),
         });
     }
 }

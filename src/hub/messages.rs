@@ -34,14 +34,29 @@ pub struct Release {
 }
 
 /// An answer's progress as its task saw it; kept on the lease, so it reaches the hub however
-/// the answer ends.
-#[derive(Debug, Clone, Copy, Default)]
+/// the answer ends (its metrics and its usage record).
+#[derive(Debug, Clone, Default)]
 pub struct Progress {
     /// The provider asked (then the one that answered, in a failover chain).
     pub provider: Option<&'static str>,
+    /// The model asked (then the one that answered).
+    pub model: Option<std::sync::Arc<str>>,
     pub ttft_ms: Option<u64>,
     /// Text deltas relayed so far.
     pub tokens: u64,
+    /// Output tokens as the upstream counted them, when it reported usage.
+    pub reported_output: Option<u64>,
+    /// Input tokens: the upstream's count when `input_reported`, else the hub's estimate.
+    pub input_tokens: u64,
+    pub input_reported: bool,
+}
+
+impl Progress {
+    /// Output tokens as the `done` metadata gives them: the upstream's count when it
+    /// reported one, else the deltas relayed.
+    pub fn output_tokens(&self) -> u64 {
+        self.reported_output.unwrap_or(self.tokens)
+    }
 }
 
 /// How an answer ended, as the pipeline saw it.
@@ -323,6 +338,8 @@ pub enum AdmitError {
     RateLimited(#[from] crate::rate_limit::RateLimited),
     #[error("the cluster's shared state is unavailable")]
     ClusterUnavailable,
+    #[error(transparent)]
+    BudgetExceeded(#[from] crate::usage::BudgetExceeded),
 }
 
 impl From<AdmitError> for ApiError {
@@ -334,6 +351,7 @@ impl From<AdmitError> for ApiError {
             AdmitError::ShuttingDown => return ApiError::ShuttingDown,
             AdmitError::RateLimited(limited) => return ApiError::RateLimited(limited),
             AdmitError::ClusterUnavailable => return ApiError::ClusterUnavailable,
+            AdmitError::BudgetExceeded(over) => return ApiError::BudgetExceeded(over),
         };
         ApiError::TooManyStreams {
             code,

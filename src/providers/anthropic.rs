@@ -145,8 +145,17 @@ struct Event<'a> {
     content_block: Option<Block<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
+    /// `message_start` carries the input count in its message's usage.
+    #[serde(default)]
+    message: Option<StartedMessage>,
     #[serde(default, borrow)]
     error: Option<ApiError<'a>>,
+}
+
+#[derive(Deserialize)]
+struct StartedMessage {
+    #[serde(default)]
+    usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +180,23 @@ struct Block<'a> {
 struct Usage {
     #[serde(default)]
     output_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    /// Prompt-cache writes and reads are input too, counted apart from `input_tokens`.
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Every input token, cached or not; `None` when the event reports no input.
+    fn input(&self) -> Option<u64> {
+        self.input_tokens.map(|n| {
+            n + self.cache_creation_input_tokens.unwrap_or(0)
+                + self.cache_read_input_tokens.unwrap_or(0)
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -214,7 +240,7 @@ impl EventParser for MessageParser {
     ) -> Result<bool, ProviderError> {
         // Events that carry nothing we use are not even parsed.
         match event.event {
-            "ping" | "message_start" | "content_block_stop" => return Ok(false),
+            "ping" | "content_block_stop" => return Ok(false),
             "message_stop" => return Ok(true),
             _ => {}
         }
@@ -248,9 +274,19 @@ impl EventParser for MessageParser {
                     }
                 }
             }
+            "message_start" => {
+                let usage = parsed.message.and_then(|m| m.usage);
+                if let Some(tokens) = usage.and_then(|u| u.input()) {
+                    out.push_back(Delta::InputTokens(tokens));
+                }
+            }
             "message_delta" => {
                 if let Some(reason) = parsed.delta.and_then(|d| d.stop_reason) {
                     out.push_back(Delta::Finish(finish_reason(reason.as_str())));
+                }
+                // Newer API versions repeat the (cumulative) input count here.
+                if let Some(tokens) = parsed.usage.as_ref().and_then(Usage::input) {
+                    out.push_back(Delta::InputTokens(tokens));
                 }
                 if let Some(tokens) = parsed.usage.and_then(|u| u.output_tokens) {
                     out.push_back(Delta::Usage {
@@ -333,6 +369,7 @@ mod tests {
         assert_eq!(
             deltas,
             vec![
+                Delta::InputTokens(11),
                 text("Hello"),
                 text(" wörld\n"),
                 Delta::Finish("stop".into()),

@@ -106,6 +106,9 @@ pub enum Delta {
     Usage {
         output_tokens: u64,
     },
+    /// Input (prompt) tokens as counted by the upstream; the last one wins. Without it the
+    /// hub estimates the count from the prompt (`rag::prompt::estimate_input_tokens`).
+    InputTokens(u64),
     Finish(String),
 }
 

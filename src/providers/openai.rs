@@ -173,6 +173,8 @@ struct ChoiceDelta<'a> {
 #[derive(Deserialize)]
 struct Usage {
     #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
     completion_tokens: Option<u64>,
 }
 
@@ -238,10 +240,15 @@ impl ChunkParser {
                 out.push_back(Delta::Finish(reason.into_string()));
             }
         }
-        if let Some(tokens) = chunk.usage.and_then(|u| u.completion_tokens) {
-            out.push_back(Delta::Usage {
-                output_tokens: tokens,
-            });
+        if let Some(usage) = chunk.usage {
+            if let Some(tokens) = usage.prompt_tokens {
+                out.push_back(Delta::InputTokens(tokens));
+            }
+            if let Some(tokens) = usage.completion_tokens {
+                out.push_back(Delta::Usage {
+                    output_tokens: tokens,
+                });
+            }
         }
         Ok(false)
     }
@@ -342,6 +349,7 @@ mod tests {
                 text("I'm"),
                 text(" fine\n\"ok\""),
                 Delta::Finish("stop".into()),
+                Delta::InputTokens(14),
                 Delta::Usage { output_tokens: 30 },
             ]
         );

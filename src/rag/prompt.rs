@@ -41,6 +41,25 @@ pub fn render_user_message(prompt: &Prompt) -> String {
     out
 }
 
+/// Characters per token of the input estimate: the usual rule of thumb for English text
+/// with OpenAI's and Anthropic's tokenizers.
+pub const CHARS_PER_TOKEN: usize = 4;
+
+/// The hub's estimate of a prompt's input tokens, for providers that do not report them:
+/// the characters of everything sent (the system text, the earlier turns, the user message
+/// with its passages) divided by [`CHARS_PER_TOKEN`], rounded up. Per-message framing
+/// tokens are not counted.
+pub fn estimate_input_tokens(prompt: &Prompt) -> u64 {
+    let chars = system_text(prompt).chars().count()
+        + prompt
+            .history
+            .iter()
+            .map(|turn| turn.content.chars().count())
+            .sum::<usize>()
+        + render_user_message(prompt).chars().count();
+    chars.div_ceil(CHARS_PER_TOKEN) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +119,18 @@ mod tests {
             ..Prompt::default()
         };
         assert!(render_user_message(&prompt).starts_with("No passages were found"));
+    }
+
+    #[test]
+    fn the_input_estimate_is_a_quarter_of_the_characters_sent() {
+        let prompt = Prompt {
+            question: "Why?".into(),
+            ..Prompt::default()
+        };
+        let chars = SYSTEM_PROMPT.chars().count() + render_user_message(&prompt).chars().count();
+        assert_eq!(
+            estimate_input_tokens(&prompt),
+            chars.div_ceil(CHARS_PER_TOKEN) as u64
+        );
     }
 }

@@ -50,14 +50,14 @@ pub fn configure(routes: &mut Routes) {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
-struct TenantFilter {
-    tenant_id: Option<String>,
+pub(super) struct TenantFilter {
+    pub(super) tenant_id: Option<String>,
 }
 
 /// The tenant a listing shows: a tenant admin's own; every tenant (`None`) or the one asked
 /// for, for an operator. Asking for a tenant the caller may not administer is a 404, as
 /// asking for an unknown one is, so the answer tells nothing about other tenants.
-async fn listing_scope(
+pub(super) async fn listing_scope(
     state: &AppState,
     admin: &KeyOwner,
     filter: &TenantFilter,

@@ -78,7 +78,8 @@ pub struct V1AssistantMessage {
 
 #[derive(Serialize, ToSchema)]
 pub struct V1Usage {
-    /// Always 0: providers report output tokens only.
+    /// The upstream's input count when it reported one, else the hub's estimate from the
+    /// prompt (characters / 4).
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,

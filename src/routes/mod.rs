@@ -17,6 +17,7 @@ mod pages;
 mod session;
 mod table;
 mod tickets;
+mod usage;
 mod whoami;
 mod ws;
 
@@ -72,6 +73,7 @@ pub fn table() -> Routes {
         whoami::configure(r);
         session::configure(r);
         admin::configure(r);
+        usage::configure(r);
     });
     routes
 }

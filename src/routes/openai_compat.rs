@@ -387,6 +387,7 @@ async fn completion(
                     text: &text,
                     finish_reason: &meta.finish_reason,
                     tokens: meta.tokens,
+                    input_tokens: meta.input_tokens,
                     sources: &meta.sources,
                     conversation_id: conversation.as_deref(),
                 });

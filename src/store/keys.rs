@@ -69,6 +69,8 @@ pub struct ApiKeyRecord {
     pub is_operator: bool,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// Output tokens the key may use per calendar month (UTC); `null`: no budget.
+    pub monthly_output_token_budget: Option<i64>,
 }
 
 /// A key just created: the only time its plain text exists outside the client.
@@ -148,7 +150,7 @@ impl Store {
             sqlx::query_as::<_, ApiKeyRecord>(
                 "INSERT INTO api_keys (id, tenant_id, name, key_hash, is_admin, is_operator) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
-                 RETURNING id, tenant_id, name, is_admin, is_operator, created_at, revoked_at",
+                 RETURNING id, tenant_id, name, is_admin, is_operator, created_at, revoked_at, monthly_output_token_budget",
             )
             .bind(Uuid::new_v4().to_string())
             .bind(tenant_id)
@@ -165,7 +167,7 @@ impl Store {
     pub async fn get_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
         on_pool!(self, pool => {
             sqlx::query_as::<_, ApiKeyRecord>(
-                "SELECT id, tenant_id, name, is_admin, is_operator, created_at, revoked_at \
+                "SELECT id, tenant_id, name, is_admin, is_operator, created_at, revoked_at, monthly_output_token_budget \
                  FROM api_keys WHERE id = $1",
             )
             .bind(key_id)
@@ -180,7 +182,7 @@ impl Store {
     ) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
         on_pool!(self, pool => {
             sqlx::query_as::<_, ApiKeyRecord>(
-                "SELECT id, tenant_id, name, is_admin, is_operator, created_at, revoked_at \
+                "SELECT id, tenant_id, name, is_admin, is_operator, created_at, revoked_at, monthly_output_token_budget \
                  FROM api_keys WHERE $1 IS NULL OR tenant_id = $1 ORDER BY created_at",
             )
             .bind(tenant_id)

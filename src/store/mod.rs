@@ -39,6 +39,7 @@ pub mod presence;
 mod sessions;
 mod tenant_index;
 mod tenants;
+pub mod usage;
 pub mod writer;
 
 pub use conversations::{

@@ -9,6 +9,8 @@ pub struct Tenant {
     pub id: String,
     pub name: String,
     pub created_at: String,
+    /// Output tokens the tenant may use per calendar month (UTC); `null`: no budget.
+    pub monthly_output_token_budget: Option<i64>,
 }
 
 /// The tenant the bootstrap admin key belongs to.
@@ -18,7 +20,7 @@ impl Store {
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant, sqlx::Error> {
         on_pool!(self, pool => {
             sqlx::query_as::<_, Tenant>(
-                "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
+                "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at, monthly_output_token_budget",
             )
             .bind(Uuid::new_v4().to_string())
             .bind(name)
@@ -30,7 +32,7 @@ impl Store {
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, sqlx::Error> {
         on_pool!(self, pool => {
             sqlx::query_as::<_, Tenant>(
-                "SELECT id, name, created_at FROM tenants ORDER BY created_at",
+                "SELECT id, name, created_at, monthly_output_token_budget FROM tenants ORDER BY created_at",
             )
             .fetch_all(pool)
             .await
@@ -39,7 +41,7 @@ impl Store {
 
     pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, sqlx::Error> {
         on_pool!(self, pool => {
-            sqlx::query_as::<_, Tenant>("SELECT id, name, created_at FROM tenants WHERE id = $1")
+            sqlx::query_as::<_, Tenant>("SELECT id, name, created_at, monthly_output_token_budget FROM tenants WHERE id = $1")
                 .bind(id)
                 .fetch_optional(pool)
                 .await

@@ -31,4 +31,5 @@ mod storage_outage;
 mod support;
 mod tickets;
 mod uploads;
+mod usage;
 mod ws;

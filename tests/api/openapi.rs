@@ -213,6 +213,15 @@ async fn real_responses_match_the_documented_shapes() {
     shapes.conforms("AnswerResponse", std::slice::from_ref(&chat));
     let conversation = chat["conversationId"].as_str().unwrap();
 
+    // The answers above, in the usage report.
+    app.wait_for_active_streams(0, std::time::Duration::from_secs(5))
+        .await;
+    assert!(
+        app.state
+            .usage
+            .flush(std::time::Duration::from_secs(5))
+            .await
+    );
     let get = |path: &'static str| app.get_json(path, &key);
     let pairs = [
         ("/api/v1/whoami", "WhoAmI"),
@@ -223,6 +232,10 @@ async fn real_responses_match_the_documented_shapes() {
         ("/api/v1/admin/streams", "StreamList"),
         ("/api/v1/admin/connections", "ConnectionList"),
         ("/api/v1/admin/stats", "HubStats"),
+        (
+            "/api/v1/admin/usage?groupBy=tenant,key,provider,model,day,transport",
+            "UsageReport",
+        ),
         ("/healthz", "Health"),
         ("/readyz", "Health"),
     ];
@@ -244,7 +257,25 @@ async fn real_responses_match_the_documented_shapes() {
         .post_json("/api/v1/admin/keys", &key, json!({"name": "shape"}))
         .await;
     assert_eq!(status, 201);
-    shapes.conforms("CreatedKey", &[created]);
+    shapes.conforms("CreatedKey", std::slice::from_ref(&created));
+    let budget = json!({"monthlyOutputTokenBudget": 1000});
+    let mut patched = Vec::new();
+    for path in [
+        "/api/v1/admin/tenants/default".to_owned(),
+        format!("/api/v1/admin/keys/{}", created["id"].as_str().unwrap()),
+    ] {
+        let mut res = app
+            .client
+            .patch(app.url(&path))
+            .insert_header(("X-API-Key", key.as_str()))
+            .send_json(&budget)
+            .await
+            .expect("sent");
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        patched.push(serde_json::from_slice::<Value>(&res.body().await.unwrap()).unwrap());
+    }
+    shapes.conforms("Tenant", &patched[..1]);
+    shapes.conforms("ApiKeyRecord", &patched[1..]);
     let (status, negotiated) = app
         .post_json(
             "/api/v1/chat/ws/negotiate?negotiateVersion=1",

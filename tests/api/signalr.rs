@@ -12,7 +12,10 @@ use crate::helpers::{spawn_app, spawn_app_with, Options, TestApp, WsClient, TOWE
 const RS: char = '\u{1e}';
 
 /// Reads records until `pred` matches one; answers nothing (pings are records too).
-async fn records_until(ws: &mut WsClient, mut pred: impl FnMut(&Value) -> bool) -> Vec<Value> {
+pub(crate) async fn records_until(
+    ws: &mut WsClient,
+    mut pred: impl FnMut(&Value) -> bool,
+) -> Vec<Value> {
     let mut seen = Vec::new();
     loop {
         match ws.next_frame(Duration::from_secs(10)).await {
@@ -34,7 +37,7 @@ async fn records_until(ws: &mut WsClient, mut pred: impl FnMut(&Value) -> bool) 
     }
 }
 
-async fn handshake(ws: &mut WsClient) {
+pub(crate) async fn handshake(ws: &mut WsClient) {
     ws.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}")
         .await;
     match ws.next_frame(Duration::from_secs(5)).await {

@@ -107,6 +107,8 @@ fn meta(answer_id: String, tokens: u64, sources: Arc<[Source]>) -> DoneMetadata 
         ttft_ms: None,
         elapsed_ms: 12,
         tokens,
+        input_tokens: 0,
+        input_tokens_estimated: false,
         finish_reason: "stop".into(),
         sources,
         conversation_id: Some("conv-1".into()),

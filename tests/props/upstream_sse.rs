@@ -203,6 +203,8 @@ fn meta(answer_id: String, tokens: u64) -> DoneMetadata {
         ttft_ms: Some(3),
         elapsed_ms: 9,
         tokens,
+        input_tokens: 0,
+        input_tokens_estimated: false,
         finish_reason: "stop".into(),
         sources: Arc::from(Vec::new()),
         conversation_id: None,

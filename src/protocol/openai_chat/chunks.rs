@@ -45,18 +45,18 @@ struct ChunkChoice<'a> {
 
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CompletionUsage {
-    /// The hub does not count prompt tokens (providers report output tokens only): 0.
+    /// The upstream's input count when it reported one, else the hub's estimate.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
 }
 
 impl CompletionUsage {
-    pub fn output(tokens: u64) -> Self {
+    pub fn new(input: u64, output: u64) -> Self {
         CompletionUsage {
-            prompt_tokens: 0,
-            completion_tokens: tokens,
-            total_tokens: tokens,
+            prompt_tokens: input,
+            completion_tokens: output,
+            total_tokens: input.saturating_add(output),
         }
     }
 }
@@ -170,7 +170,7 @@ impl ChunkEncoder {
                 Self::frame(buf, answer_id, ev.seq, &self.chunk(answer_id, &choices));
                 if self.include_usage {
                     let mut chunk = self.chunk(answer_id, &[]);
-                    chunk.usage = Some(Some(CompletionUsage::output(meta.tokens)));
+                    chunk.usage = Some(Some(CompletionUsage::new(meta.input_tokens, meta.tokens)));
                     Self::frame(buf, answer_id, ev.seq, &chunk);
                 }
                 buf.extend_from_slice(b"data: [DONE]\n\n");
@@ -203,6 +203,7 @@ pub struct Completion<'a> {
     pub text: &'a str,
     pub finish_reason: &'a str,
     pub tokens: u64,
+    pub input_tokens: u64,
     pub sources: &'a [Source],
     pub conversation_id: Option<&'a str>,
 }
@@ -254,7 +255,7 @@ pub fn completion_body(c: &Completion<'_>) -> Vec<u8> {
             logprobs: None,
             finish_reason: finish_reason(c.finish_reason),
         }],
-        usage: CompletionUsage::output(c.tokens),
+        usage: CompletionUsage::new(c.input_tokens, c.tokens),
         sources: c.sources,
         conversation_id: c.conversation_id,
     };

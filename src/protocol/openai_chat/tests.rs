@@ -248,6 +248,8 @@ fn done(tokens: u64, reason: &str) -> StreamEvent {
         ttft_ms: Some(1),
         elapsed_ms: 2,
         tokens,
+        input_tokens: 9,
+        input_tokens_estimated: true,
         finish_reason: reason.into(),
         sources: Arc::from(vec![source()]),
         conversation_id: None,
@@ -306,7 +308,7 @@ fn a_stream_is_role_and_sources_then_content_then_finish_usage_and_done() {
     assert_eq!(frames[3]["choices"], json!([]));
     assert_eq!(
         frames[3]["usage"],
-        json!({"prompt_tokens": 0, "completion_tokens": 5, "total_tokens": 5})
+        json!({"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14})
     );
     assert_eq!(frames[4], "[DONE]");
 }
@@ -379,6 +381,7 @@ fn a_non_streaming_completion_carries_message_usage_and_sources() {
         text: "Built in 1889 [1].",
         finish_reason: "stop",
         tokens: 4,
+        input_tokens: 12,
         sources: &sources,
         conversation_id: None,
     }))
@@ -390,7 +393,10 @@ fn a_non_streaming_completion_carries_message_usage_and_sources() {
         json!({"role": "assistant", "content": "Built in 1889 [1].", "refusal": null})
     );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
-    assert_eq!(body["usage"]["completion_tokens"], 4);
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16})
+    );
     assert_eq!(body["sources"][0]["title"], "Tower");
     assert!(body.get("conversation_id").is_none());
 }
