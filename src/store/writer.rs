@@ -13,8 +13,11 @@
 //! its finaliser's `Drop` hands the write over through a slot reserved when the answer
 //! began, so the hand-over never waits and never fails. Neither path touches the hub's
 //! thread. The queue is first in, first out, so a turn's final write always follows its
-//! rows.
+//! rows. While the database cannot be reached, writes wait in a backlog and are answered at
+//! once (see [`Backlog`]): answers go on ending with `done`, and their turns are stored when
+//! it is back.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,11 +42,11 @@ pub enum WriteFailed {
 pub type TurnStored = Result<bool, WriteFailed>;
 
 pub enum Job {
-    /// A turn's rows; answered once stored.
+    /// A turn's rows; answered once stored (or, the database being away, once they are in
+    /// the backlog).
     Turn(TurnRows, oneshot::Sender<TurnStored>),
-    /// An answer's final write; answered once stored when someone waits for it. A final
-    /// write the database could not take for being unreachable is retried here (see
-    /// [`RETRY_FOR`]) after its answer has been told.
+    /// An answer's final write; answered once stored (or in the backlog) when someone waits
+    /// for it.
     Write(FinalWrite, Option<oneshot::Sender<Result<(), WriteFailed>>>),
     /// Answered once every job queued before it is done.
     Flush(oneshot::Sender<()>),
@@ -52,33 +55,112 @@ pub enum Job {
 /// Most writes in one transaction: bounds how long one commit holds the lock.
 const MAX_BATCH: usize = 256;
 
-/// How long a final write is retried while the database cannot be reached (an outage, a
+/// How long a write is retried while the database cannot be reached (an outage, a
 /// restart): the answers that ended meanwhile keep their text once it is back.
 const RETRY_FOR: Duration = Duration::from_secs(120);
 
-/// Writes `write` alone, retrying (with a growing pause, up to [`RETRY_FOR`]) while the
-/// database is unreachable; other errors are final. Later jobs wait meanwhile, which is what
-/// they would do anyway: the database is the same for all of them.
-async fn write_with_retries(store: &Store, write: &FinalWrite) -> Result<(), sqlx::Error> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(200);
-    loop {
-        match store.finish_message(write).await {
-            Err(e) if super::is_unreachable(&e) && start.elapsed() < RETRY_FOR => {
-                log::warn!(
-                    "the final write of message {} waits for the database: {e}",
-                    write.message_id
-                );
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            done => return done,
+/// A write of a batch that failed as a whole, to be made again on its own.
+enum Retry {
+    Turn(TurnRows),
+    Final(FinalWrite),
+}
+
+/// Writes waiting for the database to come back, oldest first. While it has any, new jobs
+/// join it (answered at once: their rows will be stored, as the database comes back) rather
+/// than waiting behind it, so an answer that streams during an outage still ends with
+/// `done`, and order is kept: a turn's final write always follows its rows.
+struct Backlog {
+    writes: VecDeque<(Retry, Instant)>,
+    /// Flushes asked for while the backlog was not empty: answered once it is.
+    flushes: Vec<oneshot::Sender<()>>,
+    pause: Duration,
+    /// When the database is tried again.
+    next_try: Instant,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Backlog {
+            writes: VecDeque::new(),
+            flushes: Vec::new(),
+            pause: FIRST_PAUSE,
+            next_try: Instant::now(),
         }
     }
 }
 
-/// Stores one batch and answers everyone waiting on it.
-async fn store_batch(store: &Store, jobs: Vec<Job>) {
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    fn push(&mut self, retry: Retry) {
+        if self.writes.is_empty() {
+            self.pause = FIRST_PAUSE;
+            self.next_try = Instant::now() + FIRST_PAUSE;
+        }
+        self.writes.push_back((retry, Instant::now()));
+    }
+
+    /// Jobs that arrive while the backlog is not empty join it.
+    fn defer(&mut self, jobs: Vec<Job>) {
+        for job in jobs {
+            match job {
+                Job::Turn(rows, reply) => {
+                    self.push(Retry::Turn(rows));
+                    let _ = reply.send(Ok(true));
+                }
+                Job::Write(write, reply) => {
+                    self.push(Retry::Final(write));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Job::Flush(done) => self.flushes.push(done),
+            }
+        }
+    }
+
+    /// Makes the backlog's writes, oldest first, until the database is still unreachable
+    /// (then the pause before the next try grows). A write refused for another reason, or
+    /// unreachable for longer than [`RETRY_FOR`], is given up: its row stays `streaming`
+    /// and becomes `interrupted` once this hub is gone, degraded but never a lie.
+    async fn retry(&mut self, store: &Store) {
+        while let Some((retry, since)) = self.writes.front() {
+            let done = match retry {
+                Retry::Turn(rows) => store
+                    .write_batch(&[BatchWrite::Turn(rows)])
+                    .await
+                    .and_then(|mut results| results.pop().unwrap_or(Ok(false)).map(|_| ())),
+                Retry::Final(write) => store.finish_message(write).await,
+            };
+            match done {
+                Err(e) if super::is_unreachable(&e) && since.elapsed() < RETRY_FOR => {
+                    log::warn!(
+                        "{} conversation writes wait for the database: {e}",
+                        self.writes.len()
+                    );
+                    self.pause = (self.pause * 2).min(MAX_PAUSE);
+                    self.next_try = Instant::now() + self.pause;
+                    return;
+                }
+                Err(e) => log::error!("a conversation write failed for good: {e}"),
+                Ok(()) => {}
+            }
+            self.writes.pop_front();
+        }
+        for done in self.flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// Stores one batch and answers everyone waiting on it. When the database cannot be
+/// reached, the batch joins the backlog instead (see [`Backlog`]).
+async fn store_batch(store: &Store, jobs: Vec<Job>, backlog: &mut Backlog) {
     let writes: Vec<BatchWrite<'_>> = jobs
         .iter()
         .filter_map(|job| match job {
@@ -87,30 +169,28 @@ async fn store_batch(store: &Store, jobs: Vec<Job>) {
             Job::Flush(_) => None,
         })
         .collect();
-    // `None`: the transaction failed as a whole and nothing of it is stored.
-    let mut results = match writes.is_empty() {
-        true => None,
-        false => match store.write_batch(&writes).await {
-            Ok(results) => Some(results.into_iter()),
-            Err(e) => {
-                log::error!(
-                    "a batch of {} conversation writes failed: {e}",
-                    writes.len()
-                );
-                None
-            }
-        },
+    let outcome = match writes.is_empty() {
+        true => Ok(Vec::new()),
+        false => store.write_batch(&writes).await,
     };
+    let count = writes.len();
     drop(writes);
-    let mut retry = Vec::new();
+    let mut results = match outcome {
+        Ok(results) => results.into_iter(),
+        Err(e) if super::is_unreachable(&e) => {
+            log::warn!("{count} conversation writes wait for the database: {e}");
+            backlog.defer(jobs);
+            return;
+        }
+        Err(e) => {
+            log::error!("a batch of {count} conversation writes failed: {e}");
+            Vec::new().into_iter()
+        }
+    };
     for job in jobs {
-        let result = match &job {
-            Job::Flush(_) => None,
-            _ => results.as_mut().and_then(Iterator::next),
-        };
         match job {
             Job::Turn(_, reply) => {
-                let stored = match result {
+                let stored = match results.next() {
                     Some(Ok(stored)) => Ok(stored),
                     Some(Err(e)) => {
                         log::error!("a conversation turn could not be stored: {e}");
@@ -121,9 +201,8 @@ async fn store_batch(store: &Store, jobs: Vec<Job>) {
                 let _ = reply.send(stored);
             }
             Job::Write(write, reply) => {
-                let done = match result {
+                let done = match results.next() {
                     Some(Ok(_)) => Ok(()),
-                    // Refused, not unreachable: asking again would not help.
                     Some(Err(e)) => {
                         log::error!(
                             "the final write of message {} failed: {e}",
@@ -131,35 +210,15 @@ async fn store_batch(store: &Store, jobs: Vec<Job>) {
                         );
                         Err(WriteFailed::Database)
                     }
-                    None => {
-                        retry.push(write);
-                        Err(WriteFailed::Database)
-                    }
+                    None => Err(WriteFailed::Database),
                 };
                 if let Some(reply) = reply {
                     let _ = reply.send(done);
                 }
             }
             Job::Flush(done) => {
-                // "Everything queued before it is done": the retries too.
-                retry_one_by_one(store, std::mem::take(&mut retry)).await;
                 let _ = done.send(());
             }
-        }
-    }
-    retry_one_by_one(store, retry).await;
-}
-
-/// The final writes of a batch that failed as a whole, one by one, each retried while the
-/// database is unreachable. The row stays `streaming` when one still fails, and becomes
-/// `interrupted` once this hub is gone: degraded, but never a lie.
-async fn retry_one_by_one(store: &Store, writes: Vec<FinalWrite>) {
-    for write in writes {
-        if let Err(e) = write_with_retries(store, &write).await {
-            log::error!(
-                "the final write of message {} failed: {e}",
-                write.message_id
-            );
         }
     }
 }
@@ -203,15 +262,41 @@ impl StoreWriter {
         let arbiter = Arbiter::new();
         arbiter.spawn(async move {
             let mut jobs = Vec::new();
-            while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-                let writes = jobs.iter().filter(|j| !matches!(j, Job::Flush(_))).count();
-                if writes > 0 {
-                    counting.transactions.fetch_add(1, Ordering::Relaxed);
-                    counting.writes.fetch_add(writes as u64, Ordering::Relaxed);
+            let mut backlog = Backlog::default();
+            loop {
+                if backlog.is_empty() {
+                    if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+                        break;
+                    }
+                    let writes = jobs.iter().filter(|j| !matches!(j, Job::Flush(_))).count();
+                    if writes > 0 {
+                        counting.transactions.fetch_add(1, Ordering::Relaxed);
+                        counting.writes.fetch_add(writes as u64, Ordering::Relaxed);
+                    }
+                    let started = Instant::now();
+                    store_batch(&store, std::mem::take(&mut jobs), &mut backlog).await;
+                    log::debug!("{writes} conversation writes in {:?}", started.elapsed());
+                    continue;
                 }
-                let started = Instant::now();
-                store_batch(&store, std::mem::take(&mut jobs)).await;
-                log::debug!("{writes} conversation writes in {:?}", started.elapsed());
+                // The database is away: take new jobs into the backlog as they come, and
+                // try it again after a pause.
+                tokio::select! {
+                    received = rx.recv_many(&mut jobs, MAX_BATCH) => {
+                        if received == 0 {
+                            // Every sender is gone: nothing more comes, the backlog is
+                            // tried until it is written or given up.
+                            while !backlog.is_empty() {
+                                tokio::time::sleep_until(backlog.next_try.into()).await;
+                                backlog.retry(&store).await;
+                            }
+                            break;
+                        }
+                        backlog.defer(std::mem::take(&mut jobs));
+                    }
+                    () = tokio::time::sleep_until(backlog.next_try.into()) => {
+                        backlog.retry(&store).await;
+                    }
+                }
             }
         });
         StoreWriter { tx, counts }

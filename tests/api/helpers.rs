@@ -118,6 +118,10 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         state,
         client: awc::Client::builder()
             .timeout(Duration::from_secs(30))
+            // actix-web closes a keep-alive connection idle for 5 s; a test that waits longer
+            // between two requests must not be handed that closed connection
+            // (Connect(Disconnected)), so idle ones are dropped well before.
+            .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(2)))
             .finish(),
         _db: db,
     }

@@ -146,7 +146,12 @@ async fn an_openai_stream_is_reassembled_exactly_over_sse_with_its_metadata() {
     let (text, end) = text_and_end(&frames);
 
     assert_eq!(text, whole_text());
-    assert_eq!(frames.len(), 1 + TOKENS.len() + 1, "sources, tokens, done");
+    // Tokens that wait for the socket go out merged (fewer frames on a busy machine).
+    assert!(
+        (3..=1 + TOKENS.len() + 1).contains(&frames.len()),
+        "sources, tokens, done: {frames:?}"
+    );
+    assert_eq!(frames[0].event.as_deref(), Some("sources"));
     let meta = &end["metadata"];
     assert_eq!(meta["provider"], "openai");
     assert_eq!(meta["model"], "gpt-test");

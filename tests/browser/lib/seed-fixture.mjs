@@ -1,11 +1,12 @@
 // The seed's React client as a page of the hub's own origin, for the session tests.
 //
 // `seed/hooks/useSSE.ts`, `seed/hooks/useWebSocket.ts` and `seed/components/StreamingChat.tsx`
-// are the seed's code, copied verbatim (not edited); `fixtures/*.tsx` are ours, around the
-// hooks. They
-// are transpiled and bundled with React (from this folder's node_modules) by esbuild at test
-// time, into a test-only static folder: the repository's static/ files linked one by one,
-// plus `seed/<page>.html` and `seed/<page>.js` for each page below.
+// are the seed's code, copied verbatim (not edited); `seed-transpiled/` holds their committed
+// JavaScript (`npm run transpile-seed`; `seed.test.mjs` checks it matches), which is what the
+// pages run. `fixtures/*.tsx` are ours, around the hooks. Pages are bundled with React (from
+// this folder's node_modules) by esbuild at test time, into a test-only static folder: the
+// repository's static/ files linked one by one, plus `seed/<page>.html` and `seed/<page>.js`
+// for each page below.
 // The hub under test serves that folder (RAGSTREAM_STATIC_DIR), so the page is really
 // served by the hub, under its Content-Security-Policy, while the product's static/ ships
 // no test fixture.
@@ -21,7 +22,7 @@ const HERE = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Each page mounts one component: the seed's StreamingChat, or a probe around a seed hook. */
 const PAGES = {
-  'streaming-chat': ['./seed/components/StreamingChat', 'StreamingChat'],
+  'streaming-chat': ['./seed-transpiled/components/StreamingChat.js', 'StreamingChat'],
   'use-sse': ['./fixtures/UseSSEProbe', 'UseSSEProbe'],
   'use-websocket': ['./fixtures/UseWebSocketProbe', 'UseWebSocketProbe'],
 };
