@@ -15,13 +15,15 @@ use actix::{
 };
 use serde::Serialize;
 
+use super::history::{History, HistoryView, SAMPLE_INTERVAL};
 use super::lease::Lease;
 use crate::cluster::views::VIEW_INTERVAL;
 use crate::cluster::{Admission, Cluster, ClusterError, LeaseMember};
 
 use super::messages::{
     AdminView, Admit, AdmitError, Attach, BeginDrain, Connect, ConnectionInfo, Disconnect,
-    EndBrowserSession, EndConnection, EndStream, GetAdminView, GetStats, Identify, ListConnections,
+    EndBrowserSession, EndConnection, EndStream, GetAdminView, GetHistory, GetStats, Identify,
+    ListConnections,
     Metrics, Outcome, Progress, Release, RevokeKey, StreamInfo, Terminate, TerminateWebSockets,
     UnwatchKey, WatchKey,
 };
@@ -44,6 +46,8 @@ pub struct Limits {
     pub global: usize,
     /// Answers a key may start per minute (admissions counted, resumes not).
     pub rate: Arc<RateLimits>,
+    /// Time between two samples of the admin page's charts.
+    pub sample_interval: Duration,
 }
 
 struct ActiveStream {
@@ -124,6 +128,9 @@ struct TenantTally {
     refused: u64,
     released: u64,
     metrics: MetricsState,
+    /// Its answers streaming now (for its charts' peak, without a walk of every stream).
+    streaming: usize,
+    history: History,
 }
 
 /// Tells the metrics how an answer ended. An answer cut short has no outcome: who stopped it
@@ -210,6 +217,8 @@ pub struct ChatHub {
     refused_total: u64,
     released_total: u64,
     metrics: MetricsState,
+    /// The charts of the whole hub; each tenant's are in its tally.
+    history: History,
     tenants: HashMap<String, TenantTally>,
     /// Responses that end when their key is revoked (the admin event feed), by watch id.
     watchers: HashMap<u64, Watcher>,
@@ -237,6 +246,7 @@ impl ChatHub {
             refused_total: 0,
             released_total: 0,
             metrics: MetricsState::default(),
+            history: History::default(),
             tenants: HashMap::new(),
             watchers: HashMap::new(),
             signed_out: HashMap::new(),
@@ -378,6 +388,33 @@ impl ChatHub {
         ChatHub::start_in_arbiter(&arbiter.handle(), move |_| ChatHub::new(limits, cluster))
     }
 
+    /// Closes the charts' interval, of the hub and of every tenant.
+    fn take_samples(&mut self) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let interval = self.limits.sample_interval;
+        self.history.close(at, interval, self.streams.len());
+        for tally in self.tenants.values_mut() {
+            tally.history.close(at, interval, tally.streaming);
+        }
+    }
+
+    fn history(&self, tenant: Option<&str>, after: Option<u64>) -> HistoryView {
+        let samples = match tenant {
+            None => self.history.since(after),
+            Some(t) => self
+                .tenants
+                .get(t)
+                .map(|t| t.history.since(after))
+                .unwrap_or_default(),
+        };
+        HistoryView {
+            interval_ms: self.limits.sample_interval.as_millis() as u64,
+            samples,
+        }
+    }
+
     fn hub_name(&self) -> Option<String> {
         self.cluster.as_ref().map(|c| c.hub_id().to_string())
     }
@@ -451,7 +488,13 @@ impl ChatHub {
         let id = self.next_lease;
         self.next_lease += 1;
         self.admitted_total += 1;
-        self.tally(&msg.tenant).admitted += 1;
+        let tally = self.tally(&msg.tenant);
+        tally.admitted += 1;
+        tally.streaming += 1;
+        let streaming = tally.streaming;
+        tally.history.streaming(streaming);
+        // The new stream is inserted below.
+        self.history.streaming(self.streams.len() + 1);
         self.streams.insert(
             id,
             ActiveStream {
@@ -535,6 +578,12 @@ impl Actor for ChatHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let every = if self.limits.sample_interval.is_zero() {
+            SAMPLE_INTERVAL
+        } else {
+            self.limits.sample_interval
+        };
+        ctx.run_interval(every, |act, _| act.take_samples());
         if let Some(cluster) = &self.cluster {
             // Three renewals per TTL: one lost or late renewal does not expire a lease.
             ctx.run_interval(cluster.lease_ttl() / 3, |act, ctx| act.renew_leases(ctx));
@@ -587,9 +636,19 @@ impl Handler<Release> for ChatHub {
         };
         self.released_total += 1;
         record_end(&stream, &msg);
+        let ttft_ms = msg
+            .outcome
+            .as_ref()
+            .and_then(|o| o.ttft_ms)
+            .or(msg.progress.ttft_ms);
+        let error = msg.outcome.as_ref().is_some_and(|o| o.error_code.is_some());
+        let tokens = msg.progress.tokens;
         let tally = self.tally(&stream.tenant);
         tally.released += 1;
+        tally.streaming = tally.streaming.saturating_sub(1);
+        tally.history.ended(ttft_ms, tokens, error);
         tally.metrics.record(msg.outcome.clone());
+        self.history.ended(ttft_ms, tokens, error);
         self.metrics.record(msg.outcome);
         if let Some(count) = self.per_user.get_mut(&stream.user) {
             *count -= 1;
@@ -674,6 +733,14 @@ impl Handler<GetAdminView> for ChatHub {
             streams: self.streams(tenant),
             metrics: self.metrics(tenant),
         })
+    }
+}
+
+impl Handler<GetHistory> for ChatHub {
+    type Result = MessageResult<GetHistory>;
+
+    fn handle(&mut self, msg: GetHistory, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.history(msg.tenant.as_deref(), msg.after))
     }
 }
 
