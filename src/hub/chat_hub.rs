@@ -23,9 +23,8 @@ use crate::cluster::{Admission, Cluster, ClusterError, LeaseMember};
 use super::messages::{
     AdminView, Admit, AdmitError, Attach, BeginDrain, Connect, ConnectionInfo, Disconnect,
     EndBrowserSession, EndConnection, EndStream, GetAdminView, GetHistory, GetStats, Identify,
-    ListConnections,
-    Metrics, Outcome, Progress, Release, RevokeKey, StreamInfo, Terminate, TerminateWebSockets,
-    UnwatchKey, WatchKey,
+    ListConnections, Metrics, Outcome, Progress, Release, RevokeKey, StreamInfo, Terminate,
+    TerminateWebSockets, UnwatchKey, WatchKey,
 };
 use crate::answer::StopReason;
 use crate::rate_limit::{Limited, RateLimits};

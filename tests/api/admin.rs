@@ -106,8 +106,12 @@ async fn the_charts_history_holds_the_answers_of_the_last_minutes() {
     assert_eq!(history["intervalMs"], 1000);
     let samples = history["samples"].as_array().unwrap();
     let busy: Vec<_> = samples.iter().filter(|s| s["answers"] != 0).collect();
-    assert!(busy.iter().all(|s| s["tokensPerSecond"].as_f64().unwrap() > 0.0));
-    assert!(busy.iter().all(|s| s["ttftMsP50"].is_u64() && s["ttftMsP95"].is_u64()));
+    assert!(busy
+        .iter()
+        .all(|s| s["tokensPerSecond"].as_f64().unwrap() > 0.0));
+    assert!(busy
+        .iter()
+        .all(|s| s["ttftMsP50"].is_u64() && s["ttftMsP95"].is_u64()));
     assert!(busy.iter().any(|s| s["streams"].as_u64().unwrap() >= 1));
     assert_eq!(total(&history, "errors"), 0);
     // Samples count up, one per interval, oldest first.
@@ -115,7 +119,10 @@ async fn the_charts_history_holds_the_answers_of_the_last_minutes() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     let last = *seqs.last().unwrap();
     let (_, newer) = app
-        .get_json(&format!("/api/v1/admin/history?after={last}"), &app.admin_key)
+        .get_json(
+            &format!("/api/v1/admin/history?after={last}"),
+            &app.admin_key,
+        )
         .await;
     assert!(newer["samples"]
         .as_array()
@@ -176,7 +183,11 @@ async fn the_admin_feed_starts_with_the_history_then_sends_each_new_sample() {
     assert_eq!(first.event.as_deref(), Some("history"));
     let first = first.json();
     assert_eq!(first["full"], true);
-    assert_eq!(total(&first, "answers"), 2, "the page sees the past at once");
+    assert_eq!(
+        total(&first, "answers"),
+        2,
+        "the page sees the past at once"
+    );
     let last_seq = first["samples"].as_array().unwrap().last().unwrap()["seq"]
         .as_u64()
         .unwrap();
