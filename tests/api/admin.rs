@@ -282,3 +282,39 @@ async fn finished_answers_feed_the_metrics() {
     assert!(metrics["ttftMsP50"].is_u64(), "{metrics}");
     assert!(metrics["tokensPerSecond"].as_f64().unwrap() > 0.0);
 }
+
+#[actix_web::test]
+async fn answers_that_fail_show_as_errors_per_minute_in_the_charts() {
+    use crate::helpers::use_mock_openai;
+    use crate::support::mock_upstream::{Flavor, MockUpstream, Reply};
+
+    let mock = MockUpstream::start(Flavor::OpenAi).await;
+    mock.set_default(Reply::status(400, "the model refuses"));
+    let url = mock.base_url.clone();
+    let app = spawn_app_with(Options {
+        settings: Some(Box::new(move |s| {
+            use_mock_openai(s, url);
+            s.upstream.max_retries = 0;
+            s.admin_sample_interval = Duration::from_secs(1);
+        })),
+        ..Options::default()
+    })
+    .await;
+    app.add_document(&app.admin_key, "Tower", TOWER).await;
+    for _ in 0..2 {
+        let (status, body) = app
+            .post_json(
+                "/api/v1/ask",
+                &app.admin_key,
+                json!({"question": "tower height"}),
+            )
+            .await;
+        assert!(status >= 400, "{status} {body}");
+    }
+    let history = wait_for_history(&app, &app.admin_key, |h| total(h, "errors") == 2).await;
+    let samples = history["samples"].as_array().unwrap();
+    // The minute's count: both errors, in the sample of the second one and after it.
+    let last_error = samples.iter().rposition(|s| s["errors"] != 0).unwrap();
+    assert_eq!(samples[last_error]["errorsPerMinute"], 2, "{history}");
+    assert_eq!(total(&history, "answers"), 2);
+}

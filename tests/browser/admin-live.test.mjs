@@ -226,3 +226,36 @@ test('a file the hub refuses shows its own error, and the others of the drop are
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test('an upload of several files that one spoils is sent again file by file, so each gets its own verdict', async () => {
+  const page = await newPage(browser);
+  await openSignedIn(page, hub, hub.adminKey, '/admin');
+  await page.locator('#documents tbody tr[data-key]').first().waitFor();
+  const dataTransfer = await page.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['# Wombat\n\nWombats leave cube-shaped droppings.\n'], 'wombat.md', { type: 'text/markdown' }));
+    // Not UTF-8: the hub refuses the whole upload (400 invalid_utf8).
+    dt.items.add(new File([new Uint8Array([0x23, 0x20, 0xff, 0xfe, 0x0a])], 'latin.md', { type: 'text/markdown' }));
+    return dt;
+  });
+  await page.evaluate(() => {
+    window.__posts = 0;
+    const open = XMLHttpRequest.prototype.open;
+    XMLHttpRequest.prototype.open = function (method, ...rest) {
+      if (method === 'POST') window.__posts += 1;
+      return open.call(this, method, ...rest);
+    };
+  });
+  for (const type of ['dragenter', 'dragover', 'drop']) {
+    await page.dispatchEvent('#dropzone', type, { dataTransfer });
+  }
+  const bad = page.locator('#uploads li.upload[data-file="latin.md"][data-state="error"]');
+  await bad.waitFor({ timeout: 20000 });
+  assert.equal(await bad.getAttribute('data-code'), 'invalid_utf8');
+  assert.match(await bad.innerText(), /could not be uploaded: the text is not valid UTF-8/);
+  await page.locator('#uploads li.upload[data-file="wombat.md"][data-state="done"]').waitFor({ timeout: 20000 });
+  assert.equal(await page.evaluate(() => window.__posts), 3, 'the pair, then each alone');
+  assert.ok((await hub.api('/api/v1/documents?limit=200')).documents.some((d) => d.title === 'wombat'));
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
