@@ -603,7 +603,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         .out_dir
         .join(format!("{}-throughput.svg", settings.mode));
     let figures: Vec<crate::chart::Figure> = report.runs.iter().map(Into::into).collect();
-    let caption = crate::chart::caption(&report.settings.mode, report.machine.cores);
+    let caption = crate::chart::caption(report.settings.mode, report.machine.cores);
     let svg = crate::chart::throughput_svg(&figures, &caption);
     std::fs::write(&svg_path, svg).map_err(|e| e.to_string())?;
     println!("{md}");
