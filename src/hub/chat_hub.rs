@@ -234,7 +234,12 @@ pub struct ChatHub {
 }
 
 impl ChatHub {
-    pub fn new(limits: Limits, cluster: Option<Arc<Cluster>>) -> Self {
+    pub fn new(mut limits: Limits, cluster: Option<Arc<Cluster>>) -> Self {
+        // A zero interval would spin the hub's thread; the settings refuse one, but not
+        // every caller comes through them.
+        if limits.sample_interval.is_zero() {
+            limits.sample_interval = SAMPLE_INTERVAL;
+        }
         ChatHub {
             limits,
             sessions: HashMap::new(),
@@ -577,12 +582,7 @@ impl Actor for ChatHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let every = if self.limits.sample_interval.is_zero() {
-            SAMPLE_INTERVAL
-        } else {
-            self.limits.sample_interval
-        };
-        ctx.run_interval(every, |act, _| act.take_samples());
+        ctx.run_interval(self.limits.sample_interval, |act, _| act.take_samples());
         if let Some(cluster) = &self.cluster {
             // Three renewals per TTL: one lost or late renewal does not expire a lease.
             ctx.run_interval(cluster.lease_ttl() / 3, |act, ctx| act.renew_leases(ctx));
