@@ -169,6 +169,8 @@ pub struct Settings {
     pub tenant_max_bytes: u64,
     /// SSE `: ping` and WebSocket ping interval; half (or less) of `client_timeout`.
     pub heartbeat_interval: Duration,
+    /// Time between two samples of the admin page's charts (they show 180 samples).
+    pub admin_sample_interval: Duration,
     /// A WebSocket that sends nothing (not even a pong) for this long is closed.
     pub client_timeout: Duration,
     /// How long an answer whose connection was lost keeps generating for a resume, and how
@@ -266,6 +268,7 @@ impl Default for Settings {
             tenant_max_documents: 10_000,
             tenant_max_bytes: 1 << 30,
             heartbeat_interval: Duration::from_secs(15),
+            admin_sample_interval: crate::hub::history::SAMPLE_INTERVAL,
             client_timeout: Duration::from_secs(30),
             resume_grace: Duration::from_secs(20),
             client_write_timeout: Duration::from_secs(30),
@@ -418,6 +421,9 @@ impl Settings {
         }
         if let Some(n) = number(&var, "RAGSTREAM_HEARTBEAT_SECS", 1, 3600)? {
             s.heartbeat_interval = Duration::from_secs(n as u64);
+        }
+        if let Some(n) = number(&var, "RAGSTREAM_ADMIN_SAMPLE_SECS", 1, 60)? {
+            s.admin_sample_interval = Duration::from_secs(n as u64);
         }
         if let Some(n) = number(&var, "RAGSTREAM_CLIENT_TIMEOUT_SECS", 2, 86_400)? {
             s.client_timeout = Duration::from_secs(n as u64);

@@ -157,6 +157,7 @@ impl Application {
                 per_user: settings.max_streams_per_user,
                 global: settings.max_streams_global,
                 rate: rate_limits.clone(),
+                sample_interval: settings.admin_sample_interval,
             },
             cluster.clone(),
             usage.clone(),

@@ -8,10 +8,11 @@
 //! - [`resume`]: answers whose text is checked against the mock's, cut and resumed.
 //! - [`procs`], [`procstat`]: the processes under test and their `/proc` figures.
 //! - [`corpus`]: the synthetic corpus for the retrieval figure.
-//! - [`run`]: the scenarios; [`report`]: the table and the JSON.
+//! - [`run`]: the scenarios; [`report`]: the table and the JSON; [`chart`]: the SVG figure.
 //! - [`soak`]: thousands of answers with faults injected, and the checks after them.
 
 pub mod actix_relay;
+pub mod chart;
 pub mod client;
 pub mod corpus;
 pub mod http;

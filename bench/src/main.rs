@@ -1,6 +1,7 @@
 //! `ragstream-bench [--quick | --full]`: runs the benchmark and prints its report.
 //! `ragstream-bench mock` and `ragstream-bench relay --upstream ADDR` are the processes a
-//! run starts (one binary, so a run needs nothing else built).
+//! run starts (one binary, so a run needs nothing else built). `ragstream-bench render
+//! --from REPORT.json` draws the throughput SVG of a saved report, without running anything.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ usage: ragstream-bench [--quick | --full] [options]
        ragstream-bench mock [--addr A] [--threads N]
        ragstream-bench relay --upstream ADDR [--addr A] [--threads N]
        ragstream-bench actix-relay --upstream ADDR [--addr A] [--threads N]
+       ragstream-bench render --from REPORT.json [--out FILE.svg]
 
   --quick           the short run (default; about 5 minutes)
   --full            longer windows and answers (under 10 minutes)
@@ -29,6 +31,9 @@ usage: ragstream-bench [--quick | --full] [options]
                     hub-ws, hub-signalr
   --resume-streams N   clients of the resume group (default 200)
   --lag-streams N      clients of the lagging-clients group (default 40)
+
+render: the throughput chart (tokens/s and CPU per token of every path beside the relay)
+of a saved report; --out defaults to the report's name with -throughput.svg.
 ";
 
 fn main() -> ExitCode {
@@ -55,6 +60,21 @@ fn main() -> ExitCode {
         }
     };
     let result = match args.first().map(String::as_str) {
+        Some("render") => {
+            let Some(from) = value("--from").map(PathBuf::from) else {
+                eprint!("{USAGE}");
+                return ExitCode::from(2);
+            };
+            let out = value("--out").map(PathBuf::from).unwrap_or_else(|| {
+                let stem = from
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("report");
+                from.with_file_name(format!("{stem}-throughput.svg"))
+            });
+            ragstream_bench::chart::render(&from, &out)
+                .map(|()| eprintln!("wrote {}", out.display()))
+        }
         Some("mock") => runtime.block_on(async {
             let listener = bind(addr).await?;
             mock::serve(listener, MockConfig::default())

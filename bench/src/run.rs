@@ -599,8 +599,20 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let md_path = opts.out_dir.join(format!("{}.md", settings.mode));
     std::fs::write(&json_path, json).map_err(|e| e.to_string())?;
     std::fs::write(&md_path, &md).map_err(|e| e.to_string())?;
+    let svg_path = opts
+        .out_dir
+        .join(format!("{}-throughput.svg", settings.mode));
+    let figures: Vec<crate::chart::Figure> = report.runs.iter().map(Into::into).collect();
+    let caption = crate::chart::caption(report.settings.mode, report.machine.cores);
+    let svg = crate::chart::throughput_svg(&figures, &caption);
+    std::fs::write(&svg_path, svg).map_err(|e| e.to_string())?;
     println!("{md}");
-    eprintln!("report: {} and {}", md_path.display(), json_path.display());
+    eprintln!(
+        "report: {}, {} and {}",
+        md_path.display(),
+        json_path.display(),
+        svg_path.display()
+    );
     Ok(report)
 }
 

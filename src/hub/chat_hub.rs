@@ -15,15 +15,16 @@ use actix::{
 };
 use serde::Serialize;
 
+use super::history::{History, HistoryView, SAMPLE_INTERVAL};
 use super::lease::Lease;
 use crate::cluster::views::VIEW_INTERVAL;
 use crate::cluster::{Admission, Cluster, ClusterError, LeaseMember};
 
 use super::messages::{
     AdminView, Admit, AdmitError, Attach, BeginDrain, Connect, ConnectionInfo, Disconnect,
-    EndBrowserSession, EndConnection, EndStream, GetAdminView, GetStats, Identify, ListConnections,
-    Metrics, Outcome, Progress, Release, RevokeKey, StreamInfo, Terminate, TerminateWebSockets,
-    UnwatchKey, WatchKey,
+    EndBrowserSession, EndConnection, EndStream, GetAdminView, GetHistory, GetStats, Identify,
+    ListConnections, Metrics, Outcome, Progress, Release, RevokeKey, StreamInfo, Terminate,
+    TerminateWebSockets, UnwatchKey, WatchKey,
 };
 use crate::answer::StopReason;
 use crate::rate_limit::{Limited, RateLimits};
@@ -46,6 +47,8 @@ pub struct Limits {
     pub global: usize,
     /// Answers a key may start per minute (admissions counted, resumes not).
     pub rate: Arc<RateLimits>,
+    /// Time between two samples of the admin page's charts.
+    pub sample_interval: Duration,
 }
 
 struct ActiveStream {
@@ -126,6 +129,9 @@ struct TenantTally {
     refused: u64,
     released: u64,
     metrics: MetricsState,
+    /// Its answers streaming now (for its charts' peak, without a walk of every stream).
+    streaming: usize,
+    history: History,
 }
 
 /// How an answer ended, as (outcome, code): `done` (code `none`), `error` with its code, or
@@ -254,6 +260,8 @@ pub struct ChatHub {
     refused_total: u64,
     released_total: u64,
     metrics: MetricsState,
+    /// The charts of the whole hub; each tenant's are in its tally.
+    history: History,
     tenants: HashMap<String, TenantTally>,
     /// Responses that end when their key is revoked (the admin event feed), by watch id.
     watchers: HashMap<u64, Watcher>,
@@ -272,7 +280,12 @@ pub struct ChatHub {
 }
 
 impl ChatHub {
-    pub fn new(limits: Limits, cluster: Option<Arc<Cluster>>) -> Self {
+    pub fn new(mut limits: Limits, cluster: Option<Arc<Cluster>>) -> Self {
+        // A zero interval would spin the hub's thread; the settings refuse one, but not
+        // every caller comes through them.
+        if limits.sample_interval.is_zero() {
+            limits.sample_interval = SAMPLE_INTERVAL;
+        }
         ChatHub {
             limits,
             sessions: HashMap::new(),
@@ -283,6 +296,7 @@ impl ChatHub {
             refused_total: 0,
             released_total: 0,
             metrics: MetricsState::default(),
+            history: History::default(),
             tenants: HashMap::new(),
             watchers: HashMap::new(),
             signed_out: HashMap::new(),
@@ -438,6 +452,33 @@ impl ChatHub {
         })
     }
 
+    /// Closes the charts' interval, of the hub and of every tenant.
+    fn take_samples(&mut self) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let interval = self.limits.sample_interval;
+        self.history.close(at, interval, self.streams.len());
+        for tally in self.tenants.values_mut() {
+            tally.history.close(at, interval, tally.streaming);
+        }
+    }
+
+    fn history(&self, tenant: Option<&str>, after: Option<u64>) -> HistoryView {
+        let samples = match tenant {
+            None => self.history.since(after),
+            Some(t) => self
+                .tenants
+                .get(t)
+                .map(|t| t.history.since(after))
+                .unwrap_or_default(),
+        };
+        HistoryView {
+            interval_ms: self.limits.sample_interval.as_millis() as u64,
+            samples,
+        }
+    }
+
     fn hub_name(&self) -> Option<String> {
         self.cluster.as_ref().map(|c| c.hub_id().to_string())
     }
@@ -512,7 +553,13 @@ impl ChatHub {
         let id = self.next_lease;
         self.next_lease += 1;
         self.admitted_total += 1;
-        self.tally(&msg.tenant).admitted += 1;
+        let tally = self.tally(&msg.tenant);
+        tally.admitted += 1;
+        tally.streaming += 1;
+        let streaming = tally.streaming;
+        tally.history.streaming(streaming);
+        // The new stream is inserted below.
+        self.history.streaming(self.streams.len() + 1);
         self.streams.insert(
             id,
             ActiveStream {
@@ -596,6 +643,7 @@ impl Actor for ChatHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.limits.sample_interval, |act, _| act.take_samples());
         if let Some(cluster) = &self.cluster {
             // Three renewals per TTL: one lost or late renewal does not expire a lease.
             ctx.run_interval(cluster.lease_ttl() / 3, |act, ctx| act.renew_leases(ctx));
@@ -657,9 +705,19 @@ impl Handler<Release> for ChatHub {
                 self.usage.record(record);
             }
         }
+        let ttft_ms = msg
+            .outcome
+            .as_ref()
+            .and_then(|o| o.ttft_ms)
+            .or(msg.progress.ttft_ms);
+        let error = msg.outcome.as_ref().is_some_and(|o| o.error_code.is_some());
+        let tokens = msg.progress.tokens;
         let tally = self.tally(&stream.tenant);
         tally.released += 1;
+        tally.streaming = tally.streaming.saturating_sub(1);
+        tally.history.ended(ttft_ms, tokens, error);
         tally.metrics.record(msg.outcome.clone());
+        self.history.ended(ttft_ms, tokens, error);
         self.metrics.record(msg.outcome);
         if let Some(count) = self.per_user.get_mut(&stream.user) {
             *count -= 1;
@@ -744,6 +802,14 @@ impl Handler<GetAdminView> for ChatHub {
             streams: self.streams(tenant),
             metrics: self.metrics(tenant),
         })
+    }
+}
+
+impl Handler<GetHistory> for ChatHub {
+    type Result = MessageResult<GetHistory>;
+
+    fn handle(&mut self, msg: GetHistory, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.history(msg.tenant.as_deref(), msg.after))
     }
 }
 

@@ -109,6 +109,15 @@ pub struct GetAdminView {
     pub tenant: Option<String>,
 }
 
+/// Asked by the admin routes: the charts' samples of one tenant or of all (`None`), after
+/// the sample `after` (every sample kept, for `None`).
+#[derive(Message)]
+#[rtype(result = "super::history::HistoryView")]
+pub struct GetHistory {
+    pub tenant: Option<String>,
+    pub after: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamInfo {

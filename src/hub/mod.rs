@@ -5,6 +5,7 @@
 
 mod chat_hub;
 mod connection_slots;
+pub mod history;
 mod key_watch;
 mod lease;
 pub mod messages;

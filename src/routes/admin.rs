@@ -22,7 +22,8 @@ use futures_util::stream;
 use crate::auth::StreamPrincipal;
 use crate::cluster::control::Control;
 use crate::hub::messages::{
-    EndBrowserSession, EndConnection, EndStream, GetAdminView, ListConnections, RevokeKey,
+    EndBrowserSession, EndConnection, EndStream, GetAdminView, GetHistory, ListConnections,
+    RevokeKey,
 };
 use crate::hub::KeyWatch;
 use crate::startup::AppState;
@@ -39,6 +40,7 @@ pub fn configure(routes: &mut Routes) {
             .delete("/keys/{id}", revoke_key)
             .get("/stats", stats)
             .get("/events", events)
+            .get("/history", history)
             .get("/streams", list_streams)
             .delete("/streams/{id}", end_stream)
             .get("/connections", list_connections)
@@ -508,12 +510,69 @@ async fn end_connection(
     }
 }
 
+/// `?after=` on the charts' history, and the tenant filter.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+struct HistoryQuery {
+    tenant_id: Option<String>,
+    /// Only the samples after this `seq` (the last one the client has).
+    after: Option<u64>,
+}
+
+/// The admin page's charts: the hub's last 15 minutes (180 samples, one per
+/// `RAGSTREAM_ADMIN_SAMPLE_SECS`), of the caller's tenant or, for an operator, of every
+/// tenant or the one in `?tenantId=`. The figures are this hub's, in a cluster.
+#[utoipa::path(
+    operation_id = "admin_history",
+    summary = "The live charts' recent samples",
+    get,
+    path = "/api/v1/admin/history",
+    tag = "admin",
+    params(HistoryQuery),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Samples, oldest first", body = crate::hub::history::HistoryView),
+        (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
+        (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
+    )
+)]
+async fn history(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = TenantFilter {
+        tenant_id: query.tenant_id.clone(),
+    };
+    let tenant = listing_scope(&state, &admin, &filter).await?;
+    let view = state
+        .hub
+        .send(GetHistory {
+            tenant,
+            after: query.after,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// One `event: history` frame: the samples of the charts (`full` on a feed's first frame:
+/// they replace what the page had).
+fn history_frame(view: &crate::hub::history::HistoryView, full: bool) -> Option<String> {
+    let mut data = serde_json::to_value(view).ok()?;
+    data["full"] = Value::Bool(full);
+    Some(format!("event: history\ndata: {data}\n\n"))
+}
+
 /// How often the admin page's live view is refreshed.
 const ADMIN_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The admin page's live view: an `event: stats` frame with the whole [`AdminView`] (of the
-/// caller's tenant, or for an operator of every tenant or the one in `?tenantId=`) every
-/// second. A streaming route, so the browser's single-use ticket is accepted; the key
+/// The admin page's live view: first an `event: history` frame with the charts' samples
+/// (see `GET /admin/history`), then an `event: stats` frame with the whole [`AdminView`] (of
+/// the caller's tenant, or for an operator of every tenant or the one in `?tenantId=`) every
+/// second, each new sample in an `event: history` frame before it. A streaming route, so the browser's single-use ticket is accepted; the key
 /// behind it must be an admin's. The feed ends when that key is revoked.
 ///
 /// [`AdminView`]: crate::hub::messages::AdminView
@@ -525,7 +584,7 @@ const ADMIN_EVENT_INTERVAL: Duration = Duration::from_secs(1);
     params(TenantFilter),
     security(("api_key" = []), ("ticket" = []), ("session" = [])),
     responses(
-        (status = 200, description = "`event: stats` every second with the whole admin view", content_type = "text/event-stream", body = crate::hub::messages::AdminView),
+        (status = 200, description = "`event: history` with the charts' samples, then `event: stats` every second with the whole admin view (and `event: history` with each new sample)", content_type = "text/event-stream", body = crate::hub::messages::AdminView),
         (status = 401, description = "No valid API key", body = crate::routes::api_doc::ErrorEnvelope),
         (status = 403, description = "Not an admin key", body = crate::routes::api_doc::ErrorEnvelope),
         (status = 404, description = "No such tenant (or not the caller's)", body = crate::routes::api_doc::ErrorEnvelope),
@@ -543,15 +602,36 @@ async fn events(
     let revoked = KeyWatch::start(&owner, state.hub.clone());
     let feed_state = state.clone();
     let ticks = actix_web::rt::time::interval(ADMIN_EVENT_INTERVAL);
-    let feed = (feed_state, ticks, 0u64, revoked, tenant);
+    // `None` until the first frame, which carries every sample kept.
+    let last_sample: Option<u64> = None;
+    let feed = (feed_state, ticks, 0u64, revoked, tenant, last_sample);
     let body = stream::unfold(
         feed,
-        |(state, mut ticks, seq, mut revoked, tenant)| async move {
+        |(state, mut ticks, seq, mut revoked, tenant, last_sample)| async move {
             tokio::select! {
                 // Resolves only when the watch ends: the key was revoked.
                 _ = &mut revoked => return None,
                 _ = ticks.tick() => {}
             }
+            let history = state
+                .hub
+                .send(GetHistory {
+                    tenant: tenant.clone(),
+                    after: last_sample,
+                })
+                .await
+                .ok()?;
+            let first = last_sample.is_none();
+            let mut frames = String::new();
+            if first || !history.samples.is_empty() {
+                frames.push_str(&history_frame(&history, first)?);
+            }
+            let last_sample = Some(
+                history
+                    .samples
+                    .last()
+                    .map_or(last_sample.unwrap_or(0), |s| s.seq),
+            );
             let view = state
                 .hub
                 .send(GetAdminView {
@@ -565,10 +645,10 @@ async fn events(
                     with_other_hubs(&state, items, list, tenant.as_deref()).await;
                 }
             }
-            let frame = format!("id: {}\nevent: stats\ndata: {view}\n\n", seq + 1);
+            frames.push_str(&format!("id: {}\nevent: stats\ndata: {view}\n\n", seq + 1));
             Some((
-                Ok::<_, Infallible>(Bytes::from(frame)),
-                (state, ticks, seq + 1, revoked, tenant),
+                Ok::<_, Infallible>(Bytes::from(frames)),
+                (state, ticks, seq + 1, revoked, tenant, last_sample),
             ))
         },
     );

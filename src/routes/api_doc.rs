@@ -334,6 +334,7 @@ Server-Sent Events, WebSocket (plain JSON or SignalR) or returned as one JSON bo
         super::admin::revoke_key,
         super::admin::stats,
         super::admin::events,
+        super::admin::history,
         super::admin::list_streams,
         super::admin::end_stream,
         super::admin::list_connections,

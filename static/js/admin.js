@@ -8,6 +8,7 @@ import { streamEvents } from './sse.js';
 import { Backoff } from './transports.js';
 import { signIn } from './signin.js';
 import { el, $, clear, formatMs, formatNumber, formatDate, confirmButton, toast } from './ui.js';
+import { LineChart } from './charts.js';
 
 const page = {
   status: $('#status'),
@@ -18,6 +19,8 @@ const page = {
   switchKey: $('#switch-key'),
   panels: ['#live', '#streams-panel', '#load-panel', '#connections-panel', '#documents-panel', '#tenants-panel', '#keys-panel'].map((s) => $(s)),
   cards: $('#cards'),
+  charts: $('#charts'),
+  chartsTitle: $('#charts-title'),
   updated: $('#live-updated'),
   streams: $('#streams tbody'),
   connections: $('#connections tbody'),
@@ -145,8 +148,9 @@ const WATCHDOG_MS = 8000;
 const POLL_MS = 2000;
 
 class LiveFeed {
-  constructor(onData) {
+  constructor(onData, onHistory) {
     this.onData = onData;
+    this.onHistory = onHistory;
     this.backoff = new Backoff({ base: 500, cap: 10000 });
     this.controller = null;
     this.timer = null;
@@ -241,11 +245,12 @@ class LiveFeed {
         onComment: kick,
         onEvent: ({ event, data }) => {
           kick();
-          if (event !== 'stats' && event !== 'message') return;
+          if (event !== 'stats' && event !== 'message' && event !== 'history') return;
           try {
-            this.onData(JSON.parse(data));
+            if (event === 'history') this.onHistory(JSON.parse(data));
+            else this.onData(JSON.parse(data));
           } catch (err) {
-            console.warn('ragstream admin: bad stats event', err);
+            console.warn(`ragstream admin: bad ${event} event`, err);
           }
         },
       });
@@ -262,13 +267,16 @@ class LiveFeed {
   }
 
   async pollOnce() {
-    const [stats, connections, streams] = await Promise.all([
+    const after = charts.lastSeq;
+    const [stats, connections, streams, history] = await Promise.all([
       api('/api/v1/admin/stats'),
       api('/api/v1/admin/connections').catch(() => ({ connections: null })),
       api('/api/v1/admin/streams').catch(() => ({ streams: null, metrics: null })),
+      api(`/api/v1/admin/history${after === null ? '' : `?after=${after}`}`).catch(() => null),
     ]);
     this.backoff.reset();
     showStatus('polling');
+    if (history) this.onHistory({ ...history, full: after === null });
     this.onData({
       stats,
       connections: connections && connections.connections,
@@ -276,6 +284,51 @@ class LiveFeed {
       metrics: streams && streams.metrics,
     });
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charts: the hub's samples of the last 15 minutes (the feed's first `history` event holds
+// them all, each later one the new samples).
+
+const CHART_SAMPLES = 180;
+// Counts on an axis whose top is 1 have a half-way line of 0.5.
+const count = (v) => formatNumber(v, Number.isInteger(v) ? 0 : 1);
+
+const charts = {
+  samples: [],
+  intervalMs: 5000,
+  /** The newest sample's seq; null before the first history (the poll asks for them all). */
+  lastSeq: null,
+  views: [
+    new LineChart({ id: 'streams', title: 'Answers streaming', series: [{ key: 'streams', label: 'streaming' }], format: count }),
+    new LineChart({ id: 'tokens', title: 'Tokens per second', series: [{ key: 'tokensPerSecond', label: 'tokens/s' }], format: (v) => formatNumber(v, v < 10 && v > 0 ? 1 : 0) }),
+    new LineChart({
+      id: 'ttft',
+      title: 'Time to first token',
+      series: [{ key: 'ttftMsP50', label: 'p50' }, { key: 'ttftMsP95', label: 'p95' }],
+      format: (v) => formatMs(v),
+      minTop: 10,
+    }),
+    new LineChart({ id: 'errors', title: 'Errors per minute', series: [{ key: 'errorsPerMinute', label: 'errors/min' }], format: count }),
+  ],
+};
+
+function renderHistory(history) {
+  if (!history || !Array.isArray(history.samples)) return;
+  if (Number(history.intervalMs) > 0) charts.intervalMs = Number(history.intervalMs);
+  // A full history replaces ours: the hub may have restarted and counts from 1 again.
+  if (history.full) charts.samples = [];
+  const last = charts.samples.length ? charts.samples[charts.samples.length - 1].seq : 0;
+  for (const s of history.samples) {
+    if (s && Number(s.seq) > last) charts.samples.push(s);
+  }
+  if (charts.samples.length > CHART_SAMPLES) charts.samples.splice(0, charts.samples.length - CHART_SAMPLES);
+  charts.lastSeq = charts.samples.length ? charts.samples[charts.samples.length - 1].seq : 0;
+  if (!page.charts.firstChild) page.charts.append(...charts.views.map((c) => c.figure));
+  const windowMs = CHART_SAMPLES * charts.intervalMs;
+  page.chartsTitle.textContent = `Last ${formatNumber(windowMs / 60000, windowMs % 60000 ? 1 : 0)} minutes`;
+  for (const chart of charts.views) chart.update(charts.samples, { intervalMs: charts.intervalMs, windowMs });
+  page.charts.dataset.samples = String(charts.samples.length);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -501,6 +554,38 @@ async function deleteDocument(doc) {
   await loadDocuments().catch(showError);
 }
 
+// Files of a drop go up together, up to the hub's files per upload and this many bytes: a
+// large file goes alone, so its progress is its own and a refusal names it.
+const BATCH_BYTES = 1024 * 1024;
+// Errors about one file of an upload: the files of a refused upload are then sent one by
+// one, so each gets its own verdict.
+const PER_FILE_CODES = new Set(['payload_too_large', 'unsupported_media_type', 'empty_document', 'title_too_long', 'invalid_utf8', 'too_many_files']);
+const UPLOAD_ROWS = 30;
+
+function formatBytes(n) {
+  if (n < 1024) return `${formatNumber(n)} B`;
+  if (n < 1024 * 1024) return `${formatNumber(n / 1024, 1)} KiB`;
+  return `${formatNumber(n / (1024 * 1024), 1)} MiB`;
+}
+
+/** Batches of at most FILES_PER_UPLOAD files and BATCH_BYTES bytes (a larger file alone). */
+function batchesOf(files) {
+  const batches = [];
+  let batch = [];
+  let bytes = 0;
+  for (const f of files) {
+    if (batch.length && (batch.length === FILES_PER_UPLOAD || bytes + f.size > BATCH_BYTES)) {
+      batches.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(f);
+    bytes += f.size;
+  }
+  if (batch.length) batches.push(batch);
+  return batches;
+}
+
 async function uploadFiles(fileList) {
   const files = [...fileList];
   if (!files.length) return;
@@ -508,28 +593,144 @@ async function uploadFiles(fileList) {
   for (const f of files.filter((x) => !ACCEPTED.test(x.name))) {
     page.uploads.prepend(el('li', { dataset: { state: 'error' } }, `${f.name}: only .md and .txt files can be uploaded.`));
   }
-  for (let i = 0; i < accepted.length; i += FILES_PER_UPLOAD) {
-    await uploadBatch(accepted.slice(i, i + FILES_PER_UPLOAD));
+  // Every file is listed at once, waiting its turn.
+  const rows = new Map(accepted.map((f) => [f, new UploadRow(f)]));
+  for (const f of [...accepted].reverse()) page.uploads.prepend(rows.get(f).li);
+  for (const batch of batchesOf(accepted)) {
+    await uploadBatch(batch.map((f) => rows.get(f)));
   }
-  while (page.uploads.children.length > 6) page.uploads.lastElementChild.remove();
+  while (page.uploads.children.length > Math.max(UPLOAD_ROWS, accepted.length)) page.uploads.lastElementChild.remove();
   await loadDocuments().catch(showError);
 }
 
-async function uploadBatch(files) {
-  const label = files.length === 1 ? `“${files[0].name}”` : `${files.length} files`;
-  const item = el('li', { dataset: { state: 'uploading' } }, `Uploading ${label}…`);
-  page.uploads.prepend(item);
-  const form = new FormData();
-  for (const f of files) form.append('files', f, f.name);
+/** One file's line under the drop zone: its name, a progress bar and what is happening. */
+class UploadRow {
+  constructor(file) {
+    this.file = file;
+    this.bar = el('progress', { max: '1', value: '0', 'aria-label': `Upload of ${file.name}` });
+    this.detail = el('span.detail', {}, `waiting · ${formatBytes(file.size)}`);
+    this.li = el('li.upload', { dataset: { state: 'queued', file: file.name } }, el('span.name', {}, file.name), this.bar, this.detail);
+    this.ticker = null;
+  }
+
+  sending(sent) {
+    const size = this.file.size;
+    this.li.dataset.state = 'uploading';
+    this.bar.value = size ? sent / size : 1;
+    this.li.dataset.sent = String(Math.round(sent));
+    const percent = size ? Math.floor((sent / size) * 100) : 100;
+    this.detail.textContent = `sending ${formatBytes(sent)} of ${formatBytes(size)} (${percent}%)`;
+  }
+
+  /** Every byte is sent: the hub chunks and indexes; the seconds count so it never looks stuck. */
+  indexing() {
+    if (this.li.dataset.state === 'indexing') return;
+    this.li.dataset.state = 'indexing';
+    this.bar.removeAttribute('value');
+    const since = Date.now();
+    const paint = () => {
+      const secs = Math.floor((Date.now() - since) / 1000);
+      this.detail.textContent = `chunking and indexing…${secs ? ` ${secs} s` : ''}`;
+    };
+    paint();
+    this.ticker = setInterval(paint, 1000);
+  }
+
+  done(doc) {
+    clearInterval(this.ticker);
+    this.li.dataset.state = 'done';
+    this.bar.value = 1;
+    const chunks = doc && Number.isFinite(doc.chunkCount) ? doc.chunkCount : 0;
+    this.detail.textContent = `Added “${(doc && doc.title) || this.file.name}” (${formatNumber(chunks)} chunk${chunks === 1 ? '' : 's'}).`;
+  }
+
+  failed(error) {
+    clearInterval(this.ticker);
+    this.li.dataset.state = 'error';
+    this.li.dataset.code = error instanceof ApiError ? error.code : 'error';
+    this.bar.remove();
+    this.detail.textContent = `could not be uploaded: ${error instanceof ApiError ? error.friendly : String(error)}`;
+  }
+}
+
+/** A hub error from a finished XMLHttpRequest, as `errorFrom` makes one from a fetch. */
+function xhrError(xhr) {
+  let code = `http_${xhr.status}`;
+  let message = xhr.statusText || '';
   try {
-    const body = await api('/api/v1/documents', { method: 'POST', body: form });
-    const docs = Array.isArray(body && body.documents) ? body.documents : [body];
-    item.dataset.state = 'done';
-    item.textContent = `Added ${docs.map((d) => `“${d.title}” (${formatNumber(d.chunkCount)} chunk${d.chunkCount === 1 ? '' : 's'})`).join(', ')}.`;
+    const body = JSON.parse(xhr.responseText);
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch {
+    // Not JSON (a proxy's page): keep the status.
+  }
+  if (xhr.status === 401) code = 'unauthorized';
+  const retry = Number.parseInt(xhr.getResponseHeader('Retry-After') || '', 10);
+  return new ApiError({ status: xhr.status, code, message, retryAfter: Number.isFinite(retry) ? retry : null });
+}
+
+/**
+ * POSTs the files as one multipart upload with XMLHttpRequest, whose upload events (unlike
+ * fetch's) tell how many bytes went out. Resolves to the created documents, in order.
+ */
+function send(rows) {
+  return new Promise((resolve, reject) => {
+    const form = new FormData();
+    for (const r of rows) form.append('files', r.file, r.file.name);
+    const sizes = rows.map((r) => r.file.size);
+    const payload = sizes.reduce((a, b) => a + b, 0);
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', '/api/v1/documents');
+    xhr.responseType = 'text';
+    xhr.upload.addEventListener('progress', (ev) => {
+      if (!ev.lengthComputable || !ev.total) return;
+      // The files go out in order; the multipart framing is spread over them.
+      let at = (ev.loaded / ev.total) * payload;
+      rows.forEach((r, i) => {
+        r.sending(Math.max(0, Math.min(sizes[i], at)));
+        at -= sizes[i];
+      });
+    });
+    xhr.upload.addEventListener('load', () => rows.forEach((r) => r.indexing()));
+    xhr.addEventListener('load', () => {
+      if (xhr.status < 200 || xhr.status >= 300) {
+        reject(xhrError(xhr));
+        return;
+      }
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {
+        // A 2xx without JSON is the hub's odd answer: the list below shows what was stored.
+      }
+      resolve(Array.isArray(body && body.documents) ? body.documents : [body]);
+    });
+    const broken = () => reject(new ApiError({ network: true, code: 'network', message: 'the upload broke off' }));
+    xhr.addEventListener('error', broken);
+    xhr.addEventListener('abort', broken);
+    rows.forEach((r) => r.sending(0));
+    xhr.send(form);
+  });
+}
+
+async function uploadBatch(rows) {
+  try {
+    const docs = await send(rows);
+    rows.forEach((r, i) => r.done(docs[i]));
   } catch (e) {
-    item.dataset.state = 'error';
-    item.textContent = `${label} could not be uploaded: ${e instanceof ApiError ? e.friendly : String(e)}`;
-    if (e instanceof ApiError && e.code === 'unauthorized') keyRejected(e);
+    if (e instanceof ApiError && e.code === 'unauthorized') {
+      rows.forEach((r) => r.failed(e));
+      keyRejected(e);
+      return;
+    }
+    if (rows.length > 1 && e instanceof ApiError && PER_FILE_CODES.has(e.code)) {
+      // One file spoiled the upload: each goes alone, to learn which.
+      for (const r of rows) await uploadBatch([r]);
+      return;
+    }
+    rows.forEach((r) => r.failed(e));
   }
 }
 
@@ -770,7 +971,9 @@ async function start(role) {
     loadAllKeys(),
     loadDocuments(),
   ]).catch(showError);
-  feed = new LiveFeed(renderLive);
+  charts.samples = [];
+  charts.lastSeq = null;
+  feed = new LiveFeed(renderLive, renderHistory);
   feed.start();
 }
 

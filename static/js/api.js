@@ -117,6 +117,10 @@ export function friendlyMessage({ status = 0, code = '', message = '', retryAfte
       return `The hub is busy with other uploads (503): ${message}${wait}`;
     case 'quota_exceeded':
       return `Your tenant is at its limit (409): ${message}`;
+    case 'payload_too_large':
+      return `Too large (413): ${message || 'the hub refuses a file this size'}.`.replace(/\.\.$/, '.');
+    case 'unsupported_media_type':
+      return `Not a kind of file the hub takes (415): ${message || 'only .md and .txt files'}.`.replace(/\.\.$/, '.');
     case 'conversation_not_found':
       return 'That conversation no longer exists on the hub (it may have been deleted), so this question starts a new one.';
     case 'question_too_long':

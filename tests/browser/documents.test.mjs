@@ -53,9 +53,11 @@ test('a drop of more files than one upload carries goes up in several uploads', 
   for (const type of ['dragenter', 'dragover', 'drop']) {
     await page.dispatchEvent('#dropzone', type, { dataTransfer });
   }
-  const done = page.locator('#uploads li[data-state="done"]');
-  await done.nth(1).waitFor({ timeout: 20000 });
+  // One line per file, each done once its upload is.
+  await page.waitForFunction(() => document.querySelectorAll('#uploads li[data-state="done"]').length === 23, null, { timeout: 20000 });
   assert.equal(await page.locator('#uploads li[data-state="error"]').count(), 0);
+  const uploads = page.requests.filter((url) => url === `${hub.url}/api/v1/documents`);
+  assert.equal(uploads.length, 2, 'two uploads: 20 files, then 3');
   const listed = await hub.api('/api/v1/documents?limit=1');
   assert.equal(listed.total, 53 + 23);
   await page.context().close();

@@ -37,6 +37,7 @@ async fn admission_latency(cluster: Option<Arc<Cluster>>) -> (Duration, Duration
         per_user: 5,
         global: 1000,
         rate: Arc::new(ragstream::rate_limit::RateLimits::new(0, 0)),
+        sample_interval: ragstream::hub::history::SAMPLE_INTERVAL,
     };
     let hub = ChatHub::spawn(limits, cluster);
     let mut samples = Vec::with_capacity(ADMISSIONS);
