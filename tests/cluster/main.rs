@@ -3,8 +3,15 @@
 //! `redis-server` on the PATH. Each test uses a Redis database number of its own (1–15).
 
 mod costs;
+// Shared with the API tests; not every item is used here.
+#[allow(dead_code)]
+#[path = "../api/support/cut_proxy.rs"]
+mod cut_proxy;
 mod rig;
 mod shared_log;
+#[allow(dead_code)]
+#[path = "../api/support/test_db.rs"]
+mod test_db;
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +21,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
-use rig::{free_port, Hub, Process, Rig, ADMIN_KEY};
+use rig::{free_port, redis_server, Hub, Rig, ADMIN_KEY};
 
 /// Opens an SSE answer at `base` (a hub's or nginx's URL up to the path) with a key.
 async fn open_sse(
@@ -390,24 +397,6 @@ async fn without_redis_a_hub_is_not_ready_refuses_new_answers_and_recovers_on_it
     redis.kill();
     assert!(ended_with_done(&body_text(res).await));
     wait_until("not ready again", Duration::from_secs(15), not_ready).await;
-}
-
-fn redis_server(port: u16) -> Process {
-    let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    Process { child, port }
 }
 
 /// SSE frames `(seq, data)` of an answer, as they come; stops after `until` frames or at
