@@ -9,6 +9,7 @@ mod costs;
 mod cut_proxy;
 mod rig;
 mod shared_log;
+mod storage_outage;
 #[allow(dead_code)]
 #[path = "../api/support/test_db.rs"]
 mod test_db;

@@ -248,11 +248,28 @@ impl Rig {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} never became ready",
-                process.port
+                "{} never became ready\n{}",
+                process.port,
+                self.logs()
             );
             actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The hubs' logs, to say why one failed.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("hub-") && name.ends_with(".log") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                out.push_str(&format!("--- {name} ---\n{text}"));
+            }
+        }
+        out
     }
 
     pub async fn post(&self, url: &str, key: &str, body: Value) -> (u16, Value) {
