@@ -8,6 +8,7 @@ mod costs;
 #[path = "../api/support/cut_proxy.rs"]
 mod cut_proxy;
 mod rig;
+mod script;
 mod shared_log;
 mod storage_outage;
 #[allow(dead_code)]
