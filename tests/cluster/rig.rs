@@ -133,9 +133,10 @@ impl Rig {
     ) -> Rig {
         let dir = tempfile::tempdir().expect("temp dir");
         let (database_url, db) = match std::env::var("RAGSTREAM_CLUSTER_DATABASE_URL") {
-            Ok(url) if url == "sqlite" => {
-                (format!("sqlite://{}/cluster.db", dir.path().display()), None)
-            }
+            Ok(url) if url == "sqlite" => (
+                format!("sqlite://{}/cluster.db", dir.path().display()),
+                None,
+            ),
             Ok(url) => (url, None),
             Err(_) => {
                 let db = TestDb::postgres().await;
@@ -426,7 +427,10 @@ pub async fn own_redis_server() -> Process {
         if ping(&url).await {
             return redis;
         }
-        assert!(Instant::now() < deadline, "redis-server at {url} never answered");
+        assert!(
+            Instant::now() < deadline,
+            "redis-server at {url} never answered"
+        );
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -147,9 +147,17 @@ async fn the_two_hubs_script_serves_an_answer_through_its_nginx_and_stops_on_ter
 
     script.terminate();
     let exited = script.wait_exit(Duration::from_secs(30));
-    assert!(exited.is_some(), "TERM did not stop it\n{}", script.output());
+    assert!(
+        exited.is_some(),
+        "TERM did not stop it\n{}",
+        script.output()
+    );
     // The script waits for the three before it exits: nothing listens any more.
     for port in [lb, a, b] {
-        assert!(!listening(port), "{port} still listens\n{}", script.output());
+        assert!(
+            !listening(port),
+            "{port} still listens\n{}",
+            script.output()
+        );
     }
 }

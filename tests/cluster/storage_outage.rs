@@ -84,15 +84,23 @@ async fn answer_status(rig: &Rig, url: String) -> (String, Value) {
 #[actix_web::test]
 async fn postgres_down_means_not_ready_and_503_answers_finish_and_the_cluster_recovers() {
     let ttl = 3;
-    // Both hubs' rows must outlive lapsed heartbeats: an outage of two TTLs.
-    let outage = Duration::from_secs(2 * ttl);
+    // Both hubs' heartbeats lapse (two TTLs), and the database comes back between two
+    // retries of the final writes (0.2 s doubling to 5 s: 6.2 s and 11.2 s after an answer's
+    // end), so the heartbeats reach it before the writes do.
+    let outage = Duration::from_secs(7);
     let mut rig = Rig::empty_on_own_redis(100).await;
     let (user, target) = pg_address().await;
     let proxy = CutProxy::start(target).await;
     let name = rig
         .db
         .as_ref()
-        .map(|db| db.url.rsplit('/').next().expect("a database name").to_owned())
+        .map(|db| {
+            db.url
+                .rsplit('/')
+                .next()
+                .expect("a database name")
+                .to_owned()
+        })
         .expect("a PostgreSQL database (RAGSTREAM_CLUSTER_DATABASE_URL unset)");
     rig.database_url = format!("postgres://{user}@{}/{name}", proxy.addr);
     rig.start_hubs(ttl).await;
@@ -150,8 +158,7 @@ async fn postgres_down_means_not_ready_and_503_answers_finish_and_the_cluster_re
         ids.push((hub, id));
     }
     // The final writes now wait for the database, retrying less and less often, while the
-    // heartbeats keep trying every TTL / 3: once it is back, a hub beats before the other
-    // hub's final write lands.
+    // heartbeats keep trying every TTL / 3.
     let ended = Instant::now();
 
     for url in [
@@ -223,7 +230,10 @@ async fn postgres_down_means_not_ready_and_503_answers_finish_and_the_cluster_re
     }
     // What was stored before is all there.
     let (status, body) = rig
-        .get(&rig.lb(&format!("/api/v1/conversations/{stored}")), ADMIN_KEY)
+        .get(
+            &rig.lb(&format!("/api/v1/conversations/{stored}")),
+            ADMIN_KEY,
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["messages"][1]["status"], "complete", "{body}");
