@@ -198,7 +198,8 @@ async fn an_admin_on_one_hub_ends_a_stream_and_revokes_a_key_on_the_other() {
     assert_eq!(status, 200);
     // Listed by a: every hub publishes its streams, each with its hub.
     let mut id = None;
-    for _ in 0..100 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while id.is_none() && Instant::now() < deadline {
         let (_, listed) = rig
             .get(&rig.hub("a").url("/api/v1/admin/streams"), ADMIN_KEY)
             .await;
@@ -206,12 +207,11 @@ async fn an_admin_on_one_hub_ends_a_stream_and_revokes_a_key_on_the_other() {
             .as_array()
             .and_then(|s| s.iter().find(|s| s["hub"] == "b"))
             .and_then(|s| s["id"].as_u64());
-        if id.is_some() {
-            break;
+        if id.is_none() {
+            sleep(Duration::from_millis(50)).await;
         }
-        sleep(Duration::from_millis(50)).await;
     }
-    let id = id.expect("b's stream listed on a within 5 s");
+    let id = id.expect("b's stream listed on a within 20 s");
     let path = format!("/api/v1/admin/streams/{id}?hub=b");
     assert_eq!(rig.delete(&rig.hub("a").url(&path), ADMIN_KEY).await, 202);
     let text = body_text(res).await;
@@ -239,7 +239,7 @@ async fn an_admin_on_one_hub_ends_a_stream_and_revokes_a_key_on_the_other() {
     // revocation that just ended the stream, so b refuses the key now.
     let (status, _) = rig.get(&rig.hub("b").url("/api/v1/documents"), &key).await;
     assert_eq!(status, 401, "b refuses the revoked key");
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(frame) = socket.next().await {
             if let Ok(ws::Frame::Close(reason)) = frame {
                 return reason.map(|r| r.code);
@@ -305,7 +305,7 @@ async fn signing_out_on_one_hub_closes_what_the_session_opened_on_the_other() {
         .expect("request sent");
     assert_eq!(res.status().as_u16(), 204);
 
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(frame) = socket.next().await {
             if let Ok(ws::Frame::Close(reason)) = frame {
                 return reason;
@@ -318,7 +318,7 @@ async fn signing_out_on_one_hub_closes_what_the_session_opened_on_the_other() {
     let reason = closed.expect("a close reason");
     assert_eq!(reason.code, ws::CloseCode::Policy);
     assert_eq!(reason.description.as_deref(), Some("signed out"));
-    let text = tokio::time::timeout(Duration::from_secs(5), body_text(sse))
+    let text = tokio::time::timeout(Duration::from_secs(20), body_text(sse))
         .await
         .expect("the answer on b ends");
     assert!(text.contains("signed_out"), "{text}");
@@ -646,7 +646,7 @@ async fn a_cancel_on_the_hub_that_resumed_an_answer_stops_it_on_the_hub_that_run
     let rest = ws_frames(&mut on_b, |f| f.get("error").is_some()).await;
     let end = rest.last().expect("an ending");
     assert_eq!(end["error"]["code"], "cancelled", "{end}");
-    wait_until("a's slot released", Duration::from_secs(5), || async {
+    wait_until("a's slot released", Duration::from_secs(20), || async {
         rig.active_streams("a").await == 0
     })
     .await;
@@ -712,7 +712,7 @@ async fn a_hub_that_missed_a_revocation_while_cut_off_catches_up_when_it_subscri
         killed += 1;
     }
     assert_eq!(killed, 2, "one subscriber per hub");
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(frame) = socket.next().await {
             if let Ok(ws::Frame::Close(reason)) = frame {
                 return reason.map(|r| r.code);

@@ -240,7 +240,7 @@ impl Rig {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, process: &Process) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(res) = self.client.get(process.url("/readyz")).send().await {
                 if res.status().as_u16() == 200 {

@@ -52,7 +52,9 @@ async fn pair(id: &str) -> (Arc<MemoryLog>, Arc<Cluster>) {
 
 /// Follows answer `id` from after `after`, once the writer has registered it.
 async fn follow(reader: &Arc<Cluster>, id: &str, after: u64) -> Arc<AnswerEntry> {
-    for _ in 0..200 {
+    // A deadline, not a count of tries: a loaded machine takes longer per try.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
         let found = shared_log::find(reader.clone(), id, after, 1 << 20, |_| true).await;
         if let Ok(Some(entry)) = found {
             return entry;
