@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::cut_proxy::CutProxy;
 use crate::rig::{Rig, ADMIN_KEY};
-use crate::test_db::pg_server;
+use crate::test_db::{pg_server, TestDb};
 use crate::{ask_path, body_text, ended_with_done, open_sse, wait_until};
 
 /// RAGSTREAM_TEST_PG is postgres://user@host:port: (user, the server's address).
@@ -91,17 +91,16 @@ async fn postgres_down_means_not_ready_and_503_answers_finish_and_the_cluster_re
     let mut rig = Rig::empty_on_own_redis(100).await;
     let (user, target) = pg_address().await;
     let proxy = CutProxy::start(target).await;
+    // PostgreSQL whatever RAGSTREAM_CLUSTER_DATABASE_URL says: this is its outage.
+    if rig.db.is_none() {
+        rig.db = Some(TestDb::postgres().await);
+    }
     let name = rig
         .db
         .as_ref()
-        .map(|db| {
-            db.url
-                .rsplit('/')
-                .next()
-                .expect("a database name")
-                .to_owned()
-        })
-        .expect("a PostgreSQL database (RAGSTREAM_CLUSTER_DATABASE_URL unset)");
+        .and_then(|db| db.url.rsplit('/').next())
+        .expect("a database name")
+        .to_owned();
     rig.database_url = format!("postgres://{user}@{}/{name}", proxy.addr);
     rig.start_hubs(ttl).await;
     rig.add_document().await;
