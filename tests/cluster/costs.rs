@@ -15,7 +15,7 @@ use ragstream::cluster::Cluster;
 use ragstream::hub::messages::Admit;
 use ragstream::hub::{ChatHub, Limits};
 
-use crate::rig::flush;
+use crate::rig::flush_db;
 
 const DB: u8 = 3;
 const ADMISSIONS: usize = 5000;
@@ -145,7 +145,7 @@ async fn cpu_per_token(cluster: Option<Arc<Cluster>>) -> (f64, f64) {
 #[actix_web::test]
 #[ignore = "a measurement; run with --ignored --nocapture (in release)"]
 async fn costs() {
-    flush(DB).await;
+    flush_db(DB).await;
     let (local50, local99) = admission_latency(None).await;
     let (redis50, redis99) = admission_latency(Some(cluster())).await;
     println!("admission latency, {ADMISSIONS} sequential admissions:");
@@ -158,5 +158,5 @@ async fn costs() {
     );
     println!("  in-process log:     hub {local_own:.2} us, redis-server {local_redis:.2} us");
     println!("  mirrored to Redis:  hub {mirror_own:.2} us, redis-server {mirror_redis:.2} us");
-    flush(DB).await;
+    flush_db(DB).await;
 }

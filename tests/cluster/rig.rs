@@ -2,9 +2,13 @@
 //! number, behind nginx running `deploy/nginx.conf`, all on free loopback ports, stopped by
 //! pid when the rig is dropped.
 //!
-//! `RAGSTREAM_CLUSTER_DATABASE_URL` names the database both hubs use (default: a SQLite file
-//! in the rig's temp folder, shared across the processes in WAL mode). Each test passes its
-//! own Redis database number, which the rig empties before and after (it is the test's own).
+//! The database is a fresh PostgreSQL database with a unique name on `RAGSTREAM_TEST_PG`
+//! (default `postgres://postgres@127.0.0.1:5432`), dropped with the rig (after its hubs).
+//! `RAGSTREAM_CLUSTER_DATABASE_URL` overrides it: `sqlite` gives each rig a SQLite file of
+//! its own in its temp folder (shared by its processes in WAL mode); any other value is a
+//! database URL that every rig uses as it is (run one test at a time then). Each test passes
+//! its own Redis database number, which the rig empties before and after (it is the test's
+//! own), or runs a redis-server of its own ([`Rig::empty_on_own_redis`]).
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -12,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use crate::test_db::TestDb;
 
 pub const ADMIN_KEY: &str = "cluster-test-admin-key-0123456789";
 const REDIS: &str = "redis://127.0.0.1:6379";
@@ -66,8 +72,16 @@ impl Hub {
 
 pub struct Rig {
     pub dir: tempfile::TempDir,
+    /// What the hubs spawned from now on get as DATABASE_URL.
     pub database_url: String,
+    /// The fresh PostgreSQL database (none with RAGSTREAM_CLUSTER_DATABASE_URL), dropped
+    /// once the hubs are stopped.
+    pub db: Option<TestDb>,
+    /// `redis://host:port`, without the database number.
+    pub redis_server_url: String,
     pub redis_db: u8,
+    /// The redis-server the rig started for itself, if any.
+    pub own_redis: Option<Process>,
     /// Delay between the offline provider's tokens: how long an answer streams.
     pub pace_ms: u64,
     pub hubs: Vec<Hub>,
@@ -79,29 +93,63 @@ impl Rig {
     /// Hubs `a` and `b` on Redis database `redis_db`, and nginx in front of them.
     pub async fn start(redis_db: u8, lease_ttl_secs: u64, pace_ms: u64) -> Rig {
         let mut rig = Rig::empty(redis_db, pace_ms).await;
+        rig.start_hubs(lease_ttl_secs).await;
+        rig
+    }
+
+    /// Hubs `a` and `b` on this rig's database and Redis, and nginx in front of them.
+    pub async fn start_hubs(&mut self, lease_ttl_secs: u64) {
         // One after the other: the first migrates the database, and a hub starting marks
         // `streaming` rows interrupted, so both start before anything streams.
         for id in ["a", "b"] {
-            let hub = rig.spawn_hub(id, &rig.redis_url(), lease_ttl_secs);
-            rig.wait_ready(&hub.process).await;
-            rig.hubs.push(hub);
+            let hub = self.spawn_hub(id, &self.redis_url(), lease_ttl_secs);
+            self.wait_ready(&hub.process).await;
+            self.hubs.push(hub);
         }
-        let nginx = rig.spawn_nginx();
-        rig.wait_ready(&nginx).await;
-        rig.nginx = Some(nginx);
-        rig
+        let nginx = self.spawn_nginx();
+        self.wait_ready(&nginx).await;
+        self.nginx = Some(nginx);
     }
 
     /// No process yet: a test that starts its own.
     pub async fn empty(redis_db: u8, pace_ms: u64) -> Rig {
-        flush(redis_db).await;
+        flush(&format!("{REDIS}/{redis_db}")).await;
+        Rig::new(REDIS.to_owned(), redis_db, None, pace_ms).await
+    }
+
+    /// No process yet, and a redis-server of the rig's own on a free port (database 0), for
+    /// tests beyond the numbers of the shared Redis.
+    pub async fn empty_on_own_redis(pace_ms: u64) -> Rig {
+        let redis = own_redis_server().await;
+        let url = format!("redis://127.0.0.1:{}", redis.port);
+        Rig::new(url, 0, Some(redis), pace_ms).await
+    }
+
+    async fn new(
+        redis_server_url: String,
+        redis_db: u8,
+        own_redis: Option<Process>,
+        pace_ms: u64,
+    ) -> Rig {
         let dir = tempfile::tempdir().expect("temp dir");
-        let database_url = std::env::var("RAGSTREAM_CLUSTER_DATABASE_URL")
-            .unwrap_or_else(|_| format!("sqlite://{}/cluster.db", dir.path().display()));
+        let (database_url, db) = match std::env::var("RAGSTREAM_CLUSTER_DATABASE_URL") {
+            Ok(url) if url == "sqlite" => (
+                format!("sqlite://{}/cluster.db", dir.path().display()),
+                None,
+            ),
+            Ok(url) => (url, None),
+            Err(_) => {
+                let db = TestDb::postgres().await;
+                (db.url.clone(), Some(db))
+            }
+        };
         Rig {
             dir,
             database_url,
+            db,
+            redis_server_url,
             redis_db,
+            own_redis,
             pace_ms,
             hubs: Vec::new(),
             nginx: None,
@@ -112,7 +160,7 @@ impl Rig {
     }
 
     pub fn redis_url(&self) -> String {
-        format!("{REDIS}/{}", self.redis_db)
+        format!("{}/{}", self.redis_server_url, self.redis_db)
     }
 
     pub fn hub(&self, id: &str) -> &Hub {
@@ -192,7 +240,7 @@ impl Rig {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, process: &Process) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(res) = self.client.get(process.url("/readyz")).send().await {
                 if res.status().as_u16() == 200 {
@@ -201,11 +249,28 @@ impl Rig {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} never became ready",
-                process.port
+                "{} never became ready\n{}",
+                process.port,
+                self.logs()
             );
             actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The hubs' logs, to say why one failed.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("hub-") && name.ends_with(".log") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                out.push_str(&format!("--- {name} ---\n{text}"));
+            }
+        }
+        out
     }
 
     pub async fn post(&self, url: &str, key: &str, body: Value) -> (u16, Value) {
@@ -290,10 +355,16 @@ impl Drop for Rig {
     fn drop(&mut self) {
         self.nginx.take();
         self.hubs.clear();
-        let db = self.redis_db;
+        // Only now, with no hub left to hold a connection to it.
+        self.db.take();
+        if self.own_redis.take().is_some() {
+            // Gone with its process: nothing to empty.
+            return;
+        }
+        let url = self.redis_url();
         // Dropped outside any runtime's reach of this thread's: a blocking client.
         let _ = std::thread::spawn(move || {
-            if let Ok(client) = redis::Client::open(format!("{REDIS}/{db}")) {
+            if let Ok(client) = redis::Client::open(url) {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build();
@@ -311,8 +382,13 @@ impl Drop for Rig {
 }
 
 /// Empties the test's own Redis database number.
-pub async fn flush(db: u8) {
-    let client = redis::Client::open(format!("{REDIS}/{db}")).expect("redis url");
+pub async fn flush_db(db: u8) {
+    flush(&format!("{REDIS}/{db}")).await
+}
+
+/// Empties the Redis database at `url`.
+async fn flush(url: &str) {
+    let client = redis::Client::open(url).expect("redis url");
     let mut c = client
         .get_multiplexed_async_connection()
         .await
@@ -321,4 +397,51 @@ pub async fn flush(db: u8) {
         .query_async(&mut c)
         .await
         .expect("FLUSHDB");
+}
+
+/// A redis-server on `port` (loopback, nothing saved), not yet waited for.
+pub fn redis_server(port: u16) -> Process {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    Process { child, port }
+}
+
+/// A redis-server of the caller's own on a free port, once it answers PING.
+pub async fn own_redis_server() -> Process {
+    let redis = redis_server(free_port());
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if ping(&url).await {
+            return redis;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server at {url} never answered"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    let pong: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+    pong.is_ok()
 }

@@ -11,7 +11,7 @@ use ragstream::answer::{AnswerEntry, AnswerOwner, EventLog, MemoryLog, ReadOutco
 use ragstream::cluster::Cluster;
 use ragstream::error::ErrorBody;
 
-use crate::rig::flush;
+use crate::rig::{flush_db, own_redis_server};
 
 const DB: u8 = 4;
 
@@ -52,7 +52,9 @@ async fn pair(id: &str) -> (Arc<MemoryLog>, Arc<Cluster>) {
 
 /// Follows answer `id` from after `after`, once the writer has registered it.
 async fn follow(reader: &Arc<Cluster>, id: &str, after: u64) -> Arc<AnswerEntry> {
-    for _ in 0..200 {
+    // A deadline, not a count of tries: a loaded machine takes longer per try.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
         let found = shared_log::find(reader.clone(), id, after, 1 << 20, |_| true).await;
         if let Ok(Some(entry)) = found {
             return entry;
@@ -92,7 +94,7 @@ async fn read(entry: &AnswerEntry, after: u64, want: usize) -> (Vec<u64>, ReadOu
 
 #[actix_web::test]
 async fn a_follower_gets_what_came_after_its_cursor_and_the_ending_once() {
-    flush(DB).await;
+    flush_db(DB).await;
     let (log, reader) = pair("log-1").await;
     log.append(token("a"), None);
     log.append(token("b"), None);
@@ -126,8 +128,9 @@ async fn a_follower_gets_what_came_after_its_cursor_and_the_ending_once() {
 
 #[actix_web::test]
 async fn a_follower_whose_next_events_are_gone_gets_a_gap() {
-    flush(DB + 1).await;
-    let url = format!("redis://127.0.0.1:6379/{}", DB + 1);
+    // A redis-server of its own: the shared one's numbers are all taken by other tests.
+    let server = own_redis_server().await;
+    let url = format!("redis://127.0.0.1:{}/0", server.port);
     let writer = Cluster::connect(&url, Some("w"), Duration::from_secs(15)).expect("cluster");
     let reader = Cluster::connect(&url, Some("r"), Duration::from_secs(15)).expect("cluster");
     let log = MemoryLog::new(1 << 20);
@@ -161,5 +164,4 @@ async fn a_follower_whose_next_events_are_gone_gets_a_gap() {
     let (seen, outcome) = read(&entry, 1, 1).await;
     assert!(seen.is_empty(), "{seen:?}");
     assert_eq!(outcome, ReadOutcome::Gap);
-    flush(DB + 1).await;
 }
