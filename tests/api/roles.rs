@@ -196,7 +196,12 @@ async fn another_tenants_admin_key_sees_and_touches_nothing_of_this_tenant_on_an
     ));
     let res = app.client.get(&url).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
-    let view = SseReader::new(res).next().await.unwrap().json();
+    // The feed opens with the charts' history (this tenant's: nothing), then the view.
+    let mut feed = SseReader::new(res);
+    let history = feed.next().await.unwrap();
+    assert_eq!(history.event.as_deref(), Some("history"));
+    assert_eq!(history.json()["samples"], json!([]), "{}", history.data);
+    let view = feed.next().await.unwrap().json();
     assert_eq!(view["streams"], json!([]), "{view}");
     assert_eq!(view["connections"], json!([]), "{view}");
     assert_eq!(view["stats"]["activeStreams"], 0, "{view}");
