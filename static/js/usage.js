@@ -19,8 +19,9 @@ const GROUPS = {
 
 const FIGURES = [
   { field: 'answers', label: 'Answers' },
-  { field: 'inputTokens', label: 'Input tokens', title: 'The provider\'s count, or the hub\'s estimate where it reported none' },
+  // Output first: the figure budgets count, so it stays in view on a phone.
   { field: 'outputTokens', label: 'Output tokens', title: 'The provider\'s count, or the text deltas the hub relayed where it reported none' },
+  { field: 'inputTokens', label: 'Input tokens', title: 'The provider\'s count, or the hub\'s estimate where it reported none' },
   { field: 'errors', label: 'Errors' },
   { field: 'cancelled', label: 'Cancelled' },
   { field: 'detached', label: 'Detached', title: 'Answers whose connection was lost while they ran' },
