@@ -29,11 +29,14 @@ const FIGURES = [
   { field: 'durationMsAvg', label: 'Duration avg', ms: true },
 ];
 
-// New answers reach the store in batches about a second apart: a report asked for sooner
-// would not have them yet, so it is asked for again a little later, in case a batch was slow.
-const AFTER_ANSWERS_MS = [1500, 5000];
+// New answers reach the store in batches about a second apart (and the live feed tells of
+// them up to a second late): a report asked for sooner would not have them yet.
+const AFTER_ANSWERS_MS = 2500;
+// The hub sums the range's answer records for every report (and this month's for the
+// budgets): an open page asks at most this often by itself, however busy the hub is.
+const MIN_GAP_MS = 10000;
 // Answers of other hubs of a cluster do not move this page's live counters.
-const EVERY_MS = 30000;
+const EVERY_MS = 60000;
 
 function utcDay(date) {
   return date.toISOString().slice(0, 10);
@@ -74,9 +77,13 @@ export class UsageView {
     this.shownGroups = '';
     this.controller = null;
     this.timer = null;
-    this.followUp = null;
     this.ticker = null;
     this.answersSeen = null;
+    this.lastMove = 0;
+    this.lastLoad = 0;
+    // A report came due while the tab was hidden.
+    this.stale = false;
+    this.onVisible = null;
 
     const today = new Date();
     this.from.value = `${utcDay(today).slice(0, 8)}01`;
@@ -121,19 +128,35 @@ export class UsageView {
 
   start() {
     this.stop();
+    if (!this.onVisible) {
+      this.onVisible = () => {
+        if (document.visibilityState === 'visible' && this.stale && this.ticker) this.load();
+      };
+      document.addEventListener('visibilitychange', this.onVisible);
+    }
     this.ticker = setInterval(() => {
-      if (document.visibilityState === 'visible') this.load();
+      if (document.visibilityState === 'visible' && Date.now() - this.lastLoad >= MIN_GAP_MS) this.load();
     }, EVERY_MS);
     this.load();
   }
 
   stop() {
     clearInterval(this.ticker);
+    this.ticker = null;
     clearTimeout(this.timer);
-    clearTimeout(this.followUp);
     this.timer = null;
     if (this.controller) this.controller.abort();
     this.answersSeen = null;
+    // The next key to sign in must not glimpse this one's report.
+    this.report = null;
+    this.shownGroups = '';
+    clear(this.head);
+    clear(this.body);
+    clear(this.foot);
+    clear(this.budgetList);
+    this.budgets.hidden = true;
+    this.status.textContent = '';
+    delete this.status.dataset.state;
   }
 
   /** The live feed's count of answers ended on this hub: when it moves, the report will. */
@@ -142,17 +165,30 @@ export class UsageView {
     const moved = this.answersSeen !== null && total !== this.answersSeen;
     this.answersSeen = total;
     if (!moved) return;
-    if (!this.timer) {
-      this.timer = setTimeout(() => {
-        this.timer = null;
-        this.load();
-      }, AFTER_ANSWERS_MS[0]);
-    }
-    clearTimeout(this.followUp);
-    this.followUp = setTimeout(() => this.load(), AFTER_ANSWERS_MS[1]);
+    this.lastMove = Date.now();
+    this.schedule();
+  }
+
+  /** One report after the last answers' records are stored, and no sooner than MIN_GAP_MS. */
+  schedule() {
+    if (this.timer) return;
+    const due = Math.max(this.lastMove + AFTER_ANSWERS_MS, this.lastLoad + MIN_GAP_MS);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (document.visibilityState !== 'visible') {
+        // Hidden: the ticker's next turn (or showing the tab, see start) catches up.
+        this.stale = true;
+        return;
+      }
+      this.load();
+      // Answers that ended while this one waited its turn get a report of their own.
+      if (this.lastMove + AFTER_ANSWERS_MS > this.lastLoad) this.schedule();
+    }, Math.max(0, due - Date.now()));
   }
 
   async load() {
+    this.lastLoad = Date.now();
+    this.stale = false;
     this.updateLink();
     if (this.controller) this.controller.abort();
     const controller = new AbortController();

@@ -87,7 +87,8 @@ function usageRows(page) {
 }
 
 /** Polls the DOM until the table's output tokens per key are `want` (a Map of key id → n). */
-async function waitForTokens(page, want, { timeout = 20000 } = {}) {
+// The page asks for a report at most every 10 s by itself (each one sums the range's records).
+async function waitForTokens(page, want, { timeout = 30000 } = {}) {
   const deadline = Date.now() + timeout;
   let rows = [];
   for (;;) {
@@ -178,6 +179,11 @@ test('answers made while the page is open show in the usage table with their don
 
   await page.locator('#usage-panel').scrollIntoViewIfNeeded();
   await screenshot(page, 'admin-usage');
+
+  // Signed out, the page keeps no report for the next key to see.
+  await page.locator('#signout').click();
+  await page.locator('dialog.signin[open]').waitFor();
+  assert.equal(await page.locator('#usage tbody tr, #budget-list li').count(), 0);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
