@@ -198,7 +198,8 @@ export class UsageView {
     try {
       const [report] = await Promise.all([
         api(`/api/v1/admin/usage?${this.params()}`, { signal }),
-        this.loadBudgets(signal),
+        // Budgets are a side note: without them the report still shows.
+        this.loadBudgets(signal).catch(() => {}),
       ]);
       if (signal.aborted) return;
       this.report = report;
