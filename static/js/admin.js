@@ -1,5 +1,5 @@
 // The admin page: a live view of the hub (admin SSE feed, polling as a fallback), running
-// answers and connections that can be ended, documents (drag and drop upload), tenants and
+// answers and connections that can be ended, usage reports (usage.js), documents (drag and drop upload), tenants and
 // API keys. It shows what the key may administer (`GET /api/v1/whoami`): an operator sees
 // every tenant and may create tenants and operator keys; a tenant admin sees its own tenant.
 
@@ -9,6 +9,7 @@ import { Backoff } from './transports.js';
 import { signIn } from './signin.js';
 import { el, $, clear, formatMs, formatNumber, formatDate, confirmButton, toast } from './ui.js';
 import { LineChart } from './charts.js';
+import { UsageView } from './usage.js';
 
 const page = {
   status: $('#status'),
@@ -17,7 +18,7 @@ const page = {
   signout: $('#signout'),
   forbidden: $('#forbidden'),
   switchKey: $('#switch-key'),
-  panels: ['#live', '#streams-panel', '#load-panel', '#connections-panel', '#documents-panel', '#tenants-panel', '#keys-panel'].map((s) => $(s)),
+  panels: ['#live', '#streams-panel', '#load-panel', '#connections-panel', '#usage-panel', '#documents-panel', '#tenants-panel', '#keys-panel'].map((s) => $(s)),
   cards: $('#cards'),
   charts: $('#charts'),
   chartsTitle: $('#charts-title'),
@@ -53,6 +54,7 @@ const names = { tenants: new Map(), keys: new Map() };
 let feed = null;
 /** `GET /api/v1/whoami` of the signed-in key; null until known. */
 let me = null;
+let tenantsListed = [];
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -108,6 +110,8 @@ function setCell(tr, index, value) {
   const text = String(value);
   if (td.textContent !== text) td.textContent = text;
 }
+
+const usage = new UsageView({ tenantName, keyName: userName, onError: showError });
 
 // ---------------------------------------------------------------------------------------------
 // Status pill (the live feed)
@@ -417,6 +421,7 @@ function renderLive(data) {
   card('admitted', 'Admitted', formatNumber(stats.admittedTotal),
     `${formatNumber(stats.refusedTotal)} refused (429) · ${formatNumber(stats.releasedTotal)} released`);
   if (metrics) {
+    usage.answersEnded(Number(metrics.answersTotal));
     card('answers', 'Answers', formatNumber(metrics.answersTotal), `${formatNumber(metrics.cancelledTotal)} cancelled`);
     card('ttft', 'Time to first token', metrics.ttftMsP50 == null ? '–' : formatMs(metrics.ttftMsP50),
       metrics.ttftMsP95 == null ? 'p50 · no answers yet' : `p50 · p95 ${formatMs(metrics.ttftMsP95)}`);
@@ -787,6 +792,8 @@ async function loadTenants() {
   const body = await api('/api/v1/admin/tenants');
   const tenants = (body && body.tenants) || [];
   names.tenants = new Map(tenants.map((t) => [t.id, t.name]));
+  tenantsListed = tenants;
+  usage.setScope(isOperator(), tenants);
   syncRows(page.tenants, tenants, {
     key: (t) => t.id,
     columns: 4,
@@ -920,6 +927,7 @@ function showPanels(on) {
 function showForbidden() {
   if (feed) feed.stop();
   feed = null;
+  usage.stop();
   showPanels(false);
   page.forbidden.hidden = false;
   page.signout.hidden = false;
@@ -939,6 +947,7 @@ function showRole(who) {
   page.tenantForm.hidden = !operator;
   page.keyOperatorLabel.hidden = !operator;
   if (!operator) page.keyOperator.checked = false;
+  usage.setScope(operator, tenantsListed);
   page.role.hidden = !me;
   if (me) {
     page.role.textContent = operator ? 'operator · every tenant' : `admin · ${me.tenantName || me.tenantId}`;
@@ -975,11 +984,14 @@ async function start(role) {
   charts.lastSeq = null;
   feed = new LiveFeed(renderLive, renderHistory);
   feed.start();
+  // After the names: the report shows tenants and keys by name.
+  usage.start();
 }
 
 async function requireSignIn(message = '', elsewhere = null) {
   if (feed) feed.stop();
   feed = null;
+  usage.stop();
   showPanels(false);
   showRole(null);
   page.forbidden.hidden = true;
