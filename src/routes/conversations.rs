@@ -2,6 +2,8 @@
 //! paginated), read with messages, rename, delete. Scoped to the API key and its tenant:
 //! another user's conversation answers 404 like one that does not exist.
 
+use std::time::Duration;
+
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -17,6 +19,9 @@ const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
 /// A create body only ever holds a title.
 const CREATE_BODY_LIMIT: usize = 16 * 1024;
+/// How long a request waits for this hub's queued conversation writes (see
+/// [`own_writes_settled`]); past it, the request reads what is stored.
+const OWN_WRITES_WAIT: Duration = Duration::from_secs(2);
 
 pub fn configure(routes: &mut Routes) {
     routes
@@ -25,6 +30,17 @@ pub fn configure(routes: &mut Routes) {
         .get("/conversations/{id}", read)
         .patch("/conversations/{id}", rename)
         .delete("/conversations/{id}", delete);
+}
+
+/// Answers store their turns through the store writer without waiting (group commit), so a
+/// client that got an answer's `conversation` event may ask for the conversation before its
+/// rows are committed. Reads and changes first wait for what this hub has queued, so the
+/// client finds its turn (another hub of a cluster sees it once this one commits, within
+/// milliseconds).
+async fn own_writes_settled(state: &AppState) {
+    if !state.pipeline.writer().flush(OWN_WRITES_WAIT).await {
+        log::debug!("conversation request: queued writes not settled within {OWN_WRITES_WAIT:?}");
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -127,6 +143,7 @@ async fn list(
             format!("offset must be between 0 and {}, got {offset}", u32::MAX),
         )
     })?;
+    own_writes_settled(&state).await;
     let (conversations, total) = state
         .store
         .list_conversations(&owner.tenant_id, &owner.key_id, limit as u32, offset)
@@ -158,6 +175,7 @@ async fn read(
     Principal(owner): Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    own_writes_settled(&state).await;
     let conversation = state
         .store
         .get_conversation(&owner.tenant_id, &owner.key_id, &id)
@@ -194,6 +212,7 @@ async fn rename(
     let title = title(body.title.as_deref())?.ok_or_else(|| {
         ApiError::bad_request("invalid_title", "a non-empty \"title\" is required")
     })?;
+    own_writes_settled(&state).await;
     let conversation = state
         .store
         .rename_conversation(&owner.tenant_id, &owner.key_id, &id, &title)
@@ -221,6 +240,7 @@ async fn delete(
     Principal(owner): Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    own_writes_settled(&state).await;
     if state
         .store
         .delete_conversation(&owner.tenant_id, &owner.key_id, &id)

@@ -347,8 +347,9 @@ impl StoreWriter {
         self.counts.queued.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Waits (at most `limit`) until every write queued so far is done. Used at shutdown so
-    /// that answers cut by the stop keep their partial text.
+    /// Waits (at most `limit`) until every write queued so far is done: at shutdown, so
+    /// that answers cut by the stop keep their partial text, and before the conversation
+    /// routes read, so that a client finds the turn it was just told about.
     pub async fn flush(&self, limit: Duration) -> bool {
         let (done, wait) = oneshot::channel();
         let queued = async { self.tx.send(Job::Flush(done)).await.is_ok() && wait.await.is_ok() };

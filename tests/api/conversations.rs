@@ -1054,9 +1054,22 @@ async fn a_turn_streams_while_the_database_is_locked_and_its_done_follows_its_ro
         }
     }
     let id = conversation_id.expect("the conversation's id comes before the tokens");
-    // Not stored yet: the rows wait for the lock.
-    assert_eq!(conversation(&app, &app.admin_key, &id).await.0, 404);
+    // Not stored yet: the rows wait for the lock. A read of the conversation waits for them
+    // too (it would answer 404 at once otherwise), and finds the turn once they are in.
+    let read = conversation(&app, &app.admin_key, &id);
+    futures_util::pin_mut!(read);
+    let early = futures_util::future::select(
+        read.as_mut(),
+        Box::pin(actix_web::rt::time::sleep(Duration::from_millis(500))),
+    )
+    .await;
+    if let futures_util::future::Either::Left(((status, body), _)) = early {
+        panic!("answered before the turn's rows could be stored: {status} {body}");
+    }
     lock.release().await;
+    let (status, body) = read.await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"][0]["content"], FIRST, "{body}");
     let (rest, end) = ws.answer("w1").await;
     text.push_str(&rest);
     assert_eq!(end["done"], true, "{end}");

@@ -73,6 +73,10 @@ async fn a_dead_hubs_answers_are_interrupted_within_the_lease_and_a_live_hubs_ne
     a.add_document(&a.admin_key, "Tower", TOWER).await;
     let (on_a, _a_stream) = start_answer(&a).await;
     let (on_b, _b_stream) = start_answer(&b).await;
+    // Each hub commits its turns in groups, after their first event: a read on the hub
+    // that started a turn waits for it, and then every hub sees it.
+    assert_eq!(answer_status(&a, &on_a).await, "streaming");
+    assert_eq!(answer_status(&b, &on_b).await, "streaming");
     assert_eq!(answer_status(&b, &on_a).await, "streaming");
 
     // Both beat: after more than a lease, neither's answer was touched.
