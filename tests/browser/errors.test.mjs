@@ -37,9 +37,11 @@ test('a wrong key gets a readable 401 at sign-in and is not kept', async () => {
 });
 
 test('a key revoked mid-session gets a readable 401 and the sign-in form again', async () => {
+  // Over SSE the page holds no connection: it learns at its next question.
   const key = await hub.createKey('carol');
   const page = await newPage(browser);
   await openSignedIn(page, hub, key.key);
+  await chooseTransport(page, 'sse');
   await page.locator('#status[data-status="connected"]').waitFor();
   await hub.api(`/api/v1/admin/keys/${key.id}`, { method: 'DELETE' });
   const turn = await ask(page, 'How tall is the Eiffel Tower?');
@@ -48,6 +50,23 @@ test('a key revoked mid-session gets a readable 401 and the sign-in form again',
   const dialog = page.locator('dialog.signin[open]');
   await dialog.waitFor();
   assert.match(await dialog.locator('.form-error').innerText(), /401/);
+  assert.equal(await page.evaluate(async () => (await fetch('/api/v1/session')).status), 401, 'the session is over');
+  await page.context().close();
+});
+
+test('a key revoked while its WebSocket is open brings the sign-in form back without a question', async () => {
+  // The revocation closes the session's socket at once; the page finds the session over
+  // when it reconnects, and asks to sign in again.
+  const key = await hub.createKey('carol-ws');
+  const page = await newPage(browser);
+  await openSignedIn(page, hub, key.key);
+  await chooseTransport(page, 'ws');
+  await page.locator('#status[data-status="connected"]').waitFor();
+  await hub.api(`/api/v1/admin/keys/${key.id}`, { method: 'DELETE' });
+  const dialog = page.locator('dialog.signin[open]');
+  await dialog.waitFor();
+  assert.match(await dialog.locator('.form-error').innerText(), /401/);
+  assert.equal(await page.locator('#question').isDisabled(), true, 'no question goes out meanwhile');
   assert.equal(await page.evaluate(async () => (await fetch('/api/v1/session')).status), 401, 'the session is over');
   await page.context().close();
 });

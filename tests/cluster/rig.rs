@@ -39,6 +39,9 @@ pub fn free_port() -> u16 {
 pub struct Process {
     pub child: Child,
     pub port: u16,
+    /// Stopped with SIGTERM when dropped (SIGKILL after 5 s): nginx's workers outlive a
+    /// master killed outright.
+    pub graceful: bool,
 }
 
 impl Process {
@@ -55,6 +58,19 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if self.graceful {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         self.kill();
     }
 }
@@ -202,7 +218,11 @@ impl Rig {
             .expect("the hub starts");
         Hub {
             id: id.to_owned(),
-            process: Process { child, port },
+            process: Process {
+                child,
+                port,
+                graceful: false,
+            },
         }
     }
 
@@ -235,7 +255,11 @@ impl Rig {
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx starts (apt-get install nginx)");
-        Process { child, port }
+        Process {
+            child,
+            port,
+            graceful: true,
+        }
     }
 
     /// Waits until `/readyz` answers 200.
@@ -415,7 +439,11 @@ pub fn redis_server(port: u16) -> Process {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server starts");
-    Process { child, port }
+    Process {
+        child,
+        port,
+        graceful: false,
+    }
 }
 
 /// A redis-server of the caller's own on a free port, once it answers PING.
