@@ -498,9 +498,10 @@ fn cpu_of(pids: impl IntoIterator<Item = u32>) -> BTreeMap<u32, f64> {
 /// counts from zero; one that ended in between is lost (PostgreSQL's backends live as long
 /// as the hubs' pools).
 fn delta(a: &BTreeMap<u32, f64>, b: &BTreeMap<u32, f64>) -> f64 {
+    // A fold from 0.0: an empty f64 sum is -0.0.
     b.iter()
         .map(|(pid, y)| (y - a.get(pid).copied().unwrap_or(0.0)).max(0.0))
-        .sum()
+        .fold(0.0, |x, y| x + y)
 }
 
 fn snapshot(ctx: &Ctx, d: &Deployment) -> Snapshot {
@@ -944,5 +945,6 @@ mod tests {
         let a = BTreeMap::from([(1, 1.0), (2, 5.0), (3, 2.0)]);
         let b = BTreeMap::from([(1, 1.5), (2, 6.0), (4, 0.25)]);
         assert!((delta(&a, &b) - 1.75).abs() < 1e-9);
+        assert_eq!(delta(&BTreeMap::new(), &BTreeMap::new()).to_string(), "0");
     }
 }
