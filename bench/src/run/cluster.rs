@@ -879,8 +879,14 @@ fn meaning(c: &ClusterReport, cores: usize) -> String {
                         (x - 1.0) * 100.0
                     )
                 };
+                let split = n2
+                    .hub_cpu_s
+                    .iter()
+                    .map(|c| format!("{c:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ");
                 parts.push(format!(
-                    "A second hub behind nginx gives {:.2}× the one hub's tokens/s ({:.0} against {:.0}) at {:+.1} µs of CPU per token in all ({:.1} against {:.1}): {verdict}.",
+                    "A second hub behind nginx gives {:.2}× the one hub's tokens/s ({:.0} against {:.0}) at {:+.1} µs of CPU per token in all ({:.1} against {:.1}; the hubs' CPU seconds {split}): {verdict}.",
                     x,
                     n2.tokens_per_s,
                     n1.tokens_per_s,
@@ -946,5 +952,93 @@ mod tests {
         let b = BTreeMap::from([(1, 1.5), (2, 6.0), (4, 0.25)]);
         assert!((delta(&a, &b) - 1.75).abs() < 1e-9);
         assert_eq!(delta(&BTreeMap::new(), &BTreeMap::new()).to_string(), "0");
+    }
+
+    fn run(config: Config, streams: usize, tokens_per_s: f64, hubs: f64) -> ClusterRun {
+        let cpu = CpuSplit {
+            hubs,
+            redis: if config.redis { 1.0 } else { 0.0 },
+            nginx: if config.nginx { 1.0 } else { 0.0 },
+            postgres: 0.5,
+            total: 0.0,
+        };
+        let cpu = CpuSplit {
+            total: cpu.hubs + cpu.redis + cpu.nginx + cpu.postgres,
+            ..cpu
+        };
+        let tokens = (tokens_per_s * 10.0) as u64;
+        ClusterRun {
+            config: config.label,
+            hubs: config.hubs,
+            redis: config.redis,
+            nginx: config.nginx,
+            streams,
+            seconds: 10.0,
+            answers: tokens / 64,
+            tokens,
+            tokens_per_s,
+            vs_baseline: None,
+            ttft_ms: Pct::default(),
+            itl_ms: Pct::default(),
+            peak_streams: streams,
+            errors: BTreeMap::new(),
+            cpu_s: cpu,
+            cpu_us_per_token: cpu.per_token(tokens),
+            hub_cpu_s: vec![hubs / config.hubs as f64; config.hubs],
+            mock_cpu_s: 0.0,
+            loadgen_cpu_s: 0.0,
+            other_cpu_s: 0.0,
+        }
+    }
+
+    fn probe(config: Config, p50: f64, p99: f64) -> AdmissionProbe {
+        AdmissionProbe {
+            config: config.label,
+            clients: 1,
+            answers: 300,
+            ttft_ms: Pct { p50, p99 },
+            ttft_mean_ms: p50,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_section_is_computed_from_the_figures() {
+        let mut c = ClusterReport::default();
+        for (config, tps, hubs) in [
+            (CONFIGS[0], 10_000.0, 1.0),
+            (CONFIGS[1], 9_000.0, 1.5),
+            (CONFIGS[2], 8_000.0, 1.5),
+            (CONFIGS[3], 8_000.0, 2.0),
+        ] {
+            c.runs.push(run(config, 1000, tps, hubs));
+        }
+        c.probes.push(probe(CONFIGS[0], 2.0, 4.0));
+        c.probes.push(probe(CONFIGS[1], 2.5, 5.5));
+        c.finish();
+        assert_eq!(c.runs[1].vs_baseline, Some(0.9));
+        let added = c.added_by_redis_ms.unwrap();
+        assert!((added.p50 - 0.5).abs() < 1e-9 && (added.p99 - 1.5).abs() < 1e-9);
+        let md = markdown(&c, 2);
+        assert!(md.starts_with("## Cluster mode\n"));
+        assert!(md.contains("| added by Redis | | +0.50 / +1.50 | | |"));
+        assert!(md.contains("Redis adds 0.50 ms at p50 and 1.50 ms at p99"));
+        // 1.00× the one hub's tokens/s: no capacity added.
+        assert!(md.contains("A second hub behind nginx gives 1.00×"), "{md}");
+        assert!(md.contains("it adds no capacity"));
+        // The baseline has no Redis and no nginx column figure.
+        assert!(md.contains("| hub (PostgreSQL) | 1000 | 10000 | 1.00 |"));
+    }
+
+    #[test]
+    fn a_skipped_group_says_why() {
+        let c = ClusterReport {
+            skipped: Some("nginx not found".into()),
+            ..ClusterReport::default()
+        };
+        assert_eq!(
+            markdown(&c, 2),
+            "## Cluster mode\n\nNot run: nginx not found.\n\n"
+        );
     }
 }
