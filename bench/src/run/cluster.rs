@@ -845,6 +845,16 @@ pub fn markdown(c: &ClusterReport, cores: usize) -> String {
     o
 }
 
+/// The share of the machine busy in a run's window (everything on it).
+fn busy_share(r: &ClusterRun, cores: usize) -> f64 {
+    (r.cpu_s.total + r.mock_cpu_s + r.loadgen_cpu_s + r.other_cpu_s)
+        / (r.seconds * cores.max(1) as f64).max(1e-9)
+}
+
+fn loadgen_us(r: &ClusterRun) -> f64 {
+    r.loadgen_cpu_s / r.tokens.max(1) as f64 * 1e6
+}
+
 /// One paragraph of what the figures say, computed from them.
 fn meaning(c: &ClusterReport, cores: usize) -> String {
     let mut parts = Vec::new();
@@ -896,8 +906,23 @@ fn meaning(c: &ClusterReport, cores: usize) -> String {
             ));
             if let Some(n2) = c.run(CONFIGS[3].label, n) {
                 let x = n2.tokens_per_s / n1.tokens_per_s.max(1e-9);
+                let (b1, b2) = (busy_share(n1, cores), busy_share(n2, cores));
                 let verdict = if x < 1.05 {
                     format!("on {cores} cores shared with the load generator, the mock, nginx, Redis and PostgreSQL it adds no capacity")
+                } else if b1 >= 0.9 && b2 >= 0.9 {
+                    format!(
+                        "the machine was {:.0} % and {:.0} % busy, so the gain is not a second hub's CPU: the hubs' own CPU per token is {:.1} µs against {:.1} µs, while nginx's went from {:.1} to {:.1} µs and the load generator's from {:.1} to {:.1} µs, with {:.2} frames per token against {:.2} (tokens merged into fewer frames make every frame's cost a smaller share of a token's)",
+                        b2 * 100.0,
+                        b1 * 100.0,
+                        n2.cpu_us_per_token.hubs,
+                        n1.cpu_us_per_token.hubs,
+                        n1.cpu_us_per_token.nginx,
+                        n2.cpu_us_per_token.nginx,
+                        loadgen_us(n1),
+                        loadgen_us(n2),
+                        n2.frames_per_token,
+                        n1.frames_per_token
+                    )
                 } else {
                     format!(
                         "on {cores} cores it adds {:.0} % capacity",
@@ -1057,6 +1082,15 @@ mod tests {
         assert!(md.contains("it adds no capacity"));
         // The baseline has no Redis and no nginx column figure.
         assert!(md.contains("| hub (PostgreSQL) | 1000 | 10000 | 1.00 |"));
+        // A gain on a saturated machine is not called capacity.
+        c.runs[3].tokens_per_s = 9_000.0;
+        for r in &mut c.runs[2..] {
+            r.mock_cpu_s = 10.0;
+            r.loadgen_cpu_s = 10.0;
+        }
+        let md = markdown(&c, 2);
+        assert!(md.contains("gives 1.12×"), "{md}");
+        assert!(md.contains("so the gain is not a second hub's CPU"), "{md}");
         // Noise below zero is called noise.
         c.probes[1].ttft_ms.p99 = 3.0;
         c.finish();
