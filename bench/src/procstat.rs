@@ -154,6 +154,39 @@ pub fn pids_by_comm_in(proc_root: &Path, comm: &str) -> Vec<u32> {
     v
 }
 
+/// The database a PostgreSQL process serves, from its title (`/proc/<pid>/cmdline`, which
+/// PostgreSQL rewrites): `postgres: [CLUSTER: ]USER DATABASE HOST(PORT) STATE` for a
+/// backend, `postgres: [CLUSTER: ]autovacuum worker DATABASE`. None for the server's own
+/// processes (the postmaster, WAL writer, checkpointer, ...), which serve every database.
+pub fn postgres_database(cmdline: &str) -> Option<&str> {
+    let title = cmdline
+        .trim_end_matches(['\0', ' '])
+        .strip_prefix("postgres: ")?;
+    let mut words: Vec<&str> = title.split_whitespace().collect();
+    // Debian's `cluster_name` (`15/main:`) comes first.
+    if words.first().is_some_and(|w| w.ends_with(':')) {
+        words.remove(0);
+    }
+    match words.as_slice() {
+        ["autovacuum", "worker", db, ..] => Some(db),
+        [_user, db, host, ..] if host.contains('(') || host.starts_with("[local]") => Some(db),
+        _ => None,
+    }
+}
+
+/// The PostgreSQL processes that work for `database`: the server's own and `database`'s
+/// backends, not the backends of other databases (other people's tests).
+pub fn postgres_pids_for(database: &str) -> Vec<u32> {
+    pids_by_comm("postgres")
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            postgres_database(&cmdline).is_none_or(|db| db == database)
+        })
+        .collect()
+}
+
 pub fn children(parent: u32) -> Vec<u32> {
     children_in(Path::new("/proc"), parent)
 }
@@ -178,6 +211,34 @@ mod tests {
             Some((42, "a (b) c"))
         );
         assert_eq!(ppid_and_comm("garbage"), None);
+    }
+
+    #[test]
+    fn postgres_titles() {
+        let pad = "\0\0\0";
+        assert_eq!(
+            postgres_database(&format!(
+                "postgres: 15/main: postgres ragstream_bench_1_0 127.0.0.1(39200) idle{pad}"
+            )),
+            Some("ragstream_bench_1_0")
+        );
+        assert_eq!(
+            postgres_database("postgres: postgres other [local] SELECT"),
+            Some("other")
+        );
+        assert_eq!(
+            postgres_database("postgres: 15/main: autovacuum worker ragstream_test_x"),
+            Some("ragstream_test_x")
+        );
+        for shared in [
+            "postgres: 15/main: checkpointer ",
+            "postgres: 15/main: walwriter ",
+            "postgres: 15/main: logical replication launcher ",
+            "postgres: background writer",
+            "/usr/lib/postgresql/15/bin/postgres\0-D\0/var/lib/postgresql/15/main\0",
+        ] {
+            assert_eq!(postgres_database(shared), None, "{shared}");
+        }
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //! - `nginx → 2 hubs`: the same in front of two Redis hubs (round robin).
 //!
 //! CPU is split by process group from `/proc`: the hub(s), redis-server, nginx (master and
-//! workers) and PostgreSQL (every process named `postgres`: the server is shared with
-//! nothing else during a run). On the two single-hub configurations a probe asks short
+//! workers) and PostgreSQL (the processes named `postgres` less the backends of other
+//! databases: the server may be shared with other people's tests). On the two single-hub configurations a probe asks short
 //! answers one after another (one token, no upstream delay): their time to first token, with
 //! Redis against without, is what Redis adds at an answer's start.
 
@@ -531,7 +531,9 @@ fn snapshot(ctx: &Ctx, d: &Deployment) -> Snapshot {
             .as_ref()
             .map_or(0.0, |r| procstat::cpu_seconds(r.pid())),
         nginx,
-        postgres: cpu_of(procstat::pids_by_comm("postgres")),
+        postgres: cpu_of(procstat::postgres_pids_for(
+            d.db.as_ref().map_or("", |db| db.name.as_str()),
+        )),
         mock: procstat::cpu_seconds(ctx.mock.pid()),
         me: procstat::cpu_seconds(std::process::id()),
         machine: procstat::machine_busy_seconds(),
@@ -770,7 +772,7 @@ pub fn markdown(c: &ClusterReport, cores: usize) -> String {
     }
     let _ = writeln!(
         o,
-        "SSE answers (the throughput group's) through four deployments, each on a fresh PostgreSQL database and, with Redis, a redis-server of the run's own: `hub (PostgreSQL)`, one hub without Redis (admission and answer log in process: the baseline); `hub + Redis`, one hub with `REDIS_URL` (admission by a Lua script, answers mirrored to Redis Streams); `nginx → 1 hub` and `nginx → 2 hubs`, `deploy/nginx.conf` as shipped (`worker_processes 1`, round robin) in front of Redis hubs. CPU per token is split by process group from /proc: the hub(s), redis-server, nginx (master and worker) and PostgreSQL (every `postgres` process); `total` is their sum; the mock and the load generator are not in it.\n"
+        "SSE answers (the throughput group's) through four deployments, each on a fresh PostgreSQL database and, with Redis, a redis-server of the run's own: `hub (PostgreSQL)`, one hub without Redis (admission and answer log in process: the baseline); `hub + Redis`, one hub with `REDIS_URL` (admission by a Lua script, answers mirrored to Redis Streams); `nginx → 1 hub` and `nginx → 2 hubs`, `deploy/nginx.conf` as shipped (`worker_processes 1`, round robin) in front of Redis hubs. CPU per token is split by process group from /proc: the hub(s), redis-server, nginx (master and worker) and PostgreSQL (the server's own processes and the backends of the deployment's database, not other databases' backends; the server's WAL writer and checkpointer count whatever else writes meanwhile); `total` is their sum; the mock and the load generator are not in it. `other load` is the CPU of everything else on the machine, as a share of it.\n"
     );
     if !c.runs.is_empty() {
         let _ = writeln!(
