@@ -24,7 +24,8 @@ usage: ragstream-bench [--quick | --full] [options]
   --no-build        do not run `cargo build --release -p ragstream` first
   --out DIR         where the report goes (default: target/bench)
   --only LIST       comma-separated groups: throughput, cancel, resume, lag, retrieval,
-                    crowd, memory
+                    crowd, memory, cluster (cluster: nginx, redis-server, psql and
+                    PostgreSQL at 127.0.0.1:5432 as user postgres; skipped without them)
   --levels LIST     concurrency levels (default: 100,1000)
   --wait-quiet S    first wait up to S seconds for the machine to be idle
   --targets LIST    paths of the throughput group: direct, relay, actix-relay, hub-sse,

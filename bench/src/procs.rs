@@ -23,6 +23,11 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Whether the process has ended (it is reaped then).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
 }
 
 impl Drop for Proc {
@@ -122,10 +127,35 @@ pub async fn start_hub(
     n: usize,
     extra_env: &[(String, String)],
 ) -> Result<Proc, String> {
+    let db = format!("sqlite://{}", dir.join(format!("hub-{n}.db")).display());
+    start_hub_on(
+        bin,
+        dir,
+        mock,
+        &format!("hub-{n}"),
+        &db,
+        "/healthz",
+        extra_env,
+    )
+    .await
+}
+
+/// As [`start_hub`], on the database at `database_url` (which must exist; the hub migrates
+/// it), its log `dir/<name>.log`; waits until `ready_path` answers 200 (`/readyz` waits for
+/// the database and Redis as well). `extra_env` comes last and overrides the rest.
+pub async fn start_hub_on(
+    bin: &Path,
+    dir: &Path,
+    mock: SocketAddr,
+    name: &str,
+    database_url: &str,
+    ready_path: &str,
+    extra_env: &[(String, String)],
+) -> Result<Proc, String> {
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let db = dir.join(format!("hub-{n}.db"));
-    let log = std::fs::File::create(dir.join(format!("hub-{n}.log"))).map_err(|e| e.to_string())?;
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     // For profiling: RAGSTREAM_BENCH_HUB_WRAPPER="valgrind --tool=callgrind" runs the hub
     // under that command.
@@ -142,8 +172,10 @@ pub async fn start_hub(
     };
     cmd.current_dir(dir)
         .env_remove("RAGSTREAM_PROVIDERS")
+        .env_remove("REDIS_URL")
+        .env_remove("RAGSTREAM_HUB_ID")
         .env("RAGSTREAM_ADDR", addr.to_string())
-        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("DATABASE_URL", database_url)
         .env("RAGSTREAM_ADMIN_KEY", ADMIN_KEY)
         .env("RAGSTREAM_PROVIDER", "openai")
         .env("OPENAI_BASE_URL", format!("http://{mock}/v1"))
@@ -166,21 +198,38 @@ pub async fn start_hub(
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the hub {}: {e}", bin.display()))?;
-    let proc = Proc {
+    let mut proc = Proc {
         name: "hub",
         addr,
         child,
     };
     for _ in 0..600 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Ok((200, _)) = get(addr, "/healthz", None).await {
+        if let Ok((200, _)) = get(addr, ready_path, None).await {
             return Ok(proc);
+        }
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            return Err(format!(
+                "the hub exited ({status}); see {}",
+                log_path.display()
+            ));
         }
     }
     Err(format!(
         "the hub did not come up; see {}",
-        dir.join(format!("hub-{n}.log")).display()
+        log_path.display()
     ))
+}
+
+/// Wraps a process this run started (nginx, redis-server), stopped like the others when
+/// dropped.
+pub fn adopt(name: &'static str, addr: SocketAddr, child: Child) -> Proc {
+    Proc { name, addr, child }
+}
+
+/// A free loopback port (nothing holds it once this returns).
+pub fn free_loopback_port() -> Result<u16, String> {
+    free_port()
 }
 
 /// One GET on a fresh connection.

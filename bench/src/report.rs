@@ -6,8 +6,8 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::run::{
-    CancelResult, HeldResult, IdleResult, LagRun, Ratios, ResumeRun, ResumeSummary, RunResult,
-    Settings,
+    CancelResult, ClusterReport, HeldResult, IdleResult, LagRun, Ratios, ResumeRun, ResumeSummary,
+    RunResult, Settings,
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +47,8 @@ pub struct Report {
     pub corpus_question_matches: Option<f64>,
     pub idle: Vec<IdleResult>,
     pub held: Vec<HeldResult>,
+    /// The cluster group (none when it was not asked for).
+    pub cluster: Option<ClusterReport>,
     pub checks: Vec<Check>,
 }
 
@@ -92,6 +94,7 @@ impl Report {
             corpus_question_matches: None,
             idle: Vec::new(),
             held: Vec::new(),
+            cluster: None,
             checks: Vec::new(),
         }
     }
@@ -601,6 +604,9 @@ pub fn markdown(r: &Report) -> String {
             );
         }
         let _ = writeln!(o);
+    }
+    if let Some(c) = &r.cluster {
+        let _ = write!(o, "{}", crate::run::cluster_markdown(c, r.machine.cores));
     }
     if !r.checks.is_empty() {
         let _ = writeln!(o, "| target | goal | measured | met |");

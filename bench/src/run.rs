@@ -15,6 +15,9 @@
 //! 6. Memory: idle connections (10,000 WebSockets on the hub; idle keep-alive connections
 //!    on the relay) and streams held at once (2,000 at 200 ms per token), each on a freshly
 //!    started process, from RSS deltas.
+//! 7. Cluster mode ([`cluster`]): SSE streams on one hub with PostgreSQL, with Redis, and
+//!    through nginx to one and to two Redis hubs; CPU per token of each process group, and
+//!    the time to first token Redis adds at admission.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,8 +27,12 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::{sleep, sleep_until, Instant};
 
+mod cluster;
 mod detach;
 
+pub use cluster::{
+    markdown as cluster_markdown, nginx_conf, AdmissionProbe, ClusterReport, ClusterRun, CpuSplit,
+};
 pub use detach::{LagRun, ResumeRun, ResumeSummary};
 
 use crate::client::{self, Conn, Lag, Leave, Load, Spec, Stats, Target, Window};
@@ -67,6 +74,9 @@ pub struct Settings {
     pub lag_tokens: u32,
     pub lag_pace_ms: f64,
     pub lag: Lag,
+    /// The cluster group's admission probe: clients, and answers in all.
+    pub cluster_probe_clients: usize,
+    pub cluster_probe_answers: usize,
     /// Which scenario groups to run (all by default).
     pub only: Vec<String>,
     /// Which paths the throughput group runs (all by default).
@@ -105,6 +115,8 @@ impl Settings {
                 read_bytes: 1024,
                 pause: Duration::from_millis(100),
             },
+            cluster_probe_clients: 1,
+            cluster_probe_answers: 300,
             only: Vec::new(),
             targets: Vec::new(),
         }
@@ -116,6 +128,7 @@ impl Settings {
             warmup_s: 3.0,
             measure_s: 15.0,
             held_tokens: 50,
+            cluster_probe_answers: 1000,
             ..Settings::quick()
         }
     }
@@ -582,6 +595,14 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             ctx.hub = None;
             ctx.relay = None;
         }
+    }
+
+    if settings.wants("cluster") {
+        // Nothing of the other groups runs meanwhile.
+        ctx.hub = None;
+        ctx.relay = None;
+        ctx.actix_relay = None;
+        report.cluster = Some(cluster::cluster(&ctx, &plain).await?);
     }
 
     report.finish(started.elapsed().as_secs_f64());
