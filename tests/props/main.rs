@@ -11,4 +11,5 @@ mod gen;
 mod openai_chat;
 mod plain_ws;
 mod signalr;
+mod sse;
 mod upstream_sse;
